@@ -1,0 +1,110 @@
+#include "cli.h"
+
+#include <charconv>
+
+#include "core/ledger.h"
+
+namespace jobbridge {
+
+namespace {
+
+bool ParseJobs(const std::string& text, int* jobs, std::string* err) {
+  int n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || n < 1 ||
+      n > Ledger::kMaxBudget) {
+    *err = "-j needs a whole number of jobs from 1 to " + std::to_string(Ledger::kMaxBudget) +
+           ", not '" + text + "' (for example: jobbridge -j8 -- make)";
+    return false;
+  }
+  *jobs = n;
+  return true;
+}
+
+bool ParseStyle(const std::string& text, Options* options, std::string* err) {
+  if (ParseLegacyStyle(text, &options->legacy_style)) return true;
+  *err = "--legacy-style must be 'pipe' (make 4.3, cargo) or 'fifo' (ninja 1.13, make 4.4), not '" +
+         text + "'";
+  return false;
+}
+
+// "--name" or "--name=VALUE", not "--names".
+bool IsLong(const std::string& arg, const std::string& name) {
+  return arg == name || arg.starts_with(name + "=");
+}
+
+}  // namespace
+
+bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Options* options,
+                      std::string* err) {
+  Options parsed;
+  size_t i = 0;
+  // Takes the value of an option given as "--opt=V", "--opt V", "-jV" or "-j V".
+  auto value = [&](const std::string& arg, const std::string& name, std::string* out) {
+    if (arg.size() > name.size()) {
+      size_t skip = name.size() + (arg[name.size()] == '=' ? 1 : 0);
+      *out = arg.substr(skip);
+      return true;
+    }
+    if (i + 1 >= args.size()) {
+      *err = name + " needs a value; see jobbridge --help";
+      return false;
+    }
+    *out = args[++i];
+    return true;
+  };
+  for (; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    std::string v;
+    if (arg == "--") {
+      ++i;
+      break;
+    } else if (IsLong(arg, "--jobs")) {
+      if (!value(arg, "--jobs", &v) || !ParseJobs(v, &parsed.jobs, err)) return false;
+    } else if (arg.starts_with("-j")) {
+      if (!value(arg, "-j", &v) || !ParseJobs(v, &parsed.jobs, err)) return false;
+    } else if (IsLong(arg, "--legacy-style")) {
+      if (!value(arg, "--legacy-style", &v) || !ParseStyle(v, &parsed, err)) return false;
+    } else if (arg == "-v" || arg == "--verbose") {
+      parsed.verbose = true;
+    } else if (arg == "-h" || arg == "--help") {
+      parsed.help = true;
+    } else if (arg == "--version") {
+      parsed.version = true;
+    } else if (arg.starts_with("-") && arg != "-") {
+      *err = "unknown option '" + arg + "'; see jobbridge --help";
+      return false;
+    } else {
+      break;
+    }
+  }
+  parsed.command.assign(args.begin() + static_cast<long>(i), args.end());
+  if (parsed.command.empty() && !parsed.help && !parsed.version) {
+    *err = "no command given; usage: jobbridge [-j N] [--] COMMAND [ARGS...]";
+    return false;
+  }
+  if (parsed.jobs == 0) parsed.jobs = default_jobs;
+  *options = std::move(parsed);
+  return true;
+}
+
+std::string UsageText() {
+  return "usage: jobbridge [OPTIONS] [--] COMMAND [ARGS...]\n"
+         "\n"
+         "Runs COMMAND as the root of a job budget of N slots and serves the GNU make\n"
+         "jobserver (MAKEFLAGS, MFLAGS, CARGO_MAKEFLAGS) to everything below it.\n"
+         "\n"
+         "options:\n"
+         "  -j N, --jobs=N         the budget: at most N jobs at once (default: online CPUs)\n"
+         "  --legacy-style=STYLE   pipe: --jobserver-auth=R,W (make 4.3+, cargo, rustc, gcc;\n"
+         "                         the default) or fifo: --jobserver-auth=fifo:PATH\n"
+         "                         (ninja 1.13, make 4.4+, cargo)\n"
+         "  -v, --verbose          say how many tokens came back when COMMAND ends\n"
+         "  -h, --help             print this and exit\n"
+         "  --version              print the version and exit\n"
+         "\n"
+         "Exit status: COMMAND's; 128+N when it died of signal N; 127 when it cannot be\n"
+         "found; 126 when it cannot be run; 2 for a bad command line.\n";
+}
+
+}  // namespace jobbridge

@@ -1,0 +1,28 @@
+// The command line of `jobbridge [OPTIONS] [--] COMMAND [ARGS...]`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "legacy_pool.h"
+
+namespace jobbridge {
+
+struct Options {
+  int jobs = 0;  // 0 until parsed: then the budget N
+  LegacyStyle legacy_style = LegacyStyle::kPipe;
+  bool verbose = false;
+  bool help = false;
+  bool version = false;
+  std::vector<std::string> command;
+};
+
+// Parses argv (without argv[0]). Options stop at "--" or at the first word
+// that is not an option, as with env(1). `default_jobs` fills in a missing -j.
+// Returns false and sets *err to a one-line message that names the fix.
+bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Options* options,
+                      std::string* err);
+
+std::string UsageText();
+
+}  // namespace jobbridge

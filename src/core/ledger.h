@@ -1,0 +1,72 @@
+// The token ledger: who holds which of the budget's N slots.
+//
+// Pure bookkeeping (STYLE.md rule 1): no I/O, no clock, no libuv. Every slot
+// that is not free has exactly one owner, and no operation can make the slots
+// out exceed the budget or take back a slot from someone who does not hold it.
+// The byte-moving code asks the ledger first and moves bytes only when the
+// ledger said yes.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace jobbridge {
+
+enum class OwnerKind : uint8_t {
+  kCommand,     // the implicit slot of the command jobbridge runs
+  kLegacyPool,  // tokens parked in (or taken from) a legacy pipe/FIFO pool
+  kSocket,      // a socket-protocol connection (later issues)
+  kUpstream,    // a lease from an outer budget (later issues)
+};
+
+struct Owner {
+  OwnerKind kind;
+  uint64_t id = 0;
+  auto operator<=>(const Owner&) const = default;
+};
+
+// "legacy pool #0", "command #0", ... for messages.
+std::string DescribeOwner(Owner owner);
+
+class Ledger {
+ public:
+  // The largest budget jobbridge accepts; a legacy pipe must hold budget-1
+  // bytes without blocking, and 4096 fits every pipe's minimum capacity.
+  static constexpr int kMaxBudget = 4096;
+
+  // budget must be in [1, kMaxBudget].
+  explicit Ledger(int budget);
+
+  int budget() const { return budget_; }
+  int granted() const { return granted_; }
+  int free() const { return budget_ - granted_; }
+  int HeldBy(Owner owner) const;
+  std::vector<std::pair<Owner, int>> Holders() const;
+
+  // Gives `count` (> 0) free slots to `owner`. Returns false and sets *err when
+  // fewer than `count` slots are free; nothing changes then.
+  bool Grant(Owner owner, int count, std::string* err);
+
+  // Takes `count` (> 0) slots back from `owner`. Returns false and sets *err
+  // when `owner` holds fewer than `count`; nothing changes then.
+  bool Release(Owner owner, int count, std::string* err);
+
+  // Moves `count` (> 0) slots from one holder to another without freeing them.
+  // Returns false and sets *err when `from` holds fewer; nothing changes then.
+  bool Transfer(Owner from, Owner to, int count, std::string* err);
+
+  // Recomputes the totals from scratch. Returns false and sets *err when the
+  // books do not balance (a bug in the ledger itself).
+  bool CheckInvariants(std::string* err) const;
+
+ private:
+  int budget_;
+  int granted_ = 0;
+  std::map<Owner, int> held_;  // only owners holding at least one slot
+};
+
+}  // namespace jobbridge

@@ -1,0 +1,68 @@
+// Reading and writing the GNU make jobserver as it travels in MAKEFLAGS.
+//
+// Pure string work (no getenv, no fds): the caller hands in the variables.
+// The forms and rules are the ones in docs/ARCHITECTURE.md ("MAKEFLAGS"):
+// --jobserver-auth=R,W, --jobserver-fds=R,W, --jobserver-auth=fifo:PATH, the
+// last jobserver word wins, negative fds mean "no jobserver", and a first
+// word without '-' that contains 'n' means a dry run.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace jobbridge {
+
+struct JobserverAuth {
+  enum class Kind {
+    kNone,      // no jobserver word at all
+    kDisabled,  // a jobserver word with negative fds (make 4.4's "-2,-2")
+    kPipe,      // R,W: two inherited fds
+    kFifo,      // fifo:PATH
+  };
+  Kind kind = Kind::kNone;
+  int read_fd = -1;
+  int write_fd = -1;
+  std::string fifo_path;
+
+  bool operator==(const JobserverAuth&) const = default;
+};
+
+struct Makeflags {
+  std::vector<std::string> words;  // as written, escapes kept
+  JobserverAuth auth;
+  bool dry_run = false;
+  std::optional<int> jobs;  // from -jN / --jobs=N; 0 for a bare -j
+};
+
+// Parses one MAKEFLAGS/MFLAGS/CARGO_MAKEFLAGS value. Returns false and sets
+// *err (naming the bad word) when a jobserver word is malformed.
+bool ParseMakeflags(std::string_view text, Makeflags* out, std::string* err);
+
+// The variable a jobserver-rs client (cargo, rustc, cc-rs) reads: the first of
+// CARGO_MAKEFLAGS, MAKEFLAGS, MFLAGS that is set, even when it is empty.
+struct MakeflagsSource {
+  std::string variable;
+  std::string value;
+};
+using GetEnvFn = std::function<const char*(const char* name)>;
+std::optional<MakeflagsSource> SelectMakeflags(const GetEnvFn& getenv_fn);
+
+// The variables a bridge must set (or clear) together.
+inline constexpr const char* kMakeflagsVariables[] = {"CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"};
+
+// `words` without anything that speaks of parallelism: -j, -jN, --jobs[=N],
+// and every --jobserver-auth= / --jobserver-fds= word.
+std::vector<std::string> WordsWithoutJobserver(const std::vector<std::string>& words);
+
+// "R,W" or "fifo:PATH" (PATH must not contain whitespace or backslashes).
+std::string FormatAuth(const JobserverAuth& auth);
+
+// A MAKEFLAGS value: `kept` (the user's other words, in order) followed by
+// "-jN --jobserver-auth=...". Variable assignments after a "--" word stay last.
+std::string FormatMakeflags(const std::vector<std::string>& kept, int jobs,
+                            const JobserverAuth& auth);
+
+}  // namespace jobbridge

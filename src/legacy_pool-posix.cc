@@ -1,0 +1,180 @@
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "legacy_pool.h"
+#include "util/eintr.h"
+#include "util/unique_fd.h"
+
+namespace jobbridge {
+
+namespace {
+
+// The byte the bridge writes; make writes '+' too. Readers must not care.
+constexpr char kTokenByte = '+';
+
+std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
+
+int CountIn(int fd, std::string* err) {
+  int n = 0;
+  if (ioctl(fd, FIONREAD, &n) != 0) {
+    *err = Errno("FIONREAD on the jobserver pool");
+    return -1;
+  }
+  return n;
+}
+
+int DrainFd(int fd, std::string* err) {
+  int total = 0;
+  char buffer[512];
+  for (;;) {
+    ssize_t n = RetryOnEintr([&] { return read(fd, buffer, sizeof buffer); });
+    if (n > 0) {
+      total += static_cast<int>(n);
+    } else if (n == 0 || errno == EAGAIN) {
+      return total;
+    } else {
+      *err = Errno("reading the jobserver pool");
+      return -1;
+    }
+  }
+}
+
+bool PutFd(int fd, int count, std::string* err) {
+  std::string bytes(count, kTokenByte);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = RetryOnEintr([&] { return write(fd, bytes.data() + done, bytes.size() - done); });
+    if (n < 0) {
+      *err = Errno("writing " + std::to_string(count) + " tokens to the jobserver pool");
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// A second open file description of an fd we own, through /proc (Linux).
+UniqueFd OpenPrivate(int fd, int flags, std::string* err) {
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  int opened = RetryOnEintr([&] { return open(path.c_str(), flags | O_NONBLOCK | O_CLOEXEC); });
+  if (opened < 0) *err = Errno("opening a private description of the pool (" + path + ")");
+  return UniqueFd(opened);
+}
+
+class PipePool : public LegacyPool {
+ public:
+  bool Init(std::string* err) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+      *err = Errno("creating the jobserver pipe");
+      return false;
+    }
+    shared_read_.Reset(fds[0]);
+    shared_write_.Reset(fds[1]);
+    private_read_ = OpenPrivate(fds[0], O_RDONLY, err);
+    if (!private_read_.valid()) return false;
+    private_write_ = OpenPrivate(fds[1], O_WRONLY, err);
+    return private_write_.valid();
+  }
+
+  JobserverAuth Auth() const override {
+    return {JobserverAuth::Kind::kPipe, shared_read_.get(), shared_write_.get(), ""};
+  }
+  std::vector<int> InheritedFds() const override {
+    if (!shared_read_.valid()) return {};
+    return {shared_read_.get(), shared_write_.get()};
+  }
+  int Count(std::string* err) const override { return CountIn(private_read_.get(), err); }
+  int Drain(std::string* err) override { return DrainFd(private_read_.get(), err); }
+  bool Put(int count, std::string* err) override { return PutFd(private_write_.get(), count, err); }
+  void CloseInherited() override {
+    shared_read_.Reset();
+    shared_write_.Reset();
+  }
+
+ private:
+  UniqueFd shared_read_, shared_write_;    // inherited by children, left blocking
+  UniqueFd private_read_, private_write_;  // the bridge's own, non-blocking
+};
+
+class FifoPool : public LegacyPool {
+ public:
+  ~FifoPool() override {
+    if (!path_.empty()) unlink(path_.c_str());
+  }
+
+  bool Init(const std::string& dir, std::string* err) {
+    std::string path = dir + "/pool.fifo";
+    if (path.find_first_of(" \t\n\\") != std::string::npos) {
+      *err = "the FIFO path " + path +
+             " contains whitespace or a backslash, which MAKEFLAGS cannot carry to ninja; "
+             "set TMPDIR to a folder without them";
+      return false;
+    }
+    if (mkfifo(path.c_str(), 0600) != 0) {
+      *err = Errno("creating the jobserver FIFO " + path);
+      return false;
+    }
+    path_ = path;
+    // O_RDWR: the bridge is both a reader and a writer, so opening never
+    // blocks and the FIFO never sees EOF while the bridge runs.
+    int fd = RetryOnEintr([&] { return open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC); });
+    if (fd < 0) {
+      *err = Errno("opening the jobserver FIFO " + path);
+      return false;
+    }
+    private_.Reset(fd);
+    return true;
+  }
+
+  JobserverAuth Auth() const override { return {JobserverAuth::Kind::kFifo, -1, -1, path_}; }
+  std::vector<int> InheritedFds() const override { return {}; }
+  int Count(std::string* err) const override { return CountIn(private_.get(), err); }
+  int Drain(std::string* err) override { return DrainFd(private_.get(), err); }
+  bool Put(int count, std::string* err) override { return PutFd(private_.get(), count, err); }
+  void CloseInherited() override {
+    // Children open the FIFO by path; removing it stops newcomers.
+    if (!path_.empty()) unlink(path_.c_str());
+    path_.clear();
+  }
+
+ private:
+  std::string path_;
+  UniqueFd private_;
+};
+
+}  // namespace
+
+bool ParseLegacyStyle(const std::string& text, LegacyStyle* style) {
+  if (text == "pipe") {
+    *style = LegacyStyle::kPipe;
+  } else if (text == "fifo") {
+    *style = LegacyStyle::kFifo;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<LegacyPool> LegacyPool::Create(LegacyStyle style, int tokens,
+                                               const std::string& dir, std::string* err) {
+  std::unique_ptr<LegacyPool> pool;
+  if (style == LegacyStyle::kPipe) {
+    auto pipe_pool = std::make_unique<PipePool>();
+    if (!pipe_pool->Init(err)) return nullptr;
+    pool = std::move(pipe_pool);
+  } else {
+    auto fifo_pool = std::make_unique<FifoPool>();
+    if (!fifo_pool->Init(dir, err)) return nullptr;
+    pool = std::move(fifo_pool);
+  }
+  if (tokens > 0 && !pool->Put(tokens, err)) return nullptr;
+  return pool;
+}
+
+}  // namespace jobbridge

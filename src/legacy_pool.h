@@ -1,0 +1,54 @@
+// The legacy GNU make jobserver that the bridge serves to its tree: an
+// anonymous pipe (children inherit R,W) or a named FIFO (children open PATH).
+//
+// The bridge never reads or writes the pool through the descriptions its
+// children share: make 4.3 and libuv flip O_NONBLOCK on a description, and
+// that flag is shared (docs/ARCHITECTURE.md, "private descriptions"). The pool
+// keeps a private non-blocking description of each end for its own I/O.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/makeflags.h"
+
+namespace jobbridge {
+
+enum class LegacyStyle { kPipe, kFifo };
+
+// "pipe" / "fifo"; returns false for anything else.
+bool ParseLegacyStyle(const std::string& text, LegacyStyle* style);
+
+class LegacyPool {
+ public:
+  virtual ~LegacyPool() = default;
+
+  // Creates a pool that holds `tokens` one-byte tokens. A FIFO is created in
+  // `dir` (which must exist). Returns null and sets *err on failure.
+  static std::unique_ptr<LegacyPool> Create(LegacyStyle style, int tokens, const std::string& dir,
+                                            std::string* err);
+
+  // What goes into MAKEFLAGS for the children.
+  virtual JobserverAuth Auth() const = 0;
+
+  // The fds a child must inherit (R and W for a pipe, none for a FIFO).
+  virtual std::vector<int> InheritedFds() const = 0;
+
+  // Tokens in the pool right now (FIONREAD), or -1 with *err.
+  virtual int Count(std::string* err) const = 0;
+
+  // Reads every token that is in the pool now without blocking and returns
+  // how many there were, or -1 with *err. Any byte value counts as a token.
+  virtual int Drain(std::string* err) = 0;
+
+  // Writes `count` tokens into the pool without blocking. Returns false and
+  // sets *err when they do not all fit.
+  virtual bool Put(int count, std::string* err) = 0;
+
+  // Closes the ends the children inherit, so no new child can join. The
+  // bridge's private ends stay open for the final Drain.
+  virtual void CloseInherited() = 0;
+};
+
+}  // namespace jobbridge

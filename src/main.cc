@@ -1,0 +1,31 @@
+// jobbridge's entry point: parse the command line, then hand over to the bridge.
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bridge.h"
+#include "cli.h"
+#include "log.h"
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  int default_jobs = cpus > 0 ? static_cast<int>(cpus) : 1;
+  jobbridge::Options options;
+  std::string err;
+  if (!jobbridge::ParseCommandLine(args, default_jobs, &options, &err)) {
+    jobbridge::LogError(err);
+    return 2;
+  }
+  if (options.help) {
+    std::fputs(jobbridge::UsageText().c_str(), stdout);
+    return 0;
+  }
+  if (options.version) {
+    std::puts("jobbridge " JOBBRIDGE_VERSION);
+    return 0;
+  }
+  return jobbridge::RunBridge(options);
+}
