@@ -27,32 +27,35 @@ constexpr std::array<int, 3> kForwardedSignals = {SIGINT, SIGTERM, SIGHUP};
 
 // Warns when the bridge was started inside another jobserver: it does not
 // join an outer budget yet, so the tree below it gets a budget of its own.
+// Every variable is checked, since each is replaced for the children.
 void WarnAboutOuterJobserver(int jobs) {
-  auto source = SelectMakeflags([](const char* name) { return std::getenv(name); });
-  if (!source) return;
-  Makeflags flags;
-  std::string err;
-  if (!ParseMakeflags(source->value, &flags, &err)) {
-    LogWarning("ignoring a malformed jobserver in " + source->variable + ": " + err);
-    return;
-  }
-  auto kind = flags.auth.kind;
-  if (kind == JobserverAuth::Kind::kPipe || kind == JobserverAuth::Kind::kFifo) {
-    LogWarning("started inside another jobserver (" + source->variable + " has " +
-               FormatAuth(flags.auth) + "); joining an outer budget is not supported yet, so " +
-               "this tree gets its own budget of " + std::to_string(jobs));
+  for (const char* variable : kMakeflagsVariables) {
+    const char* value = std::getenv(variable);
+    if (!value) continue;
+    Makeflags flags;
+    std::string err;
+    if (!ParseMakeflags(value, &flags, &err)) {
+      LogWarning("ignoring a malformed jobserver in " + std::string(variable) + ": " + err);
+      continue;
+    }
+    auto kind = flags.auth.kind;
+    if (kind == JobserverAuth::Kind::kPipe || kind == JobserverAuth::Kind::kFifo) {
+      LogWarning("started inside another jobserver (" + std::string(variable) + " has " +
+                 FormatAuth(flags.auth) + "); joining an outer budget is not supported yet, " +
+                 "so this tree gets its own budget of " + std::to_string(jobs));
+      return;
+    }
   }
 }
 
 // The command's environment: ours with the three MAKEFLAGS variables replaced
 // consistently (jobserver-rs reads whichever of them is set first).
 std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth) {
+  // The user's other make flags (-k, variables) stay; a malformed jobserver
+  // word was reported already and is dropped with the rest of its kind.
   std::vector<std::string> kept;
   if (const char* makeflags = std::getenv("MAKEFLAGS")) {
-    Makeflags parsed;
-    std::string ignored;
-    // A malformed jobserver word was already reported; keep the other words.
-    if (ParseMakeflags(makeflags, &parsed, &ignored)) kept = WordsWithoutJobserver(parsed.words);
+    kept = WordsWithoutJobserver(SplitMakeflags(makeflags));
   }
   std::vector<std::string> env;
   for (char** entry = environ; *entry; ++entry) {

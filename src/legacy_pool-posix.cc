@@ -45,6 +45,10 @@ int DrainFd(int fd, std::string* err) {
 }
 
 bool PutFd(int fd, int count, std::string* err) {
+  if (count < 0) {
+    *err = "cannot put " + std::to_string(count) + " tokens into the jobserver pool";
+    return false;
+  }
   std::string bytes(count, kTokenByte);
   size_t done = 0;
   while (done < bytes.size()) {

@@ -29,7 +29,7 @@ class LegacyPool {
   static std::unique_ptr<LegacyPool> Create(LegacyStyle style, int tokens, const std::string& dir,
                                             std::string* err);
 
-  // What goes into MAKEFLAGS for the children.
+  // What goes into MAKEFLAGS for the children; meaningless after CloseInherited.
   virtual JobserverAuth Auth() const = 0;
 
   // The fds a child must inherit (R and W for a pipe, none for a FIFO).
@@ -42,8 +42,8 @@ class LegacyPool {
   // how many there were, or -1 with *err. Any byte value counts as a token.
   virtual int Drain(std::string* err) = 0;
 
-  // Writes `count` tokens into the pool without blocking. Returns false and
-  // sets *err when they do not all fit.
+  // Writes `count` (>= 0) tokens into the pool without blocking. Returns false
+  // and sets *err when they do not all fit (some may have been written then).
   virtual bool Put(int count, std::string* err) = 0;
 
   // Closes the ends the children inherit, so no new child can join. The

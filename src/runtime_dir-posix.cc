@@ -1,12 +1,13 @@
 #include "runtime_dir-posix.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -37,6 +38,10 @@ RuntimeDir::~RuntimeDir() {
 }
 
 bool RuntimeDir::Create(std::string* err) {
+  if (!path_.empty()) {
+    *err = "internal: the runtime folder " + path_ + " exists already";
+    return false;
+  }
   Parent parent = ChooseParent();
   std::string templ = parent.folder + "/jobbridge-XXXXXX";
   std::vector<char> buffer(templ.begin(), templ.end());
@@ -56,17 +61,11 @@ bool RuntimeDir::Create(std::string* err) {
 bool RuntimeDir::Remove(std::string* err) {
   if (path_.empty()) return true;
   // The folder is 0700 and its name random, so everything in it is ours.
-  std::vector<std::string> names;
-  if (DIR* dir = opendir(path_.c_str())) {
-    while (dirent* entry = readdir(dir)) {
-      std::string name = entry->d_name;
-      if (name != "." && name != "..") names.push_back(name);
-    }
-    closedir(dir);
-  }
-  for (const std::string& name : names) unlink(Join(name).c_str());
-  if (rmdir(path_.c_str()) != 0 && errno != ENOENT) {
-    *err = "cannot remove the runtime folder " + path_ + ": " + strerror(errno);
+  // remove_all does not follow symlinks out of it.
+  std::error_code error;
+  std::filesystem::remove_all(path_, error);
+  if (error) {
+    *err = "cannot remove the runtime folder " + path_ + ": " + error.message();
     return false;
   }
   path_.clear();

@@ -76,11 +76,21 @@ bool ParseAuthValue(std::string_view word, std::string_view value, JobserverAuth
   return true;
 }
 
+// make's single-letter flags: "kn" in MAKEFLAGS, "-kn" in MFLAGS.
+bool IsFlagCluster(std::string_view word) {
+  if (word.starts_with('-')) word.remove_prefix(1);
+  if (word.empty()) return false;
+  for (char c : word) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) return false;
+  }
+  return true;
+}
+
 bool IsJobsWord(std::string_view word) {
   if (word == "--jobs" || word.starts_with("--jobs=")) return true;
   if (!word.starts_with("-j")) return false;
   int n = 0;
-  return word.size() == 2 || ParseInt(word.substr(2), &n);
+  return word.size() == 2 || (ParseInt(word.substr(2), &n) && n >= 0);
 }
 
 bool IsJobserverWord(std::string_view word) {
@@ -95,7 +105,7 @@ bool ParseMakeflags(std::string_view text, Makeflags* out, std::string* err) {
   for (size_t i = 0; i < result.words.size(); ++i) {
     const std::string& word = result.words[i];
     if (word == "--") break;  // variable assignments follow
-    if (i == 0 && !word.starts_with('-') && word.find('=') == std::string::npos) {
+    if (i == 0 && !IsJobsWord(word) && IsFlagCluster(word)) {
       result.dry_run = word.find('n') != std::string::npos;
       continue;
     }
@@ -122,6 +132,8 @@ std::optional<MakeflagsSource> SelectMakeflags(const GetEnvFn& getenv_fn) {
   }
   return std::nullopt;
 }
+
+std::vector<std::string> SplitMakeflags(std::string_view text) { return SplitWords(text); }
 
 std::vector<std::string> WordsWithoutJobserver(const std::vector<std::string>& words) {
   std::vector<std::string> kept;

@@ -4,7 +4,8 @@
 // The forms and rules are the ones in docs/ARCHITECTURE.md ("MAKEFLAGS"):
 // --jobserver-auth=R,W, --jobserver-fds=R,W, --jobserver-auth=fifo:PATH, the
 // last jobserver word wins, negative fds mean "no jobserver", and a first
-// word without '-' that contains 'n' means a dry run.
+// word of single-letter flags ("kn", or "-kn" in MFLAGS) with an 'n' means a
+// dry run.
 #pragma once
 
 #include <functional>
@@ -52,6 +53,9 @@ std::optional<MakeflagsSource> SelectMakeflags(const GetEnvFn& getenv_fn);
 
 // The variables a bridge must set (or clear) together.
 inline constexpr const char* kMakeflagsVariables[] = {"CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"};
+
+// The words of a MAKEFLAGS value, escapes kept; never fails.
+std::vector<std::string> SplitMakeflags(std::string_view text);
 
 // `words` without anything that speaks of parallelism: -j, -jN, --jobs[=N],
 // and every --jobserver-auth= / --jobserver-fds= word.

@@ -1,0 +1,77 @@
+"""Bad command lines and environments: one clear line, non-zero exit, nothing left."""
+
+import os
+import unittest
+
+from harness import BridgeTestCase
+
+
+class BadInputTest(BridgeTestCase):
+    def check(self, args, status, *fragments, env=None):
+        marker = os.path.join(self.sandbox.root, "ran")
+        result = self.sandbox.run([self.bridge, *args], env=env)
+        self.assertEqual(result.returncode, status, result.stderr)
+        lines = result.stderr.splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertTrue(lines[0].startswith("jobbridge: "), lines[0])
+        for fragment in fragments:
+            self.assertIn(fragment, lines[0])
+        self.assertEqual(result.stdout, "")
+        self.assertFalse(os.path.exists(marker), "the command ran despite the error")
+        self.assert_no_leftovers()
+        return lines[0]
+
+    def touch(self):
+        return ["touch", os.path.join(self.sandbox.root, "ran")]
+
+    def test_zero_jobs(self):
+        self.check(["-j", "0", *self.touch()], 2, "'0'", "-j8")
+
+    def test_jobs_not_a_number(self):
+        self.check(["-j", "abc", *self.touch()], 2, "'abc'", "whole number")
+
+    def test_jobs_too_large(self):
+        self.check(["-j99999", *self.touch()], 2, "'99999'", "4096")
+
+    def test_missing_jobs_value(self):
+        self.check(["-j"], 2, "-j needs a value")
+
+    def test_no_command(self):
+        self.check(["-j2"], 2, "no command", "usage")
+
+    def test_unknown_option(self):
+        self.check(["--frobnicate", *self.touch()], 2, "'--frobnicate'", "--help")
+
+    def test_bad_legacy_style(self):
+        self.check(["--legacy-style=socket", *self.touch()], 2, "'socket'", "fifo")
+
+    def test_command_not_found(self):
+        self.check(["--", "no-such-command-jb"], 127, "no-such-command-jb", "PATH")
+
+    def test_command_not_executable(self):
+        script = os.path.join(self.sandbox.root, "not-executable")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\n")
+        self.check(["--", script], 126, "Permission denied", "permissions")
+
+    def test_runtime_parent_is_a_file(self):
+        not_a_dir = os.path.join(self.sandbox.root, "file")
+        open(not_a_dir, "w").close()
+        env = dict(self.sandbox.env, TMPDIR=not_a_dir)
+        self.check(self.touch(), 1, not_a_dir, "set TMPDIR", env=env)
+
+    def test_runtime_parent_missing_names_xdg_runtime_dir(self):
+        missing = os.path.join(self.sandbox.root, "missing")
+        env = dict(self.sandbox.env, XDG_RUNTIME_DIR=missing)
+        self.check(self.touch(), 1, missing, "XDG_RUNTIME_DIR", env=env)
+
+    def test_help_and_version_succeed(self):
+        for flag, text in (("--help", "usage: jobbridge"), ("--version", "jobbridge ")):
+            result = self.sandbox.run([self.bridge, flag])
+            self.assertEqual(result.returncode, 0)
+            self.assertIn(text, result.stdout)
+            self.assertEqual(result.stderr, "")
+
+
+if __name__ == "__main__":
+    unittest.main()

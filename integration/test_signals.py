@@ -1,0 +1,79 @@
+"""Exit statuses come back as a shell would give them; signals stop the whole tree."""
+
+import os
+import signal
+import subprocess
+import unittest
+
+from harness import BridgeTestCase, wait_for
+
+
+class ExitStatusTest(BridgeTestCase):
+    def test_failing_command_status_comes_back(self):
+        result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "sh", "-c", "exit 7"])
+        self.assertEqual(result.returncode, 7)
+        self.assert_nothing_lost(result, 1)
+
+    def test_death_by_signal_is_128_plus_signal(self):
+        result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "sh", "-c", "kill -KILL $$"])
+        self.assertEqual(result.returncode, 128 + signal.SIGKILL)
+        self.assert_nothing_lost(result, 1)
+
+    def test_make_failure_status_comes_back(self):
+        makefile = os.path.join(self.sandbox.root, "Makefile")
+        with open(makefile, "w") as f:
+            f.write("all:\n\tfalse\n")
+        result = self.sandbox.run([self.bridge, "-v", "-j3", "--", "make"])
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("Error 1", result.stderr)
+        self.assert_nothing_lost(result, 2)
+
+    def test_stdin_and_stdout_pass_through(self):
+        result = subprocess.run([self.bridge, "--", "cat"], input="hello\n", capture_output=True,
+                                text=True, env=self.sandbox.env, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "hello\n")
+        self.assert_no_leftovers()
+
+
+class SignalTest(BridgeTestCase):
+    def start_long_make(self, **popen):
+        project = self.sandbox.copy_fixture("make-recursive")
+        return subprocess.Popen([self.bridge, "-v", "-j3", "--", "make", "JOB_SECONDS=120"],
+                                cwd=project, env=self.sandbox.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **popen)
+
+    def interrupt(self, sig, to_group=False):
+        bridge = self.start_long_make(start_new_session=to_group)
+        try:
+            wait_for(lambda: len(self.sandbox.intervals()) == 3, 60, "3 jobs to start")
+            if to_group:
+                os.killpg(bridge.pid, sig)  # what a terminal does on Ctrl-C
+            else:
+                os.kill(bridge.pid, sig)
+            _, stderr = bridge.communicate(timeout=60)
+        finally:
+            if bridge.poll() is None:
+                bridge.kill()
+                bridge.communicate()
+        self.assertEqual(bridge.returncode, 128 + sig, stderr)
+        # Every job was stopped, none finished its 120 s.
+        self.assertTrue(all(end is None for _, _, end in self.sandbox.intervals()))
+        result = subprocess.CompletedProcess(bridge.args, bridge.returncode, "", stderr)
+        self.assert_nothing_lost(result, 2)
+
+    def test_sigint_to_the_bridge_stops_the_tree(self):
+        self.interrupt(signal.SIGINT)
+
+    def test_ctrl_c_to_the_foreground_group_stops_the_tree(self):
+        self.interrupt(signal.SIGINT, to_group=True)
+
+    def test_sigterm_stops_the_tree(self):
+        self.interrupt(signal.SIGTERM)
+
+    def test_sighup_stops_the_tree(self):
+        self.interrupt(signal.SIGHUP)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what is needed, then runs every test twice: in a normal build and
+# in an AddressSanitizer + UndefinedBehaviorSanitizer build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/check-format.sh
+
+jobs=$(nproc)
+run_suite() {
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  (cd "$dir" && ctest -j "$jobs" --output-on-failure)
+}
+
+echo "== tests (build/)"
+run_suite build
+echo "== tests under ASan + UBSan (build-asan/)"
+run_suite build-asan -DJOBBRIDGE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug

@@ -1,0 +1,233 @@
+// The runtime folder: where it goes (XDG_RUNTIME_DIR, TMPDIR, /tmp), that it
+// is private, that failures say which variable to change, and that it is gone
+// afterwards. Each test runs in its own process (gtest_discover_tests), and
+// still puts the environment back as it found it.
+#include <fcntl.h>
+#include <ftw.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime_dir-posix.h"
+
+namespace jobbridge {
+namespace {
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return lstat(path.c_str(), &st) == 0;
+}
+
+void WriteFile(const std::string& path) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0) << path << ": " << strerror(errno);
+  ASSERT_EQ(write(fd, "x", 1), 1);
+  close(fd);
+}
+
+class RuntimeDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* name : {"XDG_RUNTIME_DIR", "TMPDIR"}) {
+      const char* value = std::getenv(name);
+      saved_.emplace_back(name, value ? std::optional<std::string>(value) : std::nullopt);
+    }
+    std::string templ = ::testing::TempDir() + "/jobbridge-rtdir-test-XXXXXX";
+    ASSERT_NE(mkdtemp(templ.data()), nullptr) << templ << ": " << strerror(errno);
+    base_ = templ;
+    unsetenv("XDG_RUNTIME_DIR");
+    setenv("TMPDIR", base_.c_str(), 1);
+  }
+
+  void TearDown() override {
+    for (const auto& [name, value] : saved_) {
+      if (value) {
+        setenv(name.c_str(), value->c_str(), 1);
+      } else {
+        unsetenv(name.c_str());
+      }
+    }
+    // Whatever a test made in its base folder; RuntimeDir must leave none.
+    auto remove_one = [](const char* path, const struct stat*, int, FTW*) { return remove(path); };
+    EXPECT_EQ(nftw(base_.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS), 0) << base_;
+  }
+
+  // A fresh folder inside base_ to serve as a parent.
+  std::string MakeParent(const std::string& name) {
+    std::string path = base_ + "/" + name;
+    EXPECT_EQ(mkdir(path.c_str(), 0700), 0) << path << ": " << strerror(errno);
+    return path;
+  }
+
+  void ExpectPrivateFolderIn(const RuntimeDir& dir, const std::string& parent) {
+    const std::string prefix = parent + "/jobbridge-";
+    ASSERT_EQ(dir.path().rfind(prefix, 0), 0u) << dir.path();
+    EXPECT_EQ(dir.path().size(), prefix.size() + 6) << dir.path();
+    struct stat st {};
+    ASSERT_EQ(lstat(dir.path().c_str(), &st), 0) << strerror(errno);
+    EXPECT_TRUE(S_ISDIR(st.st_mode));
+    EXPECT_EQ(st.st_mode & 07777, 0700u);
+    EXPECT_EQ(st.st_uid, geteuid());
+    EXPECT_EQ(dir.Join("pool.fifo"), dir.path() + "/pool.fifo");
+  }
+
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+  std::string base_;
+};
+
+TEST_F(RuntimeDirTest, CreatesPrivateFolderInTmpdir) {
+  RuntimeDir dir;
+  EXPECT_TRUE(dir.path().empty());
+  std::string err;
+  ASSERT_TRUE(dir.Create(&err)) << err;
+  ExpectPrivateFolderIn(dir, base_);
+}
+
+TEST_F(RuntimeDirTest, XdgRuntimeDirWinsOverTmpdir) {
+  std::string xdg = MakeParent("xdg");
+  std::string tmp = MakeParent("tmp");
+  setenv("XDG_RUNTIME_DIR", xdg.c_str(), 1);
+  setenv("TMPDIR", tmp.c_str(), 1);
+  RuntimeDir dir;
+  std::string err;
+  ASSERT_TRUE(dir.Create(&err)) << err;
+  ExpectPrivateFolderIn(dir, xdg);
+}
+
+TEST_F(RuntimeDirTest, EmptyXdgRuntimeDirCountsAsUnset) {
+  std::string tmp = MakeParent("tmp");
+  setenv("XDG_RUNTIME_DIR", "", 1);
+  setenv("TMPDIR", tmp.c_str(), 1);
+  RuntimeDir dir;
+  std::string err;
+  ASSERT_TRUE(dir.Create(&err)) << err;
+  ExpectPrivateFolderIn(dir, tmp);
+}
+
+TEST_F(RuntimeDirTest, FallsBackToTmp) {
+  setenv("TMPDIR", "", 1);
+  RuntimeDir dir;
+  std::string err;
+  ASSERT_TRUE(dir.Create(&err)) << err;
+  ExpectPrivateFolderIn(dir, "/tmp");
+}
+
+TEST_F(RuntimeDirTest, TwoFoldersHaveDifferentNames) {
+  RuntimeDir a, b;
+  std::string err;
+  ASSERT_TRUE(a.Create(&err)) << err;
+  ASSERT_TRUE(b.Create(&err)) << err;
+  EXPECT_NE(a.path(), b.path());
+}
+
+TEST_F(RuntimeDirTest, MissingTmpdirNamesFolderAndVariable) {
+  std::string missing = base_ + "/does-not-exist";
+  setenv("TMPDIR", missing.c_str(), 1);
+  RuntimeDir dir;
+  std::string err;
+  EXPECT_FALSE(dir.Create(&err));
+  EXPECT_TRUE(dir.path().empty());
+  EXPECT_NE(err.find(missing), std::string::npos) << err;
+  EXPECT_NE(err.find("TMPDIR"), std::string::npos) << err;
+  EXPECT_EQ(err.find("XDG_RUNTIME_DIR"), std::string::npos) << err;
+}
+
+TEST_F(RuntimeDirTest, UnusableXdgRuntimeDirNamesFolderAndVariable) {
+  // A regular file as the parent: refused even for root, unlike chmod 0500.
+  std::string file = base_ + "/a-file";
+  WriteFile(file);
+  setenv("XDG_RUNTIME_DIR", file.c_str(), 1);
+  RuntimeDir dir;
+  std::string err;
+  EXPECT_FALSE(dir.Create(&err));
+  EXPECT_TRUE(dir.path().empty());
+  EXPECT_NE(err.find(file), std::string::npos) << err;
+  EXPECT_NE(err.find("XDG_RUNTIME_DIR"), std::string::npos) << err;
+}
+
+TEST_F(RuntimeDirTest, RemoveDeletesNestedFolders) {
+  RuntimeDir dir;
+  std::string err;
+  ASSERT_TRUE(dir.Create(&err)) << err;
+  const std::string path = dir.path();
+  ASSERT_EQ(mkdir(dir.Join("sub").c_str(), 0700), 0);
+  WriteFile(dir.Join("sub/file"));
+  ASSERT_TRUE(dir.Remove(&err)) << err;
+  EXPECT_FALSE(Exists(path));
+}
+
+TEST_F(RuntimeDirTest, CreateTwiceIsRefusedAndKeepsTheFirstFolder) {
+  RuntimeDir dir;
+  std::string err;
+  ASSERT_TRUE(dir.Create(&err)) << err;
+  const std::string first = dir.path();
+  EXPECT_FALSE(dir.Create(&err));
+  EXPECT_FALSE(err.empty());
+  EXPECT_EQ(dir.path(), first);
+}
+
+TEST_F(RuntimeDirTest, RemoveDeletesFolderWithFilesInIt) {
+  RuntimeDir dir;
+  std::string err;
+  ASSERT_TRUE(dir.Create(&err)) << err;
+  const std::string path = dir.path();
+  WriteFile(dir.Join("pool.fifo"));
+  WriteFile(dir.Join("socket"));
+  WriteFile(dir.Join(".hidden"));
+  ASSERT_TRUE(dir.Remove(&err)) << err;
+  EXPECT_FALSE(Exists(path));
+  EXPECT_TRUE(dir.path().empty());
+  EXPECT_TRUE(dir.Remove(&err)) << err;  // a second Remove has nothing to do
+}
+
+TEST_F(RuntimeDirTest, RemoveToleratesAFolderAlreadyGone) {
+  RuntimeDir dir;
+  std::string err;
+  ASSERT_TRUE(dir.Create(&err)) << err;
+  ASSERT_EQ(rmdir(dir.path().c_str()), 0);
+  EXPECT_TRUE(dir.Remove(&err)) << err;
+  EXPECT_TRUE(dir.path().empty());
+}
+
+TEST_F(RuntimeDirTest, DestructorRemovesTheFolder) {
+  std::string path;
+  {
+    RuntimeDir dir;
+    std::string err;
+    ASSERT_TRUE(dir.Create(&err)) << err;
+    path = dir.path();
+    WriteFile(dir.Join("pool.fifo"));
+    ASSERT_TRUE(Exists(path));
+  }
+  EXPECT_FALSE(Exists(path));
+}
+
+TEST_F(RuntimeDirTest, MoveHandsOverOwnership) {
+  std::string path;
+  {
+    RuntimeDir from;
+    std::string err;
+    ASSERT_TRUE(from.Create(&err)) << err;
+    path = from.path();
+    RuntimeDir to(std::move(from));
+    EXPECT_EQ(to.path(), path);
+    EXPECT_TRUE(from.path().empty());  // NOLINT(bugprone-use-after-move)
+    {
+      RuntimeDir moved_out(std::move(to));
+      EXPECT_EQ(moved_out.path(), path);
+    }
+    EXPECT_FALSE(Exists(path));
+  }
+  EXPECT_FALSE(Exists(path));
+}
+
+}  // namespace
+}  // namespace jobbridge
