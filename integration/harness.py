@@ -26,7 +26,7 @@ def required_env(name, hint):
     value = os.environ.get(name)
     if not value or not os.path.exists(value):
         raise RuntimeError(f"{name} is not set to an existing file ({value!r}); {hint}")
-    return value
+    return os.path.abspath(value)
 
 
 def jobbridge_binary():

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "core/ledger.h"
 #include "core/makeflags.h"
@@ -14,6 +15,7 @@
 #include "log.h"
 #include "runtime_dir-posix.h"
 #include "subprocess-posix.h"
+#include "terminal-posix.h"
 
 extern char** environ;
 
@@ -76,29 +78,67 @@ std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth) {
 // handle: uv_run returns only after all of them are closed.
 struct Context {
   uv_loop_t loop;
-  std::array<uv_signal_t, kForwardedSignals.size()> signals;
-  uv_poll_t child_exit;
-  Child child;
+  std::vector<std::unique_ptr<uv_signal_t>> forwarders;
+  uv_signal_t child_changed;
+  pid_t child = -1;
+  Terminal terminal;
   int exit_status = 1;
 };
 
 void CloseAll(Context* ctx) {
-  for (uv_signal_t& handle : ctx->signals)
-    uv_close(reinterpret_cast<uv_handle_t*>(&handle), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&ctx->child_exit), nullptr);
+  for (auto& handle : ctx->forwarders) {
+    uv_close(reinterpret_cast<uv_handle_t*>(handle.get()), nullptr);
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&ctx->child_changed), nullptr);
 }
 
-void OnSignal(uv_signal_t* handle, int signum) {
+void OnForwardedSignal(uv_signal_t* handle, int signum) {
   auto* ctx = static_cast<Context*>(handle->data);
   // The command runs in its own process group: signal all of it, as a
   // terminal's Ctrl-C would.
-  kill(-ctx->child.pid, signum);
+  kill(-ctx->child, signum);
 }
 
-void OnChildExit(uv_poll_t* handle, int /*status*/, int /*events*/) {
+// The command's group was stopped (Ctrl-Z, SIGTTIN, SIGSTOP): stop with it,
+// so the shell sees its job stopped, and carry on it when resumed.
+void FollowStop(Context* ctx) {
+  ctx->terminal.TakeBack();
+  kill(getpid(), SIGSTOP);
+  // Resumed by "fg" (the terminal is ours again) or "bg" (it is not).
+  if (ctx->terminal.OwnGroupIsForeground()) ctx->terminal.GiveTo(ctx->child);
+  kill(-ctx->child, SIGCONT);
+}
+
+void OnChildChanged(uv_signal_t* handle, int /*signum*/) {
   auto* ctx = static_cast<Context*>(handle->data);
-  ctx->exit_status = ReapChild(ctx->child.pid);
-  CloseAll(ctx);
+  ChildState state = PollChild(ctx->child);
+  if (state.kind == ChildState::Kind::kStopped) {
+    FollowStop(ctx);
+  } else if (state.kind == ChildState::Kind::kExited) {
+    ctx->exit_status = state.status;
+    CloseAll(ctx);
+  }
+}
+
+bool IsIgnored(int sig) {
+  struct sigaction action;
+  return sigaction(sig, nullptr, &action) == 0 && action.sa_handler == SIG_IGN;
+}
+
+// Watches the signals to forward. One ignored when jobbridge started (nohup)
+// stays ignored, for jobbridge and the command alike.
+std::vector<int> StartForwarders(Context* ctx) {
+  std::vector<int> watched;
+  for (int sig : kForwardedSignals) {
+    if (IsIgnored(sig)) continue;
+    auto handle = std::make_unique<uv_signal_t>();
+    uv_signal_init(&ctx->loop, handle.get());
+    handle->data = ctx;
+    uv_signal_start(handle.get(), OnForwardedSignal, sig);
+    ctx->forwarders.push_back(std::move(handle));
+    watched.push_back(sig);
+  }
+  return watched;
 }
 
 // Counts the tokens back and says what is missing or extra. Returns false
@@ -126,8 +166,8 @@ bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
     return false;
   }
   if (verbose) {
-    LogError("all " + std::to_string(expected) + " jobserver tokens came back (budget " +
-             std::to_string(ledger->budget()) + ")");
+    LogInfo("all " + std::to_string(expected) + " jobserver tokens came back (budget " +
+            std::to_string(ledger->budget()) + ")");
   }
   return true;
 }
@@ -157,28 +197,31 @@ int RunBridge(const Options& options) {
 
   Context ctx;
   uv_loop_init(&ctx.loop);
-  for (size_t i = 0; i < kForwardedSignals.size(); ++i) {
-    uv_signal_init(&ctx.loop, &ctx.signals[i]);
-    ctx.signals[i].data = &ctx;
-    uv_signal_start(&ctx.signals[i], OnSignal, kForwardedSignals[i]);
-  }
+  std::vector<int> handled = StartForwarders(&ctx);
+  // Watched before the fork, so an exit right after it is not missed.
+  uv_signal_init(&ctx.loop, &ctx.child_changed);
+  ctx.child_changed.data = &ctx;
+  uv_signal_start(&ctx.child_changed, OnChildChanged, SIGCHLD);
+  handled.push_back(SIGCHLD);
+  ctx.terminal = Terminal::OpenIfForeground();
 
-  SpawnRequest request{options.command, ChildEnvironment(options.jobs, pool->Auth()),
-                       pool->InheritedFds(), original_mask};
+  SpawnRequest request{options.command,
+                       ChildEnvironment(options.jobs, pool->Auth()),
+                       pool->InheritedFds(),
+                       original_mask,
+                       handled,
+                       ctx.terminal.fd()};
   int spawn_status = 0;
   if (!SpawnChild(request, &ctx.child, &spawn_status, &err)) {
     LogError(err);
-    for (uv_signal_t& handle : ctx.signals) {
-      uv_close(reinterpret_cast<uv_handle_t*>(&handle), nullptr);
-    }
+    ctx.terminal.TakeBack();
+    CloseAll(&ctx);
     uv_run(&ctx.loop, UV_RUN_DEFAULT);
     uv_loop_close(&ctx.loop);
     return spawn_status;
   }
-  uv_poll_init(&ctx.loop, &ctx.child_exit, ctx.child.pidfd.get());
-  ctx.child_exit.data = &ctx;
-  uv_poll_start(&ctx.child_exit, UV_READABLE, OnChildExit);
   uv_run(&ctx.loop, UV_RUN_DEFAULT);
+  ctx.terminal.TakeBack();
   if (uv_loop_close(&ctx.loop) != 0) LogWarning("internal: event loop closed with open handles");
 
   CloseLegacyPool(pool.get(), &ledger, options.verbose);

@@ -10,6 +10,8 @@ inline void LogError(const std::string& message) {
   std::fprintf(stderr, "jobbridge: %s\n", message.c_str());
 }
 
+inline void LogInfo(const std::string& message) { LogError(message); }
+
 inline void LogWarning(const std::string& message) {
   std::fprintf(stderr, "jobbridge: warning: %s\n", message.c_str());
 }

@@ -1,14 +1,15 @@
 #include "subprocess-posix.h"
 
 #include <fcntl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "terminal-posix.h"
 #include "util/eintr.h"
+#include "util/unique_fd.h"
 
 namespace jobbridge {
 
@@ -22,8 +23,15 @@ std::vector<char*> CStrings(const std::vector<std::string>& strings) {
 }
 
 // Runs in the forked child: only async-signal-safe calls until exec.
+// Signals are all blocked on entry (see SpawnChild).
 [[noreturn]] void ExecChild(const SpawnRequest& request, char** argv, char** envp, int status_fd) {
+  // A signal now must not run the bridge's handler in the child: libuv's
+  // handler would write into the signal pipe the child shares with the bridge.
+  for (int sig : request.reset_signals) signal(sig, SIG_DFL);
   setpgid(0, 0);
+  // Take the terminal before exec, or a command that reads it at once would
+  // be stopped (SIGTTIN) before the parent's tcsetpgrp lands.
+  if (request.terminal_fd >= 0) SetForegroundGroup(request.terminal_fd, getpid());
   for (int fd : request.inherited_fds) {
     int flags = fcntl(fd, F_GETFD);
     if (flags >= 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
@@ -38,9 +46,14 @@ std::vector<char*> CStrings(const std::vector<std::string>& strings) {
   _exit(127);
 }
 
+int ShellStatus(int status) {
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return WEXITSTATUS(status);
+}
+
 }  // namespace
 
-bool SpawnChild(const SpawnRequest& request, Child* child, int* exit_code, std::string* err) {
+bool SpawnChild(const SpawnRequest& request, pid_t* child, int* exit_code, std::string* err) {
   *exit_code = 1;
   // The child reports a failed exec through this pipe; a successful exec
   // closes it (O_CLOEXEC) and the parent reads EOF.
@@ -53,14 +66,20 @@ bool SpawnChild(const SpawnRequest& request, Child* child, int* exit_code, std::
   std::vector<char*> argv = CStrings(request.argv);
   std::vector<char*> envp = CStrings(request.env);
 
+  sigset_t all, old;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, &old);
   pid_t pid = fork();
+  if (pid == 0) ExecChild(request, argv.data(), envp.data(), status_write.get());
+  sigprocmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) {
     *err = std::string("cannot start a process: ") + strerror(errno);
     return false;
   }
-  if (pid == 0) ExecChild(request, argv.data(), envp.data(), status_write.get());
 
-  setpgid(pid, pid);  // also in the parent, so a signal sent right away reaches the group
+  // Also in the parent (as shells do), so whichever runs first wins the race.
+  setpgid(pid, pid);
+  if (request.terminal_fd >= 0) SetForegroundGroup(request.terminal_fd, pid);
   status_write.Reset();
   int error = 0;
   ssize_t n = RetryOnEintr([&] { return read(status_read.get(), &error, sizeof error); });
@@ -71,22 +90,23 @@ bool SpawnChild(const SpawnRequest& request, Child* child, int* exit_code, std::
            (*exit_code == 127 ? "; check the name and PATH" : "; check its permissions");
     return false;
   }
-  child->pid = pid;
-  child->pidfd.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-  if (!child->pidfd.valid()) {
-    *err = std::string("pidfd_open failed (Linux 5.3 or later is needed): ") + strerror(errno);
-    kill(-pid, SIGKILL);
-    ReapChild(pid);
-    return false;
-  }
+  *child = pid;
   return true;
+}
+
+ChildState PollChild(pid_t pid) {
+  int status = 0;
+  pid_t got = RetryOnEintr([&] { return waitpid(pid, &status, WNOHANG | WUNTRACED | WCONTINUED); });
+  if (got < 0) return {ChildState::Kind::kExited, 1};  // ECHILD: not ours to wait for
+  if (got == 0 || WIFCONTINUED(status)) return {ChildState::Kind::kRunning, 0};
+  if (WIFSTOPPED(status)) return {ChildState::Kind::kStopped, 0};
+  return {ChildState::Kind::kExited, ShellStatus(status)};
 }
 
 int ReapChild(pid_t pid) {
   int status = 0;
   if (RetryOnEintr([&] { return waitpid(pid, &status, 0); }) < 0) return 1;
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return WEXITSTATUS(status);
+  return ShellStatus(status);
 }
 
 }  // namespace jobbridge

@@ -8,8 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "util/unique_fd.h"
-
 namespace jobbridge {
 
 struct SpawnRequest {
@@ -17,20 +15,26 @@ struct SpawnRequest {
   std::vector<std::string> env;    // "NAME=value" entries, complete
   std::vector<int> inherited_fds;  // kept open (FD_CLOEXEC cleared) in the child
   sigset_t child_signal_mask;      // restored in the child before exec
+  std::vector<int> reset_signals;  // the bridge's handlers, set back to SIG_DFL in the child
+  int terminal_fd = -1;            // when >= 0, the child's group takes this terminal
 };
 
-struct Child {
-  pid_t pid = -1;
-  UniqueFd pidfd;  // readable once the child has exited
+// Starts the command; on success *pid is the child, which leads a new process
+// group of its own. On failure returns false, sets *err to a one-line message
+// and *exit_code to what a shell would return: 127 when the command is not
+// found, 126 when it is found but cannot be run, 1 otherwise.
+bool SpawnChild(const SpawnRequest& request, pid_t* pid, int* exit_code, std::string* err);
+
+struct ChildState {
+  enum class Kind { kRunning, kStopped, kExited };
+  Kind kind = Kind::kRunning;
+  int status = 0;  // for kExited: the exit code, or 128+N when it died of signal N
 };
 
-// Starts the command. On failure returns false, sets *err to a one-line
-// message and *exit_code to what a shell would return: 127 when the command
-// is not found, 126 when it is found but cannot be run, 1 otherwise.
-bool SpawnChild(const SpawnRequest& request, Child* child, int* exit_code, std::string* err);
+// Checks the child without blocking; reaps it when it has exited.
+ChildState PollChild(pid_t pid);
 
-// Reaps an exited child. Returns its shell-style status: the exit code, or
-// 128+N when it died of signal N.
+// Waits for the child to exit and reaps it. Returns the status as PollChild.
 int ReapChild(pid_t pid);
 
 }  // namespace jobbridge
