@@ -65,6 +65,27 @@ class BadInputTest(BridgeTestCase):
         env = dict(self.sandbox.env, XDG_RUNTIME_DIR=missing)
         self.check(self.touch(), 1, missing, "XDG_RUNTIME_DIR", env=env)
 
+    def test_malformed_makeflags_is_a_warning_and_replaced(self):
+        env = dict(self.sandbox.env, MAKEFLAGS="k --jobserver-auth=garbage -- V=1")
+        result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "sh", "-c", 'echo "$MAKEFLAGS"'],
+                                  env=env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("jobbridge: warning: ignoring a malformed jobserver in MAKEFLAGS: "
+                      "'--jobserver-auth=garbage'", result.stderr)
+        self.assertRegex(result.stdout.strip(), r"^k -j2 --jobserver-auth=\d+,\d+ -- V=1$")
+        self.assert_nothing_lost(result, 1)
+
+    def test_outer_jobserver_is_named_in_a_warning(self):
+        env = dict(self.sandbox.env, CARGO_MAKEFLAGS="-j --jobserver-auth=fifo:/nowhere")
+        result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "sh", "-c",
+                                   'echo "$CARGO_MAKEFLAGS"'], env=env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("started inside another jobserver (CARGO_MAKEFLAGS has fifo:/nowhere)",
+                      result.stderr)
+        self.assertIn("its own budget of 2", result.stderr)
+        self.assertRegex(result.stdout.strip(), r"^-j2 --jobserver-auth=\d+,\d+$")
+        self.assert_nothing_lost(result, 1)
+
     def test_help_and_version_succeed(self):
         for flag, text in (("--help", "usage: jobbridge"), ("--version", "jobbridge ")):
             result = self.sandbox.run([self.bridge, flag])
