@@ -47,6 +47,47 @@ def wait_for(condition, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def read_wants(log_path):
+    """Returns {name: want_ns}: when a socket client began to wait for its slot."""
+    wants = {}
+    if os.path.exists(log_path):
+        with open(log_path) as log:
+            for line in log:
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == "want":
+                    wants[parts[1]] = int(parts[2])
+    return wants
+
+
+def idle_gaps(intervals, wants, budget, window_end):
+    """Spans (start_ns, end_ns) before window_end in which a job waited for a
+    slot while fewer than `budget` jobs ran."""
+    events = []
+    for name, start, end in intervals:
+        events.append((start, 0, 1))
+        events.append((end, 0, -1))
+        if name in wants:
+            events.append((wants[name], 1, 1))
+            events.append((start, 1, -1))
+    events.sort()
+    running = waiting = 0
+    gaps, gap_start = [], None
+    for stamp, kind, delta in events:
+        if stamp > window_end:
+            break
+        if kind == 0:
+            running += delta
+        else:
+            waiting += delta
+        short = waiting > 0 and running < budget
+        if short and gap_start is None:
+            gap_start = stamp
+        elif not short and gap_start is not None:
+            gaps.append((gap_start, stamp))
+            gap_start = None
+    return gaps
+
+
 def read_intervals(log_path):
     """Returns [(name, start_ns, end_ns)] from a job log; unfinished jobs have end None."""
     starts, intervals = {}, []
@@ -102,7 +143,7 @@ class Sandbox:
     """A temporary folder, environment and job log for one test."""
 
     def __init__(self, test_name):
-        self.root = tempfile.mkdtemp(prefix=f"jb-{test_name}-")
+        self.root = tempfile.mkdtemp(prefix=f"jb-{test_name[:24]}-")
         self.tmp = os.path.join(self.root, "tmp")
         os.mkdir(self.tmp)
         self.log = os.path.join(self.root, "jobs.log")

@@ -1,78 +1,29 @@
 #include "bridge.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include <array>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
+#include <set>
 #include <vector>
 
+#include "broker.h"
+#include "child_env.h"
 #include "core/ledger.h"
-#include "core/makeflags.h"
 #include "legacy_pool.h"
 #include "log.h"
 #include "runtime_dir-posix.h"
+#include "socket_server.h"
 #include "subprocess-posix.h"
 #include "terminal-posix.h"
-
-extern char** environ;
 
 namespace jobbridge {
 
 namespace {
 
-constexpr Owner kCommandOwner{OwnerKind::kCommand, 0};
-constexpr Owner kLegacyOwner{OwnerKind::kLegacyPool, 0};
 constexpr std::array<int, 3> kForwardedSignals = {SIGINT, SIGTERM, SIGHUP};
-
-// Warns when the bridge was started inside another jobserver: it does not
-// join an outer budget yet, so the tree below it gets a budget of its own.
-// Every variable is checked, since each is replaced for the children.
-void WarnAboutOuterJobserver(int jobs) {
-  for (const char* variable : kMakeflagsVariables) {
-    const char* value = std::getenv(variable);
-    if (!value) continue;
-    Makeflags flags;
-    std::string err;
-    if (!ParseMakeflags(value, &flags, &err)) {
-      LogWarning("ignoring a malformed jobserver in " + std::string(variable) + ": " + err);
-      continue;
-    }
-    auto kind = flags.auth.kind;
-    if (kind == JobserverAuth::Kind::kPipe || kind == JobserverAuth::Kind::kFifo) {
-      LogWarning("started inside another jobserver (" + std::string(variable) + " has " +
-                 FormatAuth(flags.auth) + "); joining an outer budget is not supported yet, " +
-                 "so this tree gets its own budget of " + std::to_string(jobs));
-      return;
-    }
-  }
-}
-
-// The command's environment: ours with the three MAKEFLAGS variables replaced
-// consistently (jobserver-rs reads whichever of them is set first).
-std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth) {
-  // The user's other make flags (-k, variables) stay; a malformed jobserver
-  // word was reported already and is dropped with the rest of its kind.
-  std::vector<std::string> kept;
-  if (const char* makeflags = std::getenv("MAKEFLAGS")) {
-    kept = WordsWithoutJobserver(SplitMakeflags(makeflags));
-  }
-  std::vector<std::string> env;
-  for (char** entry = environ; *entry; ++entry) {
-    std::string_view text(*entry);
-    bool replaced = false;
-    for (const char* name : kMakeflagsVariables) {
-      replaced |= text.starts_with(std::string(name) + "=");
-    }
-    if (!replaced) env.emplace_back(text);
-  }
-  env.push_back("MAKEFLAGS=" + FormatMakeflags(kept, jobs, auth));
-  env.push_back("MFLAGS=" + FormatMakeflags({}, jobs, auth));
-  env.push_back("CARGO_MAKEFLAGS=" + FormatMakeflags({}, jobs, auth));
-  return env;
-}
 
 // The event loop's state. Lives on the stack of RunBridge and outlives every
 // handle: uv_run returns only after all of them are closed.
@@ -83,13 +34,36 @@ struct Context {
   pid_t child = -1;
   Terminal terminal;
   int exit_status = 1;
+  std::unique_ptr<SocketServer> server;
+  std::unique_ptr<Broker> broker;
+  Ledger* ledger = nullptr;
 };
 
-void CloseAll(Context* ctx) {
+void CloseSignalHandles(Context* ctx) {
   for (auto& handle : ctx->forwarders) {
     uv_close(reinterpret_cast<uv_handle_t*>(handle.get()), nullptr);
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&ctx->child_changed), nullptr);
+}
+
+// Says which socket clients outlived the command, then closes every
+// connection (their slots come back through the broker) and the listener.
+void StopServing(Context* ctx) {
+  std::set<pid_t> holders;
+  for (const auto& [owner, count] : ctx->ledger->Holders()) {
+    if (owner.kind == OwnerKind::kSocket) holders.insert(ctx->server->PeerPid(owner.id));
+  }
+  if (!holders.empty()) {
+    std::string pids;
+    for (pid_t pid : holders) pids += (pids.empty() ? "" : ", ") + std::to_string(pid);
+    LogWarning(std::to_string(holders.size()) +
+               " socket client(s) still held slots when the command ended (pid " + pids +
+               "); their connections were closed");
+  }
+  // The broker stops first, so no waiting client is granted a slot while
+  // the others' connections close.
+  ctx->broker->Stop();
+  ctx->server->Shutdown();
 }
 
 void OnForwardedSignal(uv_signal_t* handle, int signum) {
@@ -116,7 +90,8 @@ void OnChildChanged(uv_signal_t* handle, int /*signum*/) {
     FollowStop(ctx);
   } else if (state.kind == ChildState::Kind::kExited) {
     ctx->exit_status = state.status;
-    CloseAll(ctx);
+    CloseSignalHandles(ctx);
+    StopServing(ctx);
   }
 }
 
@@ -139,6 +114,17 @@ std::vector<int> StartForwarders(Context* ctx) {
     watched.push_back(sig);
   }
   return watched;
+}
+
+// Raises the soft fd limit to the hard one (every socket client costs an
+// fd). Returns the limit jobbridge was started with, for the command.
+rlimit RaiseFdLimit() {
+  rlimit original{};
+  if (getrlimit(RLIMIT_NOFILE, &original) != 0) return {};
+  rlimit raised = original;
+  raised.rlim_cur = original.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &raised);
+  return original;
 }
 
 // Counts the tokens back and says what is missing or extra. Returns false
@@ -177,6 +163,7 @@ bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
 int RunBridge(const Options& options) {
   sigset_t original_mask;
   sigprocmask(SIG_BLOCK, nullptr, &original_mask);
+  rlimit original_nofile = RaiseFdLimit();
   WarnAboutOuterJobserver(options.jobs);
 
   std::string err;
@@ -196,7 +183,19 @@ int RunBridge(const Options& options) {
   }
 
   Context ctx;
+  ctx.ledger = &ledger;
   uv_loop_init(&ctx.loop);
+  ctx.broker = std::make_unique<Broker>(&ctx.loop, &ledger, pool.get());
+  ctx.server = std::make_unique<SocketServer>(&ctx.loop, ctx.broker.get());
+  std::string socket_path = runtime_dir.Join("jobserver.sock");
+  if (!ctx.server->Listen(socket_path, &err)) {
+    LogError(err);
+    ctx.server->Shutdown();
+    uv_run(&ctx.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&ctx.loop);
+    return 1;
+  }
+  ctx.broker->Start(ctx.server.get());
   std::vector<int> handled = StartForwarders(&ctx);
   // Watched before the fork, so an exit right after it is not missed.
   uv_signal_init(&ctx.loop, &ctx.child_changed);
@@ -206,16 +205,18 @@ int RunBridge(const Options& options) {
   ctx.terminal = Terminal::OpenIfForeground();
 
   SpawnRequest request{options.command,
-                       ChildEnvironment(options.jobs, pool->Auth()),
+                       ChildEnvironment(options.jobs, pool->Auth(), socket_path),
                        pool->InheritedFds(),
                        original_mask,
                        handled,
-                       ctx.terminal.fd()};
+                       ctx.terminal.fd(),
+                       original_nofile};
   int spawn_status = 0;
   if (!SpawnChild(request, &ctx.child, &spawn_status, &err)) {
     LogError(err);
     ctx.terminal.TakeBack();
-    CloseAll(&ctx);
+    CloseSignalHandles(&ctx);
+    StopServing(&ctx);
     uv_run(&ctx.loop, UV_RUN_DEFAULT);
     uv_loop_close(&ctx.loop);
     return spawn_status;
@@ -224,8 +225,12 @@ int RunBridge(const Options& options) {
   ctx.terminal.TakeBack();
   if (uv_loop_close(&ctx.loop) != 0) LogWarning("internal: event loop closed with open handles");
 
+  if (!ctx.broker->ReturnFreeSlots(&err)) LogWarning(err);
   CloseLegacyPool(pool.get(), &ledger, options.verbose);
   ledger.Release(kCommandOwner, 1, &err);
+  if (!ledger.CheckInvariants(&err) || ledger.granted() != 0) {
+    LogWarning("internal: the ledger does not balance at exit: " + err);
+  }
   pool.reset();
   if (!runtime_dir.Remove(&err)) LogWarning(err);
   return ctx.exit_status;

@@ -3,8 +3,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include "legacy_pool.h"
 #include "util/eintr.h"
@@ -28,11 +30,13 @@ int CountIn(int fd, std::string* err) {
   return n;
 }
 
-int DrainFd(int fd, std::string* err) {
+// Reads up to `max` bytes without blocking; the count, or -1 with *err.
+int ReadTokens(int fd, int max, std::string* err) {
   int total = 0;
   char buffer[512];
-  for (;;) {
-    ssize_t n = RetryOnEintr([&] { return read(fd, buffer, sizeof buffer); });
+  while (total < max) {
+    size_t want = std::min(sizeof buffer, static_cast<size_t>(max - total));
+    ssize_t n = RetryOnEintr([&] { return read(fd, buffer, want); });
     if (n > 0) {
       total += static_cast<int>(n);
     } else if (n == 0 || errno == EAGAIN) {
@@ -42,6 +46,11 @@ int DrainFd(int fd, std::string* err) {
       return -1;
     }
   }
+  return total;
+}
+
+int DrainFd(int fd, std::string* err) {
+  return ReadTokens(fd, std::numeric_limits<int>::max(), err);
 }
 
 bool PutFd(int fd, int count, std::string* err) {
@@ -95,6 +104,8 @@ class PipePool : public LegacyPool {
   }
   int Count(std::string* err) const override { return CountIn(private_read_.get(), err); }
   int Drain(std::string* err) override { return DrainFd(private_read_.get(), err); }
+  int Take(int max, std::string* err) override { return ReadTokens(private_read_.get(), max, err); }
+  int PrivateReadFd() const override { return private_read_.get(); }
   bool Put(int count, std::string* err) override { return PutFd(private_write_.get(), count, err); }
   void CloseInherited() override {
     shared_read_.Reset();
@@ -140,6 +151,8 @@ class FifoPool : public LegacyPool {
   std::vector<int> InheritedFds() const override { return {}; }
   int Count(std::string* err) const override { return CountIn(private_.get(), err); }
   int Drain(std::string* err) override { return DrainFd(private_.get(), err); }
+  int Take(int max, std::string* err) override { return ReadTokens(private_.get(), max, err); }
+  int PrivateReadFd() const override { return private_.get(); }
   bool Put(int count, std::string* err) override { return PutFd(private_.get(), count, err); }
   void CloseInherited() override {
     // Children open the FIFO by path; removing it stops newcomers.

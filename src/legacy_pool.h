@@ -42,6 +42,14 @@ class LegacyPool {
   // how many there were, or -1 with *err. Any byte value counts as a token.
   virtual int Drain(std::string* err) = 0;
 
+  // Reads at most `max` tokens without blocking (other readers race for
+  // them). Returns how many it got (0 when the pool is empty), or -1 with *err.
+  virtual int Take(int max, std::string* err) = 0;
+
+  // The bridge's private, non-blocking read end: readable when the pool holds
+  // a token. For polling only; read through Take.
+  virtual int PrivateReadFd() const = 0;
+
   // Writes `count` (>= 0) tokens into the pool without blocking. Returns false
   // and sets *err when they do not all fit (some may have been written then).
   virtual bool Put(int count, std::string* err) = 0;

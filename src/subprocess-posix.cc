@@ -39,6 +39,9 @@ std::vector<char*> CStrings(const std::vector<std::string>& strings) {
   // Handlers the bridge installed reset to default at exec by themselves;
   // the blocked mask does not, so put back the one jobbridge was started with.
   sigprocmask(SIG_SETMASK, &request.child_signal_mask, nullptr);
+  // The bridge raised its fd limit for its clients; programs that use
+  // select() break above 1024, so the command gets the limit we were given.
+  if (request.child_nofile.rlim_cur != 0) setrlimit(RLIMIT_NOFILE, &request.child_nofile);
   environ = envp;  // execvp looks PATH up in environ
   execvp(argv[0], argv);
   int error = errno;

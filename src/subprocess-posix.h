@@ -3,6 +3,7 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <string>
@@ -17,6 +18,7 @@ struct SpawnRequest {
   sigset_t child_signal_mask;      // restored in the child before exec
   std::vector<int> reset_signals;  // the bridge's handlers, set back to SIG_DFL in the child
   int terminal_fd = -1;            // when >= 0, the child's group takes this terminal
+  rlimit child_nofile{};           // RLIMIT_NOFILE restored in the child (rlim_cur 0: keep)
 };
 
 // Starts the command; on success *pid is the child, which leads a new process

@@ -1,0 +1,105 @@
+"""The socket protocol root: one budget with the legacy side, crash-safe slots."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+from harness import BridgeTestCase, idle_gaps, max_overlap, read_wants, wait_for, HERE
+
+CLIENT = os.path.join(HERE, "socket_client.py")
+# A job's own start stamp comes after a fork and two execs (sh, date); a gap
+# shorter than this is the measurement, not an idle slot.
+GAP_TOLERANCE_NS = 50_000_000
+
+
+def py(*args):
+    return " ".join([sys.executable, *args])
+
+
+class MixedTreeTest(BridgeTestCase):
+    def test_make_and_socket_clients_share_a_budget_of_4(self):
+        self.sandbox.copy_fixture("make-recursive")
+        script = ("make -s -C make-recursive JOB_SECONDS=0.5 & "
+                  + " ".join(f"{py(CLIENT, f'sock{i}', '0.4', '4')} &" for i in range(6))
+                  + " wait")
+        result = self.sandbox.run([self.bridge, "-v", "-j4", "--", "sh", "-c", script])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        intervals = self.sandbox.intervals()
+        self.assertEqual(len(intervals), 12 + 24)
+        self.assertLessEqual(max_overlap(intervals), 4)
+        self.assertEqual(max_overlap(intervals), 4)
+        # While make runs, it uses the command's implicit slot (docs/PROTOCOL.md),
+        # so no socket job may wait while fewer than 4 jobs run.
+        make_end = max(end for name, _, end in intervals if not name.startswith("sock"))
+        gaps = idle_gaps(intervals, read_wants(self.sandbox.log), 4, make_end)
+        long_gaps = [(b - a) / 1e6 for a, b in gaps if b - a > GAP_TOLERANCE_NS]
+        self.assertEqual(long_gaps, [], "ms in which a socket job waited below the budget")
+        self.assert_nothing_lost(result, 3)
+
+
+class CrashSafetyTest(BridgeTestCase):
+    def test_killed_holder_hands_its_slot_to_the_next_waiter_at_once(self):
+        driver = os.path.join(HERE, "socket_driver.py")
+        result = self.sandbox.run([self.bridge, "-v", "-j2", "--", sys.executable, driver,
+                                   "kill-handoff"])
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        latency_ms = float(result.stdout.split("handoff_ms=")[1].split()[0])
+        print(f"\nkill -9 to next grant: {latency_ms:.2f} ms", file=sys.stderr)
+        self.assertLess(latency_ms, 50)
+        self.assert_nothing_lost(result, 1)
+
+    def test_50_random_kills_lose_nothing(self):
+        driver = os.path.join(HERE, "socket_driver.py")
+        result = self.sandbox.run([self.bridge, "-v", "-j4", "--", sys.executable, driver,
+                                   "random-kills", "50"], timeout=240)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("kills=50", result.stdout)
+        self.assertIn("final_concurrent=3", result.stdout)
+        self.assertLessEqual(max_overlap(self.sandbox.intervals()), 3)
+        self.assert_nothing_lost(result, 3)
+
+
+class BadClientTest(BridgeTestCase):
+    def run_driver(self, mode, jobs=2):
+        driver = os.path.join(HERE, "socket_driver.py")
+        result = self.sandbox.run([self.bridge, "-v", f"-j{jobs}", "--", sys.executable, driver,
+                                   mode])
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return result
+
+    def test_garbage_byte_closes_only_that_connection(self):
+        result = self.run_driver("garbage")
+        self.assertIn("protocol error: it sent 0x78, which is neither '+' nor '-'", result.stderr)
+        self.assertIn("waiter_granted=1", result.stdout)
+        self.assert_nothing_lost(result, 1)
+
+    def test_release_without_a_slot_closes_that_connection(self):
+        result = self.run_driver("bogus-release")
+        self.assertIn("sent '-' without holding a slot", result.stderr)
+        self.assertIn("holder_kept=1", result.stdout)
+        self.assert_nothing_lost(result, 1)
+
+    def test_several_slots_on_one_connection_in_arrival_order(self):
+        result = self.run_driver("multi", jobs=3)
+        self.assertIn("multi=ok", result.stdout)
+        self.assert_nothing_lost(result, 2)
+
+    def test_other_uid_is_refused(self):
+        result = self.run_driver("other-uid")
+        self.assertIn("refused a connection from uid 65534", result.stderr)
+        self.assertIn("other_uid=refused own_uid=granted", result.stdout)
+        self.assert_nothing_lost(result, 1)
+
+    def test_waiting_client_sees_eof_when_the_root_goes_away(self):
+        result = self.run_driver("orphan")
+        wait_for(lambda: "server-gone" in open(self.sandbox.log).read(), 30,
+                 "the orphaned client to see the jobserver go away")
+        self.assert_nothing_lost(result, 1)
+
+
+if __name__ == "__main__":
+    unittest.main()

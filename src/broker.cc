@@ -1,0 +1,175 @@
+#include "broker.h"
+
+#include <algorithm>
+
+#include "log.h"
+
+namespace jobbridge {
+
+namespace {
+
+template <typename Handle>
+void CloseAndDelete(Handle* handle) {
+  if (!handle) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(handle),
+           [](uv_handle_t* h) { delete reinterpret_cast<Handle*>(h); });
+}
+
+}  // namespace
+
+Broker::Broker(uv_loop_t* loop, Ledger* ledger, LegacyPool* pool)
+    : loop_(loop), ledger_(ledger), pool_(pool) {}
+
+void Broker::Start(SocketServer* server) {
+  server_ = server;
+  pool_poll_ = new uv_poll_t;
+  uv_poll_init(loop_, pool_poll_, pool_->PrivateReadFd());
+  pool_poll_->data = this;
+  idle_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, idle_timer_);
+  idle_timer_->data = this;
+  probe_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, probe_timer_);
+  probe_timer_->data = this;
+  uv_timer_start(probe_timer_, OnProbe, kProbeMs, kProbeMs);
+  uv_unref(reinterpret_cast<uv_handle_t*>(probe_timer_));
+}
+
+void Broker::Stop() {
+  CloseAndDelete(pool_poll_);
+  CloseAndDelete(idle_timer_);
+  CloseAndDelete(probe_timer_);
+  pool_poll_ = nullptr;
+  idle_timer_ = nullptr;
+  probe_timer_ = nullptr;
+  server_ = nullptr;
+}
+
+int Broker::PoolCount() {
+  std::string err;
+  int count = pool_->Count(&err);
+  return count < 0 ? 0 : count;
+}
+
+bool Broker::LegacyActive() {
+  uint64_t now = uv_now(loop_);
+  // Tokens the legacy side holds that are not in the pool are in its clients' hands.
+  if (ledger_->HeldBy(kLegacyOwner) - PoolCount() > 0) legacy_seen_until_ = now + kLegacyActiveMs;
+  return now < legacy_seen_until_;
+}
+
+int Broker::SocketShare() {
+  int shared = ledger_->budget() - ledger_->HeldBy(kCommandOwner);
+  if (!LegacyActive()) return shared;
+  return std::max(1, (shared + 1) / 2);
+}
+
+void Broker::OnRequest(ConnectionId id) {
+  waiting_.push_back(id);
+  Pump();
+}
+
+bool Broker::OnRelease(ConnectionId id) {
+  std::string err;
+  if (!ledger_->Release(SocketOwner(id), 1, &err)) return false;
+  --socket_held_;
+  Pump();
+  return true;
+}
+
+void Broker::OnGone(ConnectionId id) {
+  std::erase(waiting_, id);
+  int held = ledger_->HeldBy(SocketOwner(id));
+  std::string err;
+  if (held > 0) {
+    ledger_->Release(SocketOwner(id), held, &err);
+    socket_held_ -= held;
+  }
+  Pump();
+}
+
+// Finds a slot for the oldest request's connection. Returns false when none
+// may be had now (the caller then waits for the pool or a timer).
+bool Broker::TakeSlotFor(ConnectionId id) {
+  std::string err;
+  uint64_t now = uv_now(loop_);
+  bool within_share = socket_held_ < SocketShare();
+  if (ledger_->free() > 0 && within_share) return ledger_->Grant(SocketOwner(id), 1, &err);
+  if (now < reserved_until_ || ledger_->HeldBy(kLegacyOwner) == 0) return false;
+  bool idle_token = pool_nonempty_since_ != 0 && now >= pool_nonempty_since_ + kIdleTokenMs;
+  if (!within_share && !idle_token) return false;
+  int got = pool_->Take(1, &err);
+  if (got < 0) LogWarning(err);
+  if (got != 1) return false;
+  return ledger_->Transfer(kLegacyOwner, SocketOwner(id), 1, &err);
+}
+
+void Broker::Pump() {
+  if (pumping_ || !server_) return;  // Grant may re-enter through OnGone
+  pumping_ = true;
+  uint64_t now = uv_now(loop_);
+  while (!waiting_.empty()) {
+    ConnectionId id = waiting_.front();
+    bool offer = offer_next_release_ && ledger_->free() > 0;
+    if (offer || !TakeSlotFor(id)) break;
+    waiting_.pop_front();
+    ++socket_held_;
+    // A client that left before its grant costs nothing: the server closes
+    // it and OnGone takes this slot back (Pump does not re-enter).
+    server_->Grant(id);
+  }
+  // Free slots that no request may take go to the legacy pool.
+  if (int free = ledger_->free(); free > 0) {
+    std::string err;
+    if (ledger_->Grant(kLegacyOwner, free, &err) && !pool_->Put(free, &err)) LogWarning(err);
+    if (offer_next_release_) {
+      offer_next_release_ = false;
+      reserved_until_ = now + kIdleTokenMs;
+    }
+  }
+  int in_pool = PoolCount();
+  if (in_pool == 0) {
+    pool_nonempty_since_ = 0;
+  } else if (pool_nonempty_since_ == 0) {
+    pool_nonempty_since_ = now;
+  }
+  bool waiting = !waiting_.empty();
+  WatchPool(waiting && in_pool == 0, waiting && in_pool > 0);
+  pumping_ = false;
+}
+
+void Broker::WatchPool(bool readable, bool idle_timer) {
+  if (!pool_poll_) return;
+  if (readable != pool_polling_) {
+    if (readable) {
+      uv_poll_start(pool_poll_, UV_READABLE, OnPoolReadable);
+    } else {
+      uv_poll_stop(pool_poll_);
+    }
+    pool_polling_ = readable;
+  }
+  if (idle_timer) {
+    uv_timer_start(idle_timer_, OnTimer, kIdleTokenMs, 0);
+  } else {
+    uv_timer_stop(idle_timer_);
+  }
+}
+
+void Broker::OnPoolReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
+  static_cast<Broker*>(handle->data)->Pump();
+}
+
+void Broker::OnTimer(uv_timer_t* timer) { static_cast<Broker*>(timer->data)->Pump(); }
+
+void Broker::OnProbe(uv_timer_t* timer) {
+  auto* broker = static_cast<Broker*>(timer->data);
+  if (!broker->waiting_.empty() && !broker->LegacyActive()) broker->offer_next_release_ = true;
+}
+
+bool Broker::ReturnFreeSlots(std::string* err) {
+  int free = ledger_->free();
+  if (free == 0) return true;
+  return ledger_->Grant(kLegacyOwner, free, err) && pool_->Put(free, err);
+}
+
+}  // namespace jobbridge

@@ -1,0 +1,87 @@
+// The broker: one budget, two protocols. It decides which waiting socket
+// request gets which slot, and moves slots between the socket side and the
+// legacy pool so that neither side starves and no slot idles while work waits.
+//
+// The ledger is the authority; the broker asks it before moving a byte.
+// Policy (docs/ARCHITECTURE.md, "Sharing one budget"):
+// - Socket requests are served in arrival order, from free slots first, then
+//   from tokens taken out of the legacy pool.
+// - While the legacy side is active (its clients hold tokens, or did within
+//   kLegacyActiveMs), the socket side may hold at most half of the shared
+//   slots; a slot it gives back beyond that goes to the legacy pool.
+// - A token that sits in the pool for kIdleTokenMs while socket requests wait
+//   is not wanted by the legacy side: the socket side may take it anyway.
+// - Every kProbeMs while the legacy side looks idle and socket requests wait,
+//   one released slot is offered to the legacy pool (reserved for
+//   kIdleTokenMs), so a legacy client blocked on an empty pool is noticed.
+// - A free slot nobody waits for goes back into the legacy pool.
+#pragma once
+
+#include <uv.h>
+
+#include <deque>
+#include <string>
+
+#include "core/ledger.h"
+#include "legacy_pool.h"
+#include "socket_server.h"
+
+namespace jobbridge {
+
+inline constexpr Owner kLegacyOwner{OwnerKind::kLegacyPool, 0};
+inline constexpr Owner kCommandOwner{OwnerKind::kCommand, 0};
+inline Owner SocketOwner(ConnectionId id) { return {OwnerKind::kSocket, id}; }
+
+class Broker : public SocketServer::Delegate {
+ public:
+  static constexpr uint64_t kLegacyActiveMs = 50;
+  static constexpr uint64_t kIdleTokenMs = 2;
+  static constexpr uint64_t kProbeMs = 50;
+
+  // All pointers must outlive the broker. Call Start before the loop runs and
+  // Stop (then run the loop until its handles close) before destruction.
+  Broker(uv_loop_t* loop, Ledger* ledger, LegacyPool* pool);
+  void Start(SocketServer* server);
+  void Stop();
+
+  // Puts every free slot back into the legacy pool (at shutdown, after the
+  // server closed its connections). Returns false and sets *err on failure.
+  bool ReturnFreeSlots(std::string* err);
+
+  size_t waiting() const { return waiting_.size(); }
+
+  // SocketServer::Delegate
+  void OnRequest(ConnectionId id) override;
+  bool OnRelease(ConnectionId id) override;
+  void OnGone(ConnectionId id) override;
+
+ private:
+  static void OnPoolReadable(uv_poll_t* handle, int status, int events);
+  static void OnTimer(uv_timer_t* timer);
+  static void OnProbe(uv_timer_t* timer);
+
+  void Pump();
+  bool TakeSlotFor(ConnectionId id);
+  bool LegacyActive();
+  int SocketShare();
+  int PoolCount();
+  void WatchPool(bool readable, bool idle_timer);
+
+  uv_loop_t* loop_;
+  Ledger* ledger_;
+  LegacyPool* pool_;
+  SocketServer* server_ = nullptr;
+  std::deque<ConnectionId> waiting_;  // one entry per waiting request, oldest first
+  int socket_held_ = 0;
+  uint64_t legacy_seen_until_ = 0;  // uv_now() until which the legacy side counts as active
+  uint64_t reserved_until_ = 0;     // the pool's tokens are the legacy side's until then
+  uint64_t pool_nonempty_since_ = 0;
+  bool offer_next_release_ = false;
+  bool pumping_ = false;
+  uv_poll_t* pool_poll_ = nullptr;  // handles are freed in their close callbacks
+  uv_timer_t* idle_timer_ = nullptr;
+  uv_timer_t* probe_timer_ = nullptr;
+  bool pool_polling_ = false;
+};
+
+}  // namespace jobbridge

@@ -1,0 +1,207 @@
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "log.h"
+#include "socket_server.h"
+#include "util/eintr.h"
+
+namespace jobbridge {
+
+// The state of one client connection. Freed in the close callback of its
+// poll handle, which also closes the fd (after libuv stopped watching it).
+struct SocketServer::Connection {
+  SocketServer* server;
+  ConnectionId id;
+  UniqueFd fd;
+  pid_t pid = -1;
+  uv_poll_t poll;
+};
+
+namespace {
+
+constexpr char kGrantByte = '+';
+constexpr char kRequestByte = '+';
+constexpr char kReleaseByte = '-';
+// How long accepting pauses after running out of fds, unless a connection
+// closes first.
+constexpr uint64_t kAcceptRetryMs = 100;
+
+template <typename Handle>
+void CloseAndDelete(Handle* handle) {
+  uv_close(reinterpret_cast<uv_handle_t*>(handle),
+           [](uv_handle_t* h) { delete reinterpret_cast<Handle*>(h); });
+}
+
+std::string Describe(unsigned char byte) {
+  char text[16];
+  snprintf(text, sizeof text, "0x%02x", byte);
+  return text;
+}
+
+}  // namespace
+
+SocketServer::SocketServer(uv_loop_t* loop, Delegate* delegate)
+    : loop_(loop), delegate_(delegate) {}
+
+SocketServer::~SocketServer() = default;
+
+bool SocketServer::Listen(const std::string& path, std::string* err) {
+  if (path.size() > kMaxPathLength) {
+    *err = "the socket path " + path + " is longer than " + std::to_string(kMaxPathLength) +
+           " bytes; set TMPDIR (or XDG_RUNTIME_DIR) to a shorter folder";
+    return false;
+  }
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    *err = std::string("cannot create a unix socket: ") + strerror(errno);
+    return false;
+  }
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      chmod(path.c_str(), 0600) != 0 || listen(fd.get(), SOMAXCONN) != 0) {
+    *err = "cannot listen on " + path + ": " + strerror(errno);
+    return false;
+  }
+  listen_fd_ = std::move(fd);
+  listen_poll_ = new uv_poll_t;
+  uv_poll_init(loop_, listen_poll_, listen_fd_.get());
+  listen_poll_->data = this;
+  uv_poll_start(listen_poll_, UV_READABLE, OnListenReadable);
+  retry_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, retry_timer_);
+  retry_timer_->data = this;
+  return true;
+}
+
+void SocketServer::OnListenReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
+  static_cast<SocketServer*>(handle->data)->AcceptAll();
+}
+
+void SocketServer::OnRetryAccept(uv_timer_t* timer) {
+  auto* server = static_cast<SocketServer*>(timer->data);
+  if (!server->accept_paused_ || !server->listen_poll_) return;
+  server->accept_paused_ = false;
+  uv_poll_start(server->listen_poll_, UV_READABLE, OnListenReadable);
+}
+
+void SocketServer::PauseAccepting() {
+  // Out of fds: stop watching the listener, or its readiness would spin the
+  // loop. Queued clients wait in the backlog until a connection closes.
+  if (accept_paused_) return;
+  accept_paused_ = true;
+  uv_poll_stop(listen_poll_);
+  uv_timer_start(retry_timer_, OnRetryAccept, kAcceptRetryMs, 0);
+  LogWarning("out of file descriptors; accepting again when a client leaves");
+}
+
+void SocketServer::AcceptAll() {
+  for (;;) {
+    int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      Accept(UniqueFd(fd));
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      PauseAccepting();
+    }
+    return;  // EAGAIN, or an error that the next readiness retries
+  }
+}
+
+void SocketServer::Accept(UniqueFd fd) {
+  ucred peer{};
+  socklen_t length = sizeof peer;
+  if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) return;
+  if (peer.uid != getuid()) {
+    LogWarning("refused a connection from uid " + std::to_string(peer.uid) + " (pid " +
+               std::to_string(peer.pid) + "): only uid " + std::to_string(getuid()) +
+               " may use this jobserver");
+    return;  // fd closes here, before any byte
+  }
+  auto* connection = new Connection{this, next_id_++, std::move(fd), peer.pid, {}};
+  uv_poll_init(loop_, &connection->poll, connection->fd.get());
+  connection->poll.data = connection;
+  uv_poll_start(&connection->poll, UV_READABLE | UV_DISCONNECT, OnConnectionReadable);
+  connections_[connection->id] = connection;
+  delegate_->OnRequest(connection->id);  // connecting asks for the first slot
+}
+
+void SocketServer::OnConnectionReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
+  auto* connection = static_cast<Connection*>(handle->data);
+  connection->server->ReadFrom(connection);
+}
+
+void SocketServer::ReadFrom(Connection* connection) {
+  unsigned char buffer[256];
+  for (;;) {
+    ssize_t n = RetryOnEintr([&] { return read(connection->fd.get(), buffer, sizeof buffer); });
+    if (n == 0 || (n < 0 && errno != EAGAIN)) {
+      Close(connection, "");
+      return;
+    }
+    if (n < 0) return;
+    for (ssize_t i = 0; i < n; ++i) {
+      ConnectionId id = connection->id;
+      if (buffer[i] == kRequestByte) {
+        delegate_->OnRequest(id);
+      } else if (buffer[i] != kReleaseByte) {
+        Close(connection, "sent " + Describe(buffer[i]) + ", which is neither '+' nor '-'");
+        return;
+      } else if (!delegate_->OnRelease(id)) {
+        Close(connection, "sent '-' without holding a slot");
+        return;
+      }
+      // A grant that failed inside the delegate may have closed it.
+      if (!connections_.contains(id)) return;
+    }
+  }
+}
+
+bool SocketServer::Grant(ConnectionId id) {
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return false;
+  ssize_t n = RetryOnEintr(
+      [&] { return send(it->second->fd.get(), &kGrantByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT); });
+  if (n == 1) return true;
+  Close(it->second, errno == EAGAIN ? "does not read its grants" : "");
+  return false;
+}
+
+pid_t SocketServer::PeerPid(ConnectionId id) const {
+  auto it = connections_.find(id);
+  return it == connections_.end() ? -1 : it->second->pid;
+}
+
+void SocketServer::Close(Connection* connection, const std::string& why) {
+  if (!why.empty()) {
+    LogWarning("closed the connection of pid " + std::to_string(connection->pid) +
+               ": protocol error: it " + why + "; its slots were taken back");
+  }
+  connections_.erase(connection->id);
+  uv_poll_stop(&connection->poll);
+  uv_close(reinterpret_cast<uv_handle_t*>(&connection->poll),
+           [](uv_handle_t* h) { delete static_cast<Connection*>(h->data); });
+  delegate_->OnGone(connection->id);
+  if (accept_paused_) OnRetryAccept(retry_timer_);  // an fd just came free
+}
+
+void SocketServer::Shutdown() {
+  while (!connections_.empty()) Close(connections_.begin()->second, "");
+  if (listen_poll_) {
+    CloseAndDelete(listen_poll_);
+    listen_poll_ = nullptr;
+    CloseAndDelete(retry_timer_);
+    retry_timer_ = nullptr;
+  }
+  listen_fd_.Reset();
+}
+
+}  // namespace jobbridge

@@ -1,0 +1,84 @@
+// The socket endpoint of docs/PROTOCOL.md: listens on JOBSERVERV2, accepts
+// every connection at once, reads requests and releases, writes grants.
+//
+// It owns the bytes on the wire and nothing else: whether and when a slot is
+// granted is the Delegate's decision (the Broker), and the ledger is the
+// authority on who holds what.
+#pragma once
+
+#include <sys/types.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "util/unique_fd.h"
+
+namespace jobbridge {
+
+using ConnectionId = uint64_t;
+
+class SocketServer {
+ public:
+  class Delegate {
+   public:
+    virtual ~Delegate() = default;
+    // The connection asks for one slot (on connect, and for each '+').
+    virtual void OnRequest(ConnectionId id) = 0;
+    // The connection gives back one slot ('-'). Returns false when it holds
+    // none, which is a protocol error: the server then closes it.
+    virtual bool OnRelease(ConnectionId id) = 0;
+    // The connection is gone (closed by the client, a protocol error, or
+    // Close). Everything it held or asked for must be taken back.
+    virtual void OnGone(ConnectionId id) = 0;
+  };
+
+  // The longest socket path Linux accepts in sockaddr_un.
+  static constexpr size_t kMaxPathLength = 107;
+
+  SocketServer(uv_loop_t* loop, Delegate* delegate);
+  ~SocketServer();
+  SocketServer(const SocketServer&) = delete;
+  SocketServer& operator=(const SocketServer&) = delete;
+
+  // Binds and listens on `path` (mode 0600). Returns false and sets *err.
+  bool Listen(const std::string& path, std::string* err);
+
+  // Writes one grant byte. Returns false when the client is gone (EPIPE,
+  // ECONNRESET, or a full buffer): the caller must take the slot back; the
+  // server closes the connection and calls OnGone.
+  bool Grant(ConnectionId id);
+
+  // The pid the client had when it connected (SO_PEERCRED), or -1.
+  pid_t PeerPid(ConnectionId id) const;
+
+  size_t connection_count() const { return connections_.size(); }
+
+  // Closes the listener and every connection (OnGone is called for each).
+  // The handles are freed in their close callbacks, so run the loop after.
+  void Shutdown();
+
+ private:
+  struct Connection;
+  static void OnListenReadable(uv_poll_t* handle, int status, int events);
+  static void OnConnectionReadable(uv_poll_t* handle, int status, int events);
+  static void OnRetryAccept(uv_timer_t* timer);
+  void AcceptAll();
+  void Accept(UniqueFd fd);
+  void ReadFrom(Connection* connection);
+  void Close(Connection* connection, const std::string& why);
+  void PauseAccepting();
+
+  uv_loop_t* loop_;
+  Delegate* delegate_;
+  UniqueFd listen_fd_;
+  uv_poll_t* listen_poll_ = nullptr;  // freed in its close callback
+  uv_timer_t* retry_timer_ = nullptr;
+  bool accept_paused_ = false;
+  ConnectionId next_id_ = 1;
+  std::unordered_map<ConnectionId, Connection*> connections_;
+};
+
+}  // namespace jobbridge
