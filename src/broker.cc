@@ -1,6 +1,7 @@
 #include "broker.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "log.h"
 
@@ -22,6 +23,13 @@ Broker::Broker(uv_loop_t* loop, Ledger* ledger, LegacyPool* pool)
 
 void Broker::Start(SocketServer* server) {
   server_ = server;
+  if (pool_->ReturnsFd() >= 0) {
+    // Every token a legacy client writes back passes through here.
+    returns_poll_ = new uv_poll_t;
+    uv_poll_init(loop_, returns_poll_, pool_->ReturnsFd());
+    returns_poll_->data = this;
+    uv_poll_start(returns_poll_, UV_READABLE, OnPoolReadable);
+  }
   pool_poll_ = new uv_poll_t;
   uv_poll_init(loop_, pool_poll_, pool_->PrivateReadFd());
   pool_poll_->data = this;
@@ -36,6 +44,8 @@ void Broker::Start(SocketServer* server) {
 }
 
 void Broker::Stop() {
+  CloseAndDelete(returns_poll_);
+  returns_poll_ = nullptr;
   CloseAndDelete(pool_poll_);
   CloseAndDelete(idle_timer_);
   CloseAndDelete(probe_timer_);
@@ -88,13 +98,19 @@ void Broker::OnGone(ConnectionId id) {
   Pump();
 }
 
-// Finds a slot for the oldest request's connection. Returns false when none
-// may be had now (the caller then waits for the pool or a timer).
-bool Broker::TakeSlotFor(ConnectionId id) {
+// Finds a slot for the oldest request's connection: a free slot, a token a
+// legacy client just returned (`*returned` of them are in hand), or one from
+// the pool. Returns false when none may be had now (the caller then waits
+// for the pool or a timer).
+bool Broker::TakeSlotFor(ConnectionId id, int* returned) {
   std::string err;
   uint64_t now = uv_now(loop_);
   bool within_share = socket_held_ < SocketShare();
   if (ledger_->free() > 0 && within_share) return ledger_->Grant(SocketOwner(id), 1, &err);
+  if (*returned > 0 && within_share) {
+    --*returned;
+    return ledger_->Transfer(kLegacyOwner, SocketOwner(id), 1, &err);
+  }
   if (now < reserved_until_ || ledger_->HeldBy(kLegacyOwner) == 0) return false;
   bool idle_token = pool_nonempty_since_ != 0 && now >= pool_nonempty_since_ + kIdleTokenMs;
   if (!within_share && !idle_token) return false;
@@ -108,19 +124,28 @@ void Broker::Pump() {
   if (pumping_ || !server_) return;  // Grant may re-enter through OnGone
   pumping_ = true;
   uint64_t now = uv_now(loop_);
+  std::string err;
+  // Tokens legacy clients wrote back: they are the legacy side's (so it was
+  // active) until given to a socket request below or fed back to it.
+  int returned = pool_->TakeReturned(std::numeric_limits<int>::max(), &err);
+  if (returned < 0) {
+    LogWarning(err);
+    returned = 0;
+  }
+  if (returned > 0) legacy_seen_until_ = now + kLegacyActiveMs;
   while (!waiting_.empty()) {
     ConnectionId id = waiting_.front();
     bool offer = offer_next_release_ && ledger_->free() > 0;
-    if (offer || !TakeSlotFor(id)) break;
+    if (offer || !TakeSlotFor(id, &returned)) break;
     waiting_.pop_front();
     ++socket_held_;
     // A client that left before its grant costs nothing: the server closes
     // it and OnGone takes this slot back (Pump does not re-enter).
     server_->Grant(id);
   }
+  if (returned > 0 && !pool_->Put(returned, &err)) LogWarning(err);
   // Free slots that no request may take go to the legacy pool.
   if (int free = ledger_->free(); free > 0) {
-    std::string err;
     if (ledger_->Grant(kLegacyOwner, free, &err) && !pool_->Put(free, &err)) LogWarning(err);
     if (offer_next_release_) {
       offer_next_release_ = false;
@@ -133,8 +158,10 @@ void Broker::Pump() {
   } else if (pool_nonempty_since_ == 0) {
     pool_nonempty_since_ = now;
   }
+  // With split pipes tokens reach the pool only from the bridge, so only a
+  // FIFO pool needs watching for returns.
   bool waiting = !waiting_.empty();
-  WatchPool(waiting && in_pool == 0, waiting && in_pool > 0);
+  WatchPool(waiting && in_pool == 0 && !returns_poll_, waiting && in_pool > 0);
   pumping_ = false;
 }
 

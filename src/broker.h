@@ -5,7 +5,8 @@
 // The ledger is the authority; the broker asks it before moving a byte.
 // Policy (docs/ARCHITECTURE.md, "Sharing one budget"):
 // - Socket requests are served in arrival order, from free slots first, then
-//   from tokens taken out of the legacy pool.
+//   from tokens legacy clients return (with pipes, every returned token passes
+//   through the broker), then from tokens taken out of the legacy pool.
 // - While the legacy side is active (its clients hold tokens, or did within
 //   kLegacyActiveMs), the socket side may hold at most half of the shared
 //   slots; a slot it gives back beyond that goes to the legacy pool.
@@ -61,7 +62,7 @@ class Broker : public SocketServer::Delegate {
   static void OnProbe(uv_timer_t* timer);
 
   void Pump();
-  bool TakeSlotFor(ConnectionId id);
+  bool TakeSlotFor(ConnectionId id, int* returned);
   bool LegacyActive();
   int SocketShare();
   int PoolCount();
@@ -79,6 +80,7 @@ class Broker : public SocketServer::Delegate {
   bool offer_next_release_ = false;
   bool pumping_ = false;
   uv_poll_t* pool_poll_ = nullptr;  // handles are freed in their close callbacks
+  uv_poll_t* returns_poll_ = nullptr;
   uv_timer_t* idle_timer_ = nullptr;
   uv_timer_t* probe_timer_ = nullptr;
   bool pool_polling_ = false;

@@ -79,20 +79,30 @@ UniqueFd OpenPrivate(int fd, int flags, std::string* err) {
   return UniqueFd(opened);
 }
 
+// Two pipes: children read tokens from the first and write them back into
+// the second, so every returned token passes through the bridge, which
+// decides whether it goes back to the legacy side or to a socket client. With
+// one shared pipe a client that returns a token and wants another reads its
+// own token straight back, and no one else ever gets it (docs/ARCHITECTURE.md,
+// "Sharing one budget"). `--jobserver-auth=R,W` allows the two to differ.
 class PipePool : public LegacyPool {
  public:
   bool Init(std::string* err) {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) {
-      *err = Errno("creating the jobserver pipe");
+    int tokens[2], returns[2];
+    if (pipe2(tokens, O_CLOEXEC) != 0 || pipe2(returns, O_CLOEXEC) != 0) {
+      *err = Errno("creating the jobserver pipes");
       return false;
     }
-    shared_read_.Reset(fds[0]);
-    shared_write_.Reset(fds[1]);
-    private_read_ = OpenPrivate(fds[0], O_RDONLY, err);
-    if (!private_read_.valid()) return false;
-    private_write_ = OpenPrivate(fds[1], O_WRONLY, err);
-    return private_write_.valid();
+    shared_read_.Reset(tokens[0]);
+    feed_.Reset(tokens[1]);
+    returns_.Reset(returns[0]);
+    shared_write_.Reset(returns[1]);
+    // The feed and returns ends are the bridge's alone: no child shares their
+    // descriptions, so they may be made non-blocking in place. The read end
+    // of the token pipe is shared: the bridge reads it through its own.
+    for (int fd : {feed_.get(), returns_.get()}) fcntl(fd, F_SETFL, O_NONBLOCK);
+    private_read_ = OpenPrivate(tokens[0], O_RDONLY, err);
+    return private_read_.valid();
   }
 
   JobserverAuth Auth() const override {
@@ -102,19 +112,38 @@ class PipePool : public LegacyPool {
     if (!shared_read_.valid()) return {};
     return {shared_read_.get(), shared_write_.get()};
   }
-  int Count(std::string* err) const override { return CountIn(private_read_.get(), err); }
-  int Drain(std::string* err) override { return DrainFd(private_read_.get(), err); }
-  int Take(int max, std::string* err) override { return ReadTokens(private_read_.get(), max, err); }
+  int Count(std::string* err) const override {
+    int fed = CountIn(feed_.get(), err);
+    int returned = CountIn(returns_.get(), err);
+    return fed < 0 || returned < 0 ? -1 : fed + returned;
+  }
+  int Drain(std::string* err) override {
+    int returned = DrainFd(returns_.get(), err);
+    int fed = DrainFd(private_read_.get(), err);
+    return fed < 0 || returned < 0 ? -1 : fed + returned;
+  }
+  int Take(int max, std::string* err) override {
+    int got = ReadTokens(returns_.get(), max, err);
+    if (got < 0 || got == max) return got;
+    int more = ReadTokens(private_read_.get(), max - got, err);
+    return more < 0 ? -1 : got + more;
+  }
+  int TakeReturned(int max, std::string* err) override {
+    return ReadTokens(returns_.get(), max, err);
+  }
   int PrivateReadFd() const override { return private_read_.get(); }
-  bool Put(int count, std::string* err) override { return PutFd(private_write_.get(), count, err); }
+  int ReturnsFd() const override { return returns_.get(); }
+  bool Put(int count, std::string* err) override { return PutFd(feed_.get(), count, err); }
   void CloseInherited() override {
     shared_read_.Reset();
     shared_write_.Reset();
   }
 
  private:
-  UniqueFd shared_read_, shared_write_;    // inherited by children, left blocking
-  UniqueFd private_read_, private_write_;  // the bridge's own, non-blocking
+  UniqueFd shared_read_, shared_write_;  // inherited by children, left blocking
+  UniqueFd feed_;                        // the bridge writes tokens for the children here
+  UniqueFd returns_;                     // and reads back what they return here
+  UniqueFd private_read_;                // the bridge's own description of shared_read_
 };
 
 class FifoPool : public LegacyPool {
@@ -152,7 +181,9 @@ class FifoPool : public LegacyPool {
   int Count(std::string* err) const override { return CountIn(private_.get(), err); }
   int Drain(std::string* err) override { return DrainFd(private_.get(), err); }
   int Take(int max, std::string* err) override { return ReadTokens(private_.get(), max, err); }
+  int TakeReturned(int /*max*/, std::string* /*err*/) override { return 0; }
   int PrivateReadFd() const override { return private_.get(); }
+  int ReturnsFd() const override { return -1; }
   bool Put(int count, std::string* err) override { return PutFd(private_.get(), count, err); }
   void CloseInherited() override {
     // Children open the FIFO by path; removing it stops newcomers.

@@ -1,5 +1,7 @@
-// The legacy GNU make jobserver that the bridge serves to its tree: an
-// anonymous pipe (children inherit R,W) or a named FIFO (children open PATH).
+// The legacy GNU make jobserver that the bridge serves to its tree: pipes
+// (children inherit R,W: they read tokens from one pipe and write them back
+// into another, which only the bridge reads) or a named FIFO (children open
+// PATH, and read and write the same FIFO).
 //
 // The bridge never reads or writes the pool through the descriptions its
 // children share: make 4.3 and libuv flip O_NONBLOCK on a description, and
@@ -35,7 +37,7 @@ class LegacyPool {
   // The fds a child must inherit (R and W for a pipe, none for a FIFO).
   virtual std::vector<int> InheritedFds() const = 0;
 
-  // Tokens in the pool right now (FIONREAD), or -1 with *err.
+  // Tokens in the pool right now (FIONREAD; returned ones included), or -1.
   virtual int Count(std::string* err) const = 0;
 
   // Reads every token that is in the pool now without blocking and returns
@@ -43,8 +45,18 @@ class LegacyPool {
   virtual int Drain(std::string* err) = 0;
 
   // Reads at most `max` tokens without blocking (other readers race for
-  // them). Returns how many it got (0 when the pool is empty), or -1 with *err.
+  // them), returned ones first. Returns how many it got (0 when the pool is
+  // empty), or -1 with *err.
   virtual int Take(int max, std::string* err) = 0;
+
+  // Reads at most `max` of the tokens that clients wrote back and that no
+  // client can read before the bridge passes them on (pipe style only; a FIFO
+  // has no such tokens and returns 0). The count, or -1 with *err.
+  virtual int TakeReturned(int max, std::string* err) = 0;
+
+  // Readable when clients wrote tokens back that TakeReturned would get; -1
+  // for a FIFO, where returned tokens land in the pool directly.
+  virtual int ReturnsFd() const = 0;
 
   // The bridge's private, non-blocking read end: readable when the pool holds
   // a token. For polling only; read through Take.

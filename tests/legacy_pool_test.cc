@@ -109,8 +109,10 @@ TEST_F(LegacyPoolTest, PipePoolHoldsItsTokens) {
   EXPECT_EQ(pool->InheritedFds(), (std::vector<int>{auth.read_fd, auth.write_fd}));
   EXPECT_TRUE(auth.fifo_path.empty());
   EXPECT_NE(auth.read_fd, auth.write_fd);
-  EXPECT_EQ(FdTarget(auth.read_fd), FdTarget(auth.write_fd));
+  // Children read tokens from one pipe and return them into another.
+  EXPECT_NE(FdTarget(auth.read_fd), FdTarget(auth.write_fd));
   EXPECT_EQ(FdTarget(auth.read_fd).rfind("pipe:", 0), 0u) << FdTarget(auth.read_fd);
+  EXPECT_EQ(FdTarget(auth.write_fd).rfind("pipe:", 0), 0u) << FdTarget(auth.write_fd);
   EXPECT_EQ(fcntl(auth.read_fd, F_GETFL) & O_ACCMODE, O_RDONLY);
   EXPECT_EQ(fcntl(auth.write_fd, F_GETFL) & O_ACCMODE, O_WRONLY);
   ExpectInheritedBlocking(*pool);
@@ -128,14 +130,59 @@ TEST_F(LegacyPoolTest, PrivateEndsAreSeparateNonBlockingDescriptions) {
   ASSERT_NE(pool, nullptr);
   std::vector<int> inherited = pool->InheritedFds();
   ASSERT_EQ(inherited.size(), 2u);
-  std::vector<int> all = FdsOpenOn(FdTarget(inherited[0]));
-  // Two shared ends plus the pool's own read and write ends.
-  ASSERT_EQ(all.size(), 4u);
-  for (int fd : all) {
+  // The token pipe: the shared read end, the bridge's feed and its private
+  // read description. The returns pipe: the shared write end and the
+  // bridge's read end.
+  std::vector<int> tokens = FdsOpenOn(FdTarget(inherited[0]));
+  std::vector<int> returns = FdsOpenOn(FdTarget(inherited[1]));
+  ASSERT_EQ(tokens.size(), 3u);
+  ASSERT_EQ(returns.size(), 2u);
+  tokens.insert(tokens.end(), returns.begin(), returns.end());
+  for (int fd : tokens) {
     EXPECT_TRUE(IsCloexec(fd)) << "fd " << fd;
     bool shared = fd == inherited[0] || fd == inherited[1];
     EXPECT_EQ(IsNonBlocking(fd), !shared) << "fd " << fd;
   }
+}
+
+TEST_F(LegacyPoolTest, ReturnedTokensPassThroughTheBridge) {
+  auto pool = Create(LegacyStyle::kPipe, 1);
+  ASSERT_NE(pool, nullptr);
+  int read_fd = pool->InheritedFds().at(0);
+  int write_fd = pool->InheritedFds().at(1);
+  char byte = 0;
+  ASSERT_EQ(read(read_fd, &byte, 1), 1) << strerror(errno);
+  ASSERT_EQ(write(write_fd, "G", 1), 1) << strerror(errno);
+  // Returned, counted, but not readable by a client until the bridge feeds it.
+  EXPECT_EQ(Count(*pool), 1);
+  EXPECT_FALSE(Readable(read_fd));
+  EXPECT_TRUE(Readable(pool->ReturnsFd()));
+  std::string err;
+  EXPECT_EQ(pool->TakeReturned(10, &err), 1) << err;
+  EXPECT_EQ(Count(*pool), 0);
+  ASSERT_TRUE(pool->Put(1, &err)) << err;
+  EXPECT_TRUE(Readable(read_fd));
+  ExpectInheritedBlocking(*pool);
+}
+
+TEST_F(LegacyPoolTest, TakePrefersReturnedTokens) {
+  auto pool = Create(LegacyStyle::kPipe, 2);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(write(pool->InheritedFds().at(1), "x", 1), 1);
+  std::string err;
+  EXPECT_EQ(pool->Take(1, &err), 1) << err;
+  EXPECT_EQ(pool->TakeReturned(10, &err), 0) << err;  // the returned one went first
+  EXPECT_EQ(pool->Take(5, &err), 2) << err;
+  EXPECT_EQ(Count(*pool), 0);
+}
+
+TEST_F(LegacyPoolTest, FifoPoolHasNoSeparateReturns) {
+  auto pool = Create(LegacyStyle::kFifo, 1);
+  ASSERT_NE(pool, nullptr);
+  std::string err;
+  EXPECT_EQ(pool->ReturnsFd(), -1);
+  EXPECT_EQ(pool->TakeReturned(10, &err), 0);
+  EXPECT_EQ(Count(*pool), 1);
 }
 
 TEST_F(LegacyPoolTest, ReadThroughInheritedFdTakesAToken) {
