@@ -220,7 +220,43 @@ def orphan():
     print("orphaned")  # exit with both still waiting on the server
 
 
-MODES = {"kill-handoff": kill_handoff, "garbage": garbage, "bogus-release": bogus_release,
+BURST = r'''
+import os, socket, sys, time
+conns = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(os.environ["JOBSERVERV2"])
+    conns.append(s)
+print("connected", flush=True)
+for s in conns:  # one after another: take the slot, work a moment, give it back
+    if not s.recv(1):
+        sys.exit(3)
+    time.sleep(0.005)
+    s.close()
+'''
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def emfile():
+    """More connections than jobbridge has fds: it must pause accepting, not
+    spin, and still serve every client."""
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    bridge = os.getppid()
+    start_cpu, start = cpu_seconds(bridge), time.monotonic()
+    bursts = [subprocess.Popen([sys.executable, "-c", BURST, "20"], stdout=subprocess.PIPE,
+                               text=True) for _ in range(3)]
+    statuses = [b.wait(timeout=120) for b in bursts]
+    wall, cpu = time.monotonic() - start, cpu_seconds(bridge) - start_cpu
+    print(f"nofile={soft} served={sum(s == 0 for s in statuses) * 20} "
+          f"bridge_cpu_share={cpu / wall:.3f}")
+
+
+MODES = {"emfile": emfile, "kill-handoff": kill_handoff, "garbage": garbage, "bogus-release": bogus_release,
          "multi": multi, "other-uid": other_uid, "orphan": orphan}
 
 if __name__ == "__main__":

@@ -126,6 +126,25 @@ class BadClientTest(BridgeTestCase):
         self.assertIn("other_uid=refused own_uid=granted", result.stdout)
         self.assert_nothing_lost(result, 1)
 
+    def test_running_out_of_fds_pauses_accepting_without_spinning(self):
+        # A hard limit of 32 fds: jobbridge cannot hold all 60 connections.
+        driver = os.path.join(HERE, "socket_driver.py")
+        result = self.sandbox.run(["prlimit", "--nofile=32:32", self.bridge, "-v", "-j3", "--",
+                                   sys.executable, driver, "emfile"], timeout=180)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(result.stderr.count("out of file descriptors"), 1, result.stderr)
+        self.assertIn("served=60", result.stdout)
+        share = float(result.stdout.split("bridge_cpu_share=")[1].split()[0])
+        self.assertLess(share, 0.5, "jobbridge spun while it could not accept")
+        self.assert_nothing_lost(result, 2)
+
+    def test_command_gets_the_fd_limit_jobbridge_was_given(self):
+        result = self.sandbox.run(["prlimit", "--nofile=100:4096", self.bridge, "--", "sh", "-c",
+                                   "ulimit -Sn; ulimit -Hn"])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.split(), ["100", "4096"])
+        self.assert_no_leftovers()
+
     def test_waiting_client_sees_eof_when_the_root_goes_away(self):
         result = self.run_driver("orphan")
         wait_for(lambda: "server-gone" in open(self.sandbox.log).read(), 30,

@@ -98,7 +98,10 @@ void SocketServer::PauseAccepting() {
   accept_paused_ = true;
   uv_poll_stop(listen_poll_);
   uv_timer_start(retry_timer_, OnRetryAccept, kAcceptRetryMs, 0);
-  LogWarning("out of file descriptors; accepting again when a client leaves");
+  if (!warned_out_of_fds_) {
+    warned_out_of_fds_ = true;
+    LogWarning("out of file descriptors; clients wait to be accepted until one leaves");
+  }
 }
 
 void SocketServer::AcceptAll() {

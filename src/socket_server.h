@@ -77,6 +77,7 @@ class SocketServer {
   uv_poll_t* listen_poll_ = nullptr;  // freed in its close callback
   uv_timer_t* retry_timer_ = nullptr;
   bool accept_paused_ = false;
+  bool warned_out_of_fds_ = false;  // said once a run
   ConnectionId next_id_ = 1;
   std::unordered_map<ConnectionId, Connection*> connections_;
 };
