@@ -28,7 +28,7 @@ void Broker::Start(SocketServer* server) {
     returns_poll_ = new uv_poll_t;
     uv_poll_init(loop_, returns_poll_, pool_->ReturnsFd());
     returns_poll_->data = this;
-    uv_poll_start(returns_poll_, UV_READABLE, OnPoolReadable);
+    uv_poll_start(returns_poll_, UV_READABLE, OnReturnsReadable);
   }
   pool_poll_ = new uv_poll_t;
   uv_poll_init(loop_, pool_poll_, pool_->PrivateReadFd());
@@ -57,14 +57,16 @@ void Broker::Stop() {
 
 int Broker::PoolCount() {
   std::string err;
-  int count = pool_->Count(&err);
+  int count = pool_->Available(&err);
   return count < 0 ? 0 : count;
 }
 
 bool Broker::LegacyActive() {
   uint64_t now = uv_now(loop_);
-  // Tokens the legacy side holds that are not in the pool are in its clients' hands.
-  if (ledger_->HeldBy(kLegacyOwner) - PoolCount() > 0) legacy_seen_until_ = now + kLegacyActiveMs;
+  // Tokens the legacy side holds that are not in the pool are in its clients'
+  // hands (or just returned, in the bridge's). One FIONREAD per Pump.
+  if (in_pool_ < 0) in_pool_ = PoolCount();
+  if (ledger_->HeldBy(kLegacyOwner) - in_pool_ > 0) legacy_seen_until_ = now + kLegacyActiveMs;
   return now < legacy_seen_until_;
 }
 
@@ -116,6 +118,7 @@ bool Broker::TakeSlotFor(ConnectionId id, int* returned) {
   if (!within_share && !idle_token) return false;
   int got = pool_->Take(1, &err);
   if (got < 0) LogWarning(err);
+  in_pool_ = -1;  // counted again when next needed
   if (got != 1) return false;
   return ledger_->Transfer(kLegacyOwner, SocketOwner(id), 1, &err);
 }
@@ -127,10 +130,15 @@ void Broker::Pump() {
   std::string err;
   // Tokens legacy clients wrote back: they are the legacy side's (so it was
   // active) until given to a socket request below or fed back to it.
-  int returned = pool_->TakeReturned(std::numeric_limits<int>::max(), &err);
-  if (returned < 0) {
-    LogWarning(err);
-    returned = 0;
+  in_pool_ = -1;
+  int returned = 0;
+  if (returns_readable_) {
+    returns_readable_ = false;
+    returned = pool_->TakeReturned(std::numeric_limits<int>::max(), &err);
+    if (returned < 0) {
+      LogWarning(err);
+      returned = 0;
+    }
   }
   if (returned > 0) legacy_seen_until_ = now + kLegacyActiveMs;
   while (!waiting_.empty()) {
@@ -144,15 +152,18 @@ void Broker::Pump() {
     server_->Grant(id);
   }
   if (returned > 0 && !pool_->Put(returned, &err)) LogWarning(err);
+  bool put = returned > 0;
   // Free slots that no request may take go to the legacy pool.
   if (int free = ledger_->free(); free > 0) {
     if (ledger_->Grant(kLegacyOwner, free, &err) && !pool_->Put(free, &err)) LogWarning(err);
+    put = true;
     if (offer_next_release_) {
       offer_next_release_ = false;
       reserved_until_ = now + kIdleTokenMs;
     }
   }
-  int in_pool = PoolCount();
+  if (put || in_pool_ < 0) in_pool_ = PoolCount();
+  int in_pool = in_pool_;
   if (in_pool == 0) {
     pool_nonempty_since_ = 0;
   } else if (pool_nonempty_since_ == 0) {
@@ -186,10 +197,17 @@ void Broker::OnPoolReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
   static_cast<Broker*>(handle->data)->Pump();
 }
 
+void Broker::OnReturnsReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
+  auto* broker = static_cast<Broker*>(handle->data);
+  broker->returns_readable_ = true;  // read in Pump, not on every request
+  broker->Pump();
+}
+
 void Broker::OnTimer(uv_timer_t* timer) { static_cast<Broker*>(timer->data)->Pump(); }
 
 void Broker::OnProbe(uv_timer_t* timer) {
   auto* broker = static_cast<Broker*>(timer->data);
+  broker->in_pool_ = -1;
   if (!broker->waiting_.empty() && !broker->LegacyActive()) broker->offer_next_release_ = true;
 }
 

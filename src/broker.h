@@ -58,6 +58,7 @@ class Broker : public SocketServer::Delegate {
 
  private:
   static void OnPoolReadable(uv_poll_t* handle, int status, int events);
+  static void OnReturnsReadable(uv_poll_t* handle, int status, int events);
   static void OnTimer(uv_timer_t* timer);
   static void OnProbe(uv_timer_t* timer);
 
@@ -78,6 +79,8 @@ class Broker : public SocketServer::Delegate {
   uint64_t reserved_until_ = 0;     // the pool's tokens are the legacy side's until then
   uint64_t pool_nonempty_since_ = 0;
   bool offer_next_release_ = false;
+  bool returns_readable_ = false;  // the returns pipe has tokens to pass on
+  int in_pool_ = -1;               // Available() this Pump, -1 until counted
   bool pumping_ = false;
   uv_poll_t* pool_poll_ = nullptr;  // handles are freed in their close callbacks
   uv_poll_t* returns_poll_ = nullptr;

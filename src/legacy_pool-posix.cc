@@ -122,12 +122,8 @@ class PipePool : public LegacyPool {
     int fed = DrainFd(private_read_.get(), err);
     return fed < 0 || returned < 0 ? -1 : fed + returned;
   }
-  int Take(int max, std::string* err) override {
-    int got = ReadTokens(returns_.get(), max, err);
-    if (got < 0 || got == max) return got;
-    int more = ReadTokens(private_read_.get(), max - got, err);
-    return more < 0 ? -1 : got + more;
-  }
+  int Available(std::string* err) const override { return CountIn(feed_.get(), err); }
+  int Take(int max, std::string* err) override { return ReadTokens(private_read_.get(), max, err); }
   int TakeReturned(int max, std::string* err) override {
     return ReadTokens(returns_.get(), max, err);
   }
@@ -180,6 +176,7 @@ class FifoPool : public LegacyPool {
   std::vector<int> InheritedFds() const override { return {}; }
   int Count(std::string* err) const override { return CountIn(private_.get(), err); }
   int Drain(std::string* err) override { return DrainFd(private_.get(), err); }
+  int Available(std::string* err) const override { return CountIn(private_.get(), err); }
   int Take(int max, std::string* err) override { return ReadTokens(private_.get(), max, err); }
   int TakeReturned(int /*max*/, std::string* /*err*/) override { return 0; }
   int PrivateReadFd() const override { return private_.get(); }

@@ -44,9 +44,13 @@ class LegacyPool {
   // how many there were, or -1 with *err. Any byte value counts as a token.
   virtual int Drain(std::string* err) = 0;
 
-  // Reads at most `max` tokens without blocking (other readers race for
-  // them), returned ones first. Returns how many it got (0 when the pool is
-  // empty), or -1 with *err.
+  // Tokens a client could read right now (FIONREAD of the token pipe or the
+  // FIFO; returned tokens the bridge has not passed on are not counted), or -1.
+  virtual int Available(std::string* err) const = 0;
+
+  // Reads at most `max` of the tokens a client could read, without blocking
+  // (other readers race for them). Returns how many it got (0 when there are
+  // none), or -1 with *err. Returned tokens are TakeReturned's.
   virtual int Take(int max, std::string* err) = 0;
 
   // Reads at most `max` of the tokens that clients wrote back and that no

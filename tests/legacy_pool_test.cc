@@ -165,14 +165,16 @@ TEST_F(LegacyPoolTest, ReturnedTokensPassThroughTheBridge) {
   ExpectInheritedBlocking(*pool);
 }
 
-TEST_F(LegacyPoolTest, TakePrefersReturnedTokens) {
+TEST_F(LegacyPoolTest, TakeAndAvailableSeeOnlyWhatClientsCanRead) {
   auto pool = Create(LegacyStyle::kPipe, 2);
   ASSERT_NE(pool, nullptr);
   ASSERT_EQ(write(pool->InheritedFds().at(1), "x", 1), 1);
   std::string err;
-  EXPECT_EQ(pool->Take(1, &err), 1) << err;
-  EXPECT_EQ(pool->TakeReturned(10, &err), 0) << err;  // the returned one went first
+  EXPECT_EQ(pool->Available(&err), 2) << err;
+  EXPECT_EQ(Count(*pool), 3);
   EXPECT_EQ(pool->Take(5, &err), 2) << err;
+  EXPECT_EQ(pool->Available(&err), 0) << err;
+  EXPECT_EQ(pool->TakeReturned(10, &err), 1) << err;
   EXPECT_EQ(Count(*pool), 0);
 }
 
