@@ -147,7 +147,7 @@ class BadClientTest(BridgeTestCase):
 
     def test_waiting_client_sees_eof_when_the_root_goes_away(self):
         result = self.run_driver("orphan")
-        wait_for(lambda: "server-gone" in open(self.sandbox.log).read(), 30,
+        wait_for(lambda: "server-gone" in self.sandbox.read_log(), 30,
                  "the orphaned client to see the jobserver go away")
         self.assert_nothing_lost(result, 1)
 

@@ -5,12 +5,32 @@
 #include <string>
 #include <vector>
 
+#include "acquire.h"
 #include "bridge.h"
 #include "cli.h"
 #include "log.h"
 
+namespace {
+
+int AcquireMain(const std::vector<std::string>& args) {
+  jobbridge::AcquireOptions options;
+  std::string err;
+  if (!jobbridge::ParseAcquireCommandLine(args, &options, &err)) {
+    jobbridge::LogError(err);
+    return 2;
+  }
+  if (options.help) {
+    std::fputs(jobbridge::AcquireUsageText().c_str(), stdout);
+    return 0;
+  }
+  return jobbridge::RunAcquire(options);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "acquire") return AcquireMain({args.begin() + 1, args.end()});
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   int default_jobs = cpus > 0 ? static_cast<int>(cpus) : 1;
   jobbridge::Options options;

@@ -28,7 +28,7 @@ std::vector<char*> CStrings(const std::vector<std::string>& strings) {
   // A signal now must not run the bridge's handler in the child: libuv's
   // handler would write into the signal pipe the child shares with the bridge.
   for (int sig : request.reset_signals) signal(sig, SIG_DFL);
-  setpgid(0, 0);
+  if (request.new_process_group) setpgid(0, 0);
   // Take the terminal before exec, or a command that reads it at once would
   // be stopped (SIGTTIN) before the parent's tcsetpgrp lands.
   if (request.terminal_fd >= 0) SetForegroundGroup(request.terminal_fd, getpid());
@@ -81,7 +81,7 @@ bool SpawnChild(const SpawnRequest& request, pid_t* child, int* exit_code, std::
   }
 
   // Also in the parent (as shells do), so whichever runs first wins the race.
-  setpgid(pid, pid);
+  if (request.new_process_group) setpgid(pid, pid);
   if (request.terminal_fd >= 0) SetForegroundGroup(request.terminal_fd, pid);
   status_write.Reset();
   int error = 0;

@@ -19,6 +19,7 @@ struct SpawnRequest {
   std::vector<int> reset_signals;  // the bridge's handlers, set back to SIG_DFL in the child
   int terminal_fd = -1;            // when >= 0, the child's group takes this terminal
   rlimit child_nofile{};           // RLIMIT_NOFILE restored in the child (rlim_cur 0: keep)
+  bool new_process_group = true;   // false: the child stays in the caller's group
 };
 
 // Starts the command; on success *pid is the child, which leads a new process

@@ -1,0 +1,171 @@
+/* A client for the jobserver a build tool inherits: the socket jobserver of
+ * docs/PROTOCOL.md (JOBSERVERV2) or, when that is absent, the GNU make
+ * jobserver named in CARGO_MAKEFLAGS / MAKEFLAGS / MFLAGS.
+ *
+ * C99, no global state. Every function that can fail returns 0 (or a
+ * non-negative value where said) on success and a negative errno value on
+ * failure; jobbridge_strerror() turns one into a sentence. A thread-safe
+ * function may be called on one client from several threads at once.
+ *
+ * Typical use:
+ *
+ *   jobbridge_client* client;
+ *   int rc = jobbridge_client_open_env(&client, NULL, 0);
+ *   if (rc == -ENOENT) { ... no jobserver: use your own -j ... }
+ *   jobbridge_slot* slot;
+ *   rc = jobbridge_client_acquire(client, -1, &slot);
+ *   if (rc == 0) { run_one_job(); jobbridge_slot_release(slot); }
+ *   jobbridge_client_close(client);
+ *
+ * Open one client per process. In legacy mode the client owns the process's
+ * implicit slot (the one make gave it when it started it): a second client
+ * would use that slot twice.
+ */
+#ifndef JOBBRIDGE_CLIENT_H_
+#define JOBBRIDGE_CLIENT_H_
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct jobbridge_client jobbridge_client;   /* one jobserver */
+typedef struct jobbridge_slot jobbridge_slot;       /* one held job slot */
+typedef struct jobbridge_pending jobbridge_pending; /* an acquire in progress */
+
+typedef enum jobbridge_mode {
+  JOBBRIDGE_MODE_SOCKET = 1,      /* JOBSERVERV2: one connection per slot */
+  JOBBRIDGE_MODE_LEGACY_PIPE = 2, /* --jobserver-auth=R,W (inherited pipe) */
+  JOBBRIDGE_MODE_LEGACY_FIFO = 3  /* --jobserver-auth=fifo:PATH */
+} jobbridge_mode;
+
+/* ---- Opening and closing ------------------------------------------------
+ * The open functions store a new client in *out (set to NULL on failure).
+ * When `why` is not NULL and `why_size` > 0, a failure also writes a
+ * NUL-terminated sentence naming the variable, fd or path at fault there
+ * (truncated to why_size bytes). None of them takes a slot or connects. */
+
+/* From the environment: JOBSERVERV2 if it is set and not empty, else the
+ * first of CARGO_MAKEFLAGS, MAKEFLAGS, MFLAGS that is set (the last
+ * --jobserver-auth= or --jobserver-fds= word in it counts).
+ * Returns -ENOENT when there is no jobserver (nothing set, no jobserver word,
+ * or negative fds such as make's "-2,-2"); -EINVAL when JOBSERVERV2 is not an
+ * absolute path of at most 107 bytes or the jobserver word is malformed;
+ * -EBADF when a named fd is not open or not a pipe, or the FIFO is missing
+ * or not a FIFO; -EPIPE when W is a named FIFO that no one reads any more
+ * (the jobserver is gone); -ENOMEM; another -errno when a private description of
+ * the pool cannot be opened (-ENOSYS: no /proc). */
+int jobbridge_client_open_env(jobbridge_client** out, char* why, size_t why_size);
+
+/* A socket jobserver at `path`. Returns -EINVAL when path is NULL, relative,
+ * empty or longer than 107 bytes; -ENOMEM. The socket is only connected to
+ * by acquires, so a wrong path shows up there (as -EPIPE). */
+int jobbridge_client_open_socket(const char* path, jobbridge_client** out, char* why,
+                                 size_t why_size);
+
+/* A legacy jobserver given as the value of --jobserver-auth: "R,W" (two
+ * inherited fds of one pipe) or "fifo:PATH" (PATH taken verbatim). Returns
+ * what jobbridge_client_open_env returns for the same word. */
+int jobbridge_client_open_legacy(const char* auth, jobbridge_client** out, char* why,
+                                 size_t why_size);
+
+/* Gives up the caller's handle. Slots and pendings still out keep what they
+ * need alive: releasing a slot after closing its client still gives the
+ * slot back. Close no client that another thread is blocked on: cancel, wait
+ * for the acquire to return, then close. NULL is ignored. */
+void jobbridge_client_close(jobbridge_client* client);
+
+/* ---- What the client talks to ------------------------------------------ */
+
+/* The mode (a jobbridge_mode value), or -EINVAL when client is NULL. */
+int jobbridge_client_mode(const jobbridge_client* client);
+
+/* Writes a NUL-terminated description of the jobserver into buf, e.g.
+ * "socket /run/user/1000/jobbridge-x/socket", "legacy pipe (fds 3,4)" or
+ * "legacy fifo /tmp/f". Returns its full length (like snprintf; the text is
+ * truncated when that is >= size), or -EINVAL for a NULL client, or for a
+ * NULL buf with a non-zero size. */
+int jobbridge_client_describe(const jobbridge_client* client, char* buf, size_t size);
+
+/* A sentence for a value these functions return ("the jobserver went away"
+ * for -EPIPE, and so on); strerror's text for other errno values. Never
+ * NULL; the string is static. */
+const char* jobbridge_strerror(int error);
+
+/* ---- Acquiring and releasing (blocking) ----------------------------------
+ * Socket mode: each slot is its own connection; connecting asks for the
+ * slot, the server's byte grants it, closing gives it back.
+ * Legacy mode: the implicit slot is handed out first, whenever no slot of
+ * this client holds it; every other slot is a byte read from the pool and is
+ * released by writing that same byte back. */
+
+/* Waits for one slot and stores it in *out (NULL on failure). timeout_ms < 0
+ * waits for ever, 0 only takes a slot that is free right now (rarely so in
+ * socket mode, where the server must answer first). Thread-safe.
+ * Returns -ETIMEDOUT when the time ran out, -ECANCELED when the client is
+ * cancelled (before or during the wait), -EPIPE when the jobserver is gone
+ * (socket: connection refused, socket missing, or closed before the grant;
+ * legacy: every writer of the pool closed it), -EINVAL for NULL arguments, -ENOMEM, or another
+ * -errno from the I/O. A server whose listen backlog is full is retried (every 10 ms) until the
+ * timeout. On every failure nothing is held: a request still waiting is dropped. */
+int jobbridge_client_acquire(jobbridge_client* client, int timeout_ms, jobbridge_slot** out);
+
+/* Gives the slot back and frees it; slot is invalid afterwards, whatever the
+ * result. Thread-safe. Returns 0, -EINVAL for NULL, or (legacy mode) the
+ * -errno of writing the token back, in which case the token is lost: -EPIPE
+ * when no one reads the pool any more (no SIGPIPE is raised). */
+int jobbridge_slot_release(jobbridge_slot* slot);
+
+/* Cancels the client for good: every acquire blocked in jobbridge_client_acquire
+ * on it returns -ECANCELED at once, and so does every later acquire and
+ * acquire_start. Slots already held stay valid, and pendings already started
+ * are not touched (abandon them). Open a new client to acquire again.
+ * Async-signal-safe and thread-safe. Returns 0, -EINVAL for NULL, or the
+ * -errno of waking the waiters. */
+int jobbridge_client_cancel(jobbridge_client* client);
+
+/* ---- Acquiring from a poll()/epoll event loop ----------------------------
+ *
+ *   jobbridge_pending* p;
+ *   if (jobbridge_client_acquire_start(client, &p) == 0) {
+ *     watch jobbridge_pending_fd(p) for POLLIN; when it is readable:
+ *       rc = jobbridge_client_acquire_finish(p, &slot);
+ *       rc == -EAGAIN: keep watching (someone else was faster);
+ *       otherwise p is gone: stop watching its fd first; rc == 0 means
+ *       *slot is yours, anything else is an error as for acquire.
+ *     to give up: stop watching, then jobbridge_client_acquire_abandon(p).
+ *   }
+ *
+ * Level-triggered: the fd stays readable while a slot may be ready, so it may
+ * also be tried at once without polling. Each pending has its own fd, so one
+ * epoll set can watch many. Do not read, write or close that fd. */
+
+/* Starts an acquire and stores it in *out (NULL on failure). In socket mode
+ * this connects (the request is made now and served in order). Thread-safe.
+ * Returns -ECANCELED after jobbridge_client_cancel, -EPIPE when the socket
+ * server is gone, -EAGAIN when its listen backlog is full (try again later),
+ * -EINVAL for NULL arguments, -ENOMEM, or another -errno. */
+int jobbridge_client_acquire_start(jobbridge_client* client, jobbridge_pending** out);
+
+/* The fd to watch for POLLIN, valid until the pending is finished or
+ * abandoned; -EINVAL when pending is NULL. */
+int jobbridge_pending_fd(const jobbridge_pending* pending);
+
+/* Completes a pending acquire without blocking. Returns 0 and stores the slot
+ * in *out when it is granted; -EAGAIN when it is not granted yet (the pending
+ * stays yours); -EPIPE when the socket server is gone; -EINVAL for NULL
+ * arguments (the pending stays yours); -ENOMEM or another -errno. On every
+ * result but -EAGAIN and -EINVAL the pending is consumed and freed. */
+int jobbridge_client_acquire_finish(jobbridge_pending* pending, jobbridge_slot** out);
+
+/* Gives up a pending acquire and frees it (a socket request is dropped by
+ * closing its connection; a slot granted meanwhile goes back). NULL is
+ * ignored. */
+void jobbridge_client_acquire_abandon(jobbridge_pending* pending);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* JOBBRIDGE_CLIENT_H_ */

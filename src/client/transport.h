@@ -1,0 +1,67 @@
+// The seam inside the client library: jobbridge_client.cc owns the handles,
+// the deadlines and cancellation; a Transport only moves slots, either as one
+// socket connection per slot (docs/PROTOCOL.md) or as bytes in a legacy
+// GNU make pool. Neither transport blocks: waiting is the caller's poll().
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "client/jobbridge_client.h"
+#include "core/makeflags.h"
+#include "util/unique_fd.h"
+
+namespace jobbridge::client {
+
+// An acquire in progress. `fd` is what to poll for POLLIN once it is valid:
+// the connection that asked (socket), or an epoll set over the pool and the
+// implicit slot (legacy, made only when someone has to wait).
+struct Attempt {
+  UniqueFd fd;
+};
+
+// A slot held by the caller.
+struct Grant {
+  static constexpr int kImplicit = -1;
+  UniqueFd connection;    // socket mode: closing it gives the slot back
+  int token = kImplicit;  // legacy mode: the byte read from the pool
+};
+
+// Every method may be called from several threads at once.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  virtual jobbridge_mode Mode() const = 0;
+  virtual std::string Describe() const = 0;
+
+  // Makes the request. Returns 0; -EAGAIN when the server cannot take the
+  // request yet (listen backlog full); -EPIPE when the server is gone; -errno.
+  virtual int Start(Attempt* attempt) = 0;
+
+  // Completes the attempt without blocking. Returns 0 and fills *grant;
+  // -EAGAIN when nothing is granted yet; -EPIPE when the server is gone;
+  // another -errno.
+  virtual int TryFinish(Attempt* attempt, Grant* grant) = 0;
+
+  // Makes attempt->fd valid. Returns 0 or -errno.
+  virtual int MakePollable(Attempt* attempt) = 0;
+
+  // Gives the slot back. Returns 0 or -errno (then the slot is lost).
+  virtual int Release(Grant* grant) = 0;
+};
+
+// A socket jobserver at `path` (origin names where the path came from, for
+// Describe; may be empty). Returns 0, or -EINVAL with *why when the path is
+// not absolute or longer than 107 bytes.
+int OpenSocketTransport(const std::string& path, const std::string& origin,
+                        std::unique_ptr<Transport>* out, std::string* why);
+
+// The legacy jobserver `auth` (origin names the variable it came from).
+// Returns 0; -ENOENT when auth names none; -EBADF when its fds are not open
+// or not one pipe, or its FIFO is missing or not a FIFO; -errno with *why
+// when a private description cannot be opened.
+int OpenLegacyTransport(const JobserverAuth& auth, const std::string& origin,
+                        std::unique_ptr<Transport>* out, std::string* why);
+
+}  // namespace jobbridge::client

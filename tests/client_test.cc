@@ -1,0 +1,449 @@
+// The client library in socket mode, against a small server thread that
+// speaks the server side of docs/PROTOCOL.md, and the C++ wrapper. Every wait
+// is for an event the server reports (or a timeout the test asks for);
+// kEventMs only turns a hang into a failure.
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "client_test_support.h"
+#include "jobbridge_client.hpp"
+#include "util/unique_fd.h"
+
+namespace jobbridge {
+namespace client_test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Grants `slots` slots, one byte per connection, in the order connections
+// arrived; end-of-file gives a slot back or drops a request still waiting.
+class TestServer {
+ public:
+  struct Counts {
+    int held = 0;      // connections that hold a slot
+    int waiting = 0;   // connections that wait for one
+    int grants = 0;    // bytes written
+    int releases = 0;  // granted connections closed by the client
+    int dropped = 0;   // waiting connections closed by the client
+    int protocol_errors = 0;
+  };
+
+  TestServer(const std::string& path, int slots) : free_(slots) {
+    listener_.Reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    EXPECT_LT(path.size(), sizeof address.sun_path);
+    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    EXPECT_EQ(bind(listener_.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0)
+        << strerror(errno);
+    EXPECT_EQ(listen(listener_.get(), 16), 0) << strerror(errno);
+    wake_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  ~TestServer() {
+    Command(kStop);
+    thread_.join();
+  }
+
+  // Closes the listener and every connection, as a server that dies does.
+  void Shutdown() { Command(kShutdown); }
+
+  // Waits until `done` holds for the counts; false after kEventMs.
+  bool WaitFor(const std::function<bool(const Counts&)>& done) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, std::chrono::milliseconds(kEventMs),
+                             [&] { return done(counts_); });
+  }
+
+  Counts counts() {
+    std::lock_guard lock(mutex_);
+    return counts_;
+  }
+
+ private:
+  enum CommandKind { kNone, kShutdown, kStop };
+  struct Connection {
+    UniqueFd fd;
+    bool granted = false;
+  };
+
+  void Command(CommandKind kind) {
+    std::unique_lock lock(mutex_);
+    command_ = kind;
+    uint64_t one = 1;
+    EXPECT_EQ(write(wake_.get(), &one, sizeof one), 8);
+    changed_.wait(lock, [&] { return command_ == kNone; });
+  }
+
+  void Run() {
+    for (;;) {
+      std::vector<pollfd> fds{{wake_.get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
+      for (const Connection& c : connections_) fds.push_back({c.fd.get(), POLLIN, 0});
+      if (poll(fds.data(), fds.size(), -1) < 0) continue;  // EINTR
+      std::unique_lock lock(mutex_);
+      if (fds[0].revents) {
+        uint64_t value;
+        EXPECT_EQ(read(wake_.get(), &value, sizeof value), 8);
+        CommandKind kind = std::exchange(command_, kNone);
+        if (kind != kNone) {
+          listener_.Reset();
+          connections_.clear();
+        }
+        changed_.notify_all();
+        if (kind == kStop) return;
+        if (kind == kShutdown) continue;
+      }
+      for (size_t i = connections_.size(); i-- > 0;) {
+        if (fds[i + 2].revents) ReadFrom(i);
+      }
+      if (fds[1].revents) Accept();
+      Grant();
+      changed_.notify_all();
+    }
+  }
+
+  void Accept() {
+    for (;;) {
+      int fd = accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) return;
+      connections_.push_back({UniqueFd(fd), false});
+      ++counts_.waiting;
+    }
+  }
+
+  void ReadFrom(size_t i) {
+    char buffer[16];
+    ssize_t n = read(connections_[i].fd.get(), buffer, sizeof buffer);
+    if (n > 0) ++counts_.protocol_errors;  // the client only ever closes
+    if (n > 0 || (n < 0 && errno == EAGAIN)) return;
+    if (connections_[i].granted) {
+      --counts_.held;
+      ++counts_.releases;
+      ++free_;
+    } else {
+      --counts_.waiting;
+      ++counts_.dropped;
+    }
+    connections_.erase(connections_.begin() + static_cast<ptrdiff_t>(i));
+  }
+
+  // The oldest waiting connection first: connections_ is in accept order.
+  void Grant() {
+    for (size_t i = 0; i < connections_.size() && free_ > 0;) {
+      Connection& c = connections_[i];
+      if (c.granted) {
+        ++i;
+      } else if (send(c.fd.get(), "+", 1, MSG_NOSIGNAL) == 1) {
+        c.granted = true;
+        --free_;
+        --counts_.waiting;
+        ++counts_.held;
+        ++counts_.grants;
+        ++i;
+      } else {
+        --counts_.waiting;
+        ++counts_.dropped;
+        connections_.erase(connections_.begin() + static_cast<ptrdiff_t>(i));
+      }
+    }
+  }
+
+  int free_;
+  UniqueFd listener_, wake_;
+  std::vector<Connection> connections_;  // only the server thread touches these
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  Counts counts_;                // guarded by mutex_
+  CommandKind command_ = kNone;  // guarded by mutex_
+  std::thread thread_;
+};
+
+class SocketClientTest : public ClientTest {
+ protected:
+  std::string SocketPath() { return dir_ + "/socket"; }
+
+  jobbridge_client* Open() {
+    jobbridge_client* client = nullptr;
+    char why[256] = "";
+    EXPECT_EQ(jobbridge_client_open_socket(SocketPath().c_str(), &client, why, sizeof why), 0)
+        << Why(why);
+    return client;
+  }
+};
+
+TEST_F(SocketClientTest, AcquireGetsASlotAndReleaseGivesItBack) {
+  auto server_owner = std::make_unique<TestServer>(SocketPath(), 1);
+  TestServer& server = *server_owner;
+  jobbridge_client* client = Open();
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(jobbridge_client_mode(client), JOBBRIDGE_MODE_SOCKET);
+  char text[256];
+  int length = jobbridge_client_describe(client, text, sizeof text);
+  EXPECT_EQ(length, static_cast<int>(std::strlen(text)));
+  char truncated[7];
+  EXPECT_EQ(jobbridge_client_describe(client, truncated, sizeof truncated), length);
+  EXPECT_STREQ(truncated, "socket");
+  EXPECT_EQ(std::string(text), "socket " + SocketPath());
+
+  jobbridge_slot* slot = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, -1, &slot), 0);
+  ASSERT_NE(slot, nullptr);
+  EXPECT_EQ(server.counts().held, 1);
+  ExpectNewFdsCloexec({});
+  EXPECT_EQ(jobbridge_slot_release(slot), 0);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.held == 0 && c.releases == 1; }));
+  jobbridge_client_close(client);
+  EXPECT_EQ(server.counts().protocol_errors, 0);
+  server_owner.reset();
+  ExpectNoFdLeft();
+}
+
+TEST_F(SocketClientTest, AcquireBeyondTheBudgetWaitsForARelease) {
+  TestServer server(SocketPath(), 2);
+  jobbridge_client* client = Open();
+  ASSERT_NE(client, nullptr);
+  jobbridge_slot *first = nullptr, *second = nullptr, *third = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &first), 0);
+  ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &second), 0);
+
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(jobbridge_client_acquire(client, 100, &third), -ETIMEDOUT);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 100ms);
+  EXPECT_EQ(third, nullptr);
+  // The request that timed out was dropped by closing its connection.
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.dropped == 1 && c.waiting == 0; }));
+  EXPECT_EQ(jobbridge_client_acquire(client, 0, &third), -ETIMEDOUT);
+
+  EXPECT_EQ(jobbridge_slot_release(first), 0);
+  ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &third), 0);
+  EXPECT_EQ(server.counts().held, 2);
+  EXPECT_EQ(server.counts().grants, 3);
+  EXPECT_EQ(jobbridge_slot_release(second), 0);
+  EXPECT_EQ(jobbridge_slot_release(third), 0);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.held == 0 && c.releases == 3; }));
+  jobbridge_client_close(client);
+}
+
+TEST_F(SocketClientTest, CancelWakesEveryBlockedAcquire) {
+  TestServer server(SocketPath(), 1);
+  jobbridge_client* client = Open();
+  ASSERT_NE(client, nullptr);
+  jobbridge_slot* held = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &held), 0);
+
+  int results[2] = {0, 0};
+  std::thread waiters[2];
+  for (int i = 0; i < 2; ++i) {
+    waiters[i] = std::thread([&, i] {
+      jobbridge_slot* slot = nullptr;
+      results[i] = jobbridge_client_acquire(client, kEventMs, &slot);
+      if (slot != nullptr) jobbridge_slot_release(slot);
+    });
+  }
+  // Both requests reached the server, so both threads are (about to be) blocked.
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 2; }));
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(jobbridge_client_cancel(client), 0);
+  for (std::thread& t : waiters) t.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(results[0], -ECANCELED);
+  EXPECT_EQ(results[1], -ECANCELED);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.dropped == 2 && c.waiting == 0; }));
+
+  // Cancelling is for good; the slot already held stays valid.
+  jobbridge_slot* late = nullptr;
+  jobbridge_pending* pending = nullptr;
+  EXPECT_EQ(jobbridge_client_acquire(client, -1, &late), -ECANCELED);
+  EXPECT_EQ(jobbridge_client_acquire_start(client, &pending), -ECANCELED);
+  EXPECT_EQ(server.counts().held, 1);
+  EXPECT_EQ(jobbridge_slot_release(held), 0);
+  jobbridge_client_close(client);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.held == 0; }));
+}
+
+TEST_F(SocketClientTest, ServerGoneIsEpipeNotAHang) {
+  auto server = std::make_unique<TestServer>(SocketPath(), 1);
+  jobbridge_client* client = Open();
+  ASSERT_NE(client, nullptr);
+  jobbridge_slot* held = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &held), 0);
+  int result = 0;
+  std::thread waiter([&] {
+    jobbridge_slot* slot = nullptr;
+    result = jobbridge_client_acquire(client, kEventMs, &slot);
+  });
+  EXPECT_TRUE(server->WaitFor([](const auto& c) { return c.waiting == 1; }));
+  server->Shutdown();
+  waiter.join();
+  EXPECT_EQ(result, -EPIPE);
+
+  jobbridge_slot* slot = nullptr;
+  // The socket file is still there but nobody listens: ECONNREFUSED.
+  EXPECT_EQ(jobbridge_client_acquire(client, -1, &slot), -EPIPE);
+  jobbridge_pending* pending = nullptr;
+  EXPECT_EQ(jobbridge_client_acquire_start(client, &pending), -EPIPE);
+  // No socket file at all: ENOENT.
+  server.reset();
+  ASSERT_EQ(unlink(SocketPath().c_str()), 0);
+  EXPECT_EQ(jobbridge_client_acquire(client, -1, &slot), -EPIPE);
+  EXPECT_STREQ(jobbridge_strerror(-EPIPE), "the jobserver went away");
+  EXPECT_EQ(jobbridge_slot_release(held), 0);
+  jobbridge_client_close(client);
+  ExpectNoFdLeft();
+}
+
+TEST_F(SocketClientTest, BadJobserverv2IsEinval) {
+  jobbridge_client* client = nullptr;
+  char why[256] = "";
+  setenv("JOBSERVERV2", "relative/socket", 1);
+  EXPECT_EQ(jobbridge_client_open_env(&client, why, sizeof why), -EINVAL);
+  EXPECT_EQ(client, nullptr);
+  EXPECT_NE(std::string(why).find("not an absolute path"), std::string::npos) << why;
+
+  std::string longest = "/" + std::string(106, 'a');  // 107 bytes: still fits
+  setenv("JOBSERVERV2", longest.c_str(), 1);
+  ASSERT_EQ(jobbridge_client_open_env(&client, why, sizeof why), 0) << why;
+  EXPECT_EQ(jobbridge_client_mode(client), JOBBRIDGE_MODE_SOCKET);
+  jobbridge_client_close(client);
+
+  setenv("JOBSERVERV2", (longest + "a").c_str(), 1);  // 108 bytes
+  EXPECT_EQ(jobbridge_client_open_env(&client, why, sizeof why), -EINVAL);
+  EXPECT_NE(std::string(why).find("108 bytes"), std::string::npos) << why;
+  EXPECT_EQ(jobbridge_client_open_socket("", &client, nullptr, 0), -EINVAL);
+  EXPECT_EQ(jobbridge_client_open_socket(nullptr, &client, nullptr, 0), -EINVAL);
+
+  // An empty JOBSERVERV2 means "none", so MAKEFLAGS is read next.
+  setenv("JOBSERVERV2", "", 1);
+  EXPECT_EQ(jobbridge_client_open_env(&client, why, sizeof why), -ENOENT);
+}
+
+TEST_F(SocketClientTest, OpenEnvUsesJobserverv2BeforeMakeflags) {
+  TestServer server(SocketPath(), 1);
+  setenv("JOBSERVERV2", SocketPath().c_str(), 1);
+  setenv("MAKEFLAGS", "-j4 --jobserver-auth=-2,-2", 1);
+  jobbridge_client* client = nullptr;
+  char why[256] = "";
+  ASSERT_EQ(jobbridge_client_open_env(&client, why, sizeof why), 0) << why;
+  EXPECT_EQ(jobbridge_client_mode(client), JOBBRIDGE_MODE_SOCKET);
+  jobbridge_slot* slot = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &slot), 0);
+  EXPECT_EQ(server.counts().held, 1);
+  jobbridge_slot_release(slot);
+  jobbridge_client_close(client);
+}
+
+TEST_F(SocketClientTest, PendingAcquireGrantsWhenItsFdBecomesReadable) {
+  auto server_owner = std::make_unique<TestServer>(SocketPath(), 1);
+  TestServer& server = *server_owner;
+  jobbridge_client* client = Open();
+  ASSERT_NE(client, nullptr);
+  jobbridge_slot* held = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &held), 0);
+
+  jobbridge_pending* pending = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire_start(client, &pending), 0);
+  int fd = jobbridge_pending_fd(pending);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(IsCloexec(fd));
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 1; }));
+  EXPECT_FALSE(Readable(fd));
+  jobbridge_slot* slot = nullptr;
+  EXPECT_EQ(jobbridge_client_acquire_finish(pending, &slot), -EAGAIN);
+  EXPECT_EQ(slot, nullptr);
+
+  EXPECT_EQ(jobbridge_slot_release(held), 0);
+  EXPECT_TRUE(Readable(fd, kEventMs));
+  ASSERT_EQ(jobbridge_client_acquire_finish(pending, &slot), 0);
+  ASSERT_NE(slot, nullptr);
+  EXPECT_EQ(server.counts().held, 1);
+
+  // An abandoned request is dropped at the server.
+  ASSERT_EQ(jobbridge_client_acquire_start(client, &pending), 0);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 1; }));
+  jobbridge_client_acquire_abandon(pending);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 0 && c.dropped == 1; }));
+
+  // Closing the client first still lets the slot go back.
+  jobbridge_client_close(client);
+  EXPECT_EQ(server.counts().held, 1);
+  EXPECT_EQ(jobbridge_slot_release(slot), 0);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.held == 0 && c.releases == 2; }));
+  server_owner.reset();
+  ExpectNoFdLeft();
+}
+
+TEST_F(SocketClientTest, PendingAcquireSeesTheServerGo) {
+  TestServer server(SocketPath(), 0);
+  jobbridge_client* client = Open();
+  ASSERT_NE(client, nullptr);
+  jobbridge_pending* pending = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire_start(client, &pending), 0);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 1; }));
+  server.Shutdown();
+  EXPECT_TRUE(Readable(jobbridge_pending_fd(pending), kEventMs));
+  jobbridge_slot* slot = nullptr;
+  EXPECT_EQ(jobbridge_client_acquire_finish(pending, &slot), -EPIPE);  // and pending is gone
+  jobbridge_client_close(client);
+}
+
+TEST_F(SocketClientTest, CppSlotGivesItsSlotBackOnScopeExit) {
+  auto server_owner = std::make_unique<TestServer>(SocketPath(), 1);
+  TestServer& server = *server_owner;
+  {
+    Slot outer;
+    {
+      Client client;
+      std::string why;
+      ASSERT_EQ(Client::OpenSocket(SocketPath(), &client, &why), 0) << why;
+      EXPECT_EQ(client.mode(), JOBBRIDGE_MODE_SOCKET);
+      EXPECT_EQ(client.Describe(), "socket " + SocketPath());
+      {
+        Slot slot;
+        ASSERT_EQ(client.Acquire(&slot), 0);
+        EXPECT_TRUE(slot.held());
+        EXPECT_EQ(server.counts().held, 1);
+        Slot moved = std::move(slot);
+        EXPECT_FALSE(slot.held());
+      }
+      EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.held == 0 && c.releases == 1; }));
+
+      PendingAcquire pending;
+      ASSERT_EQ(client.AcquireStart(&pending), 0);
+      EXPECT_TRUE(Readable(pending.fd(), kEventMs));
+      ASSERT_EQ(pending.Finish(&outer), 0);
+      EXPECT_FALSE(pending.active());
+      ASSERT_EQ(client.AcquireStart(&pending), 0);  // waits: the only slot is out
+      EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 1; }));
+    }  // the pending is abandoned, the client closed; `outer` outlives both
+    EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 0 && c.dropped == 1; }));
+    EXPECT_EQ(server.counts().held, 1);
+  }
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.held == 0 && c.releases == 2; }));
+  server_owner.reset();
+  ExpectNoFdLeft();
+}
+
+TEST_F(SocketClientTest, CppOpenReportsWhy) {
+  Client client;
+  std::string why;
+  EXPECT_EQ(Client::OpenSocket("socket", &client, &why), -EINVAL);
+  EXPECT_FALSE(client.valid());
+  EXPECT_NE(why.find("not an absolute path"), std::string::npos) << why;
+  EXPECT_EQ(Client::OpenEnv(&client, &why), -ENOENT);
+  EXPECT_NE(why.find("no jobserver"), std::string::npos) << why;
+  Slot slot;
+  EXPECT_EQ(client.Acquire(&slot), -EINVAL);  // no client
+}
+
+}  // namespace
+}  // namespace client_test
+}  // namespace jobbridge
