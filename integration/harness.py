@@ -47,23 +47,31 @@ def wait_for(condition, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def read_wants(log_path):
-    """Returns {name: want_ns}: when a socket client began to wait for its slot."""
-    wants = {}
+def read_stamps(log_path, kind):
+    """Returns {name: ns} of the log lines of one kind: "want" (a socket client
+    began to wait for its slot) or "grant" (its slot arrived)."""
+    stamps = {}
     if os.path.exists(log_path):
         with open(log_path) as log:
             for line in log:
                 parts = line.split()
-                if len(parts) == 3 and parts[0] == "want":
-                    wants[parts[1]] = int(parts[2])
-    return wants
+                if len(parts) == 3 and parts[0] == kind:
+                    stamps[parts[1]] = int(parts[2])
+    return stamps
 
 
-def idle_gaps(intervals, wants, budget, window_end):
+def read_wants(log_path):
+    return read_stamps(log_path, "want")
+
+
+def idle_gaps(intervals, wants, budget, window_end, grants=None):
     """Spans (start_ns, end_ns) before window_end in which a job waited for a
-    slot while fewer than `budget` jobs ran."""
+    slot while fewer than `budget` jobs ran. A job with a grant stamp holds its
+    slot from then on, not only once its own process started."""
+    grants = grants or {}
     events = []
     for name, start, end in intervals:
+        start = min(start, grants.get(name, start))
         events.append((start, 0, 1))
         events.append((end, 0, -1))
         if name in wants:

@@ -3,8 +3,9 @@ one byte, run the job, close), for the integration tests.
 
 usage: socket_client.py NAME SECONDS [COUNT]
   Runs COUNT jobs (default 1) one after another, each on a slot of its own:
-  logs "want NAME-i T" to $JOBLOG before connecting, then runs job.sh (which
-  logs its own start and end) while it holds the slot. Exits 3 if the
+  logs "want NAME-i T" to $JOBLOG before connecting and "grant NAME-i T" when
+  the slot arrives, then runs job.sh (which logs its own start and end) while
+  it holds the slot. Exits 3 if the
   jobserver goes away.
 """
 
@@ -27,6 +28,7 @@ def run_job(name, seconds):
         if len(s.recv(1)) != 1:
             print(f"{name}: the jobserver went away", file=sys.stderr)
             sys.exit(3)
+        log("grant", name)  # the slot is in use from here, before job.sh starts
         subprocess.run([os.environ["JOB"], name, seconds], check=True)
 
 

@@ -27,7 +27,8 @@ class ClientLibraryTest(BridgeTestCase):
                                capture_output=True, text=True, env=env)
         self.assertEqual(flags.returncode, 0, flags.stderr)
         self.c_client = os.path.join(self.sandbox.root, "c_client")
-        cc = subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", "-o", self.c_client,
+        sanitize = os.environ.get("JOBBRIDGE_CC_FLAGS", "").split()
+        cc = subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", *sanitize, "-o", self.c_client,
                              os.path.join(HERE, "c_client.c"), *flags.stdout.split()],
                             capture_output=True, text=True)
         self.assertEqual(cc.returncode, 0, cc.stderr)

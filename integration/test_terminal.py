@@ -4,11 +4,12 @@ import os
 import pty
 import select
 import signal
+import sys
 import subprocess
 import time
 import unittest
 
-from harness import BridgeTestCase
+from harness import BridgeTestCase, tagged_processes, wait_for
 
 DEADLINE = 30
 
@@ -90,7 +91,77 @@ class TerminalTest(BridgeTestCase):
         term = self.start("echo ready; exec sleep 60")
         term.read_until("ready")
         term.type(b"\x03")
-        self.check_end(term, 128 + signal.SIGINT)
+        self.check_end(term, -signal.SIGINT)  # died of it, as the command did
+
+    def interactive_bash(self):
+        return PtyBridge(["/bin/bash", "--norc", "--noprofile", "-i"],
+                         dict(self.sandbox.env, PS1="PROMPT> "), self.sandbox.root)
+
+    def test_bg_leaves_the_terminal_to_the_shell(self):
+        # Ctrl-Z, then bg: when jobbridge ends, the shell must still own the
+        # terminal (taking it back then would make the shell read EIO and exit).
+        term = self.interactive_bash()
+        # exec: dash forks with vfork, and a Ctrl-Z that stops the vfork child
+        # before its exec leaves dash itself running (with or without jobbridge).
+        job = os.path.join(self.sandbox.root, "job.py")
+        with open(job, "w") as f:
+            f.write("import os, time\ntime.sleep(1)\n"
+                    "open(os.environ['JOBLOG'], 'a').write('finished')\n")
+        term.type(f"{self.bridge} -j2 -- sh -c 'echo ready; exec {sys.executable} {job}'\n"
+                  .encode())
+        term.read_until("ready\r\n")
+        term.type(b"\x1a")
+        term.read_until("Stopped")
+        term.type(b"bg\n")
+        # The job ends while the shell sits at its prompt; then the shell must
+        # still be able to read its terminal.
+        wait_for(lambda: "finished" in self.sandbox.read_log(), DEADLINE, "the job to finish")
+        wait_for(lambda: len(tagged_processes(self.sandbox.tag)) == 1, DEADLINE,
+                 "jobbridge to exit (the shell alone left)")
+        term.type(b"echo STILL''HERE\n")  # the quotes keep the echo of the line from matching
+        term.read_until("STILLHERE\r\n")
+        term.type(b"exit\n")
+        self.assertEqual(term.finish(), 0)
+        self.assert_no_leftovers()
+
+    def test_started_in_the_background_then_fg(self):
+        term = self.interactive_bash()
+        term.type(f"{self.bridge} -j2 -- sh -c 'read x; echo got:$x' &\n".encode())
+        # Reading the terminal from the background stops it (SIGTTIN), and
+        # jobbridge stops with it, so that the shell lists the job as stopped.
+        deadline = time.monotonic() + DEADLINE
+        attempt = 0
+        while time.monotonic() < deadline:
+            attempt += 1
+            # The marker is computed, so the echo of the typed line does not match.
+            term.type(f"jobs; echo MARK$(({attempt} + 1000))\n".encode())
+            term.read_until(f"MARK{attempt + 1000}\r\n")
+            if b"Stopped" in term.output:
+                break
+        self.assertIn(b"Stopped", term.output)
+        term.type(b"fg\n")
+        term.type(b"hello\n")
+        term.read_until("got:hello")
+        term.type(b"exit\n")
+        self.assertEqual(term.finish(), 0)
+        self.assert_no_leftovers()
+
+    def test_ctrl_c_stops_an_interactive_shell_loop(self):
+        # bash breaks a loop on Ctrl-C only if the job died of SIGINT (not if
+        # it exited 130), so jobbridge must die of it like its command.
+        term = self.interactive_bash()
+        term.type(f"for i in 1 2; do {self.bridge} -j2 -- sh -c \"echo ready$i; exec sleep 60\";"
+                  f" echo NEXT$i; done; echo LOOP-DONE\n".encode())
+        term.read_until("ready1")
+        term.type(b"\x03")
+        term.type(b"echo AFTER\n")
+        term.read_until("AFTER\r\n")
+        term.type(b"exit\n")
+        self.assertEqual(term.finish(), 0)
+        output = term.output.decode(errors="replace")
+        self.assertNotIn("NEXT1", output)
+        self.assertNotIn("ready2", output)
+        self.assert_no_leftovers()
 
     def test_ctrl_z_stops_jobbridge_with_the_command_and_resumes(self):
         term = self.start('echo ready; read line; echo "got:$line"')

@@ -36,26 +36,32 @@ void OnSignal(int sig) {
   }
 }
 
-void InstallHandlers() {
+// Returns the signals it installed a handler for (an ignored one, as under
+// nohup or for a background job of sh, stays ignored, for the command too).
+std::vector<int> InstallHandlers() {
   struct sigaction action {};
   action.sa_handler = OnSignal;
   sigemptyset(&action.sa_mask);
+  std::vector<int> handled;
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
     struct sigaction old {};
     sigaction(sig, nullptr, &old);
-    if (old.sa_handler != SIG_IGN) sigaction(sig, &action, nullptr);  // nohup stays
+    if (old.sa_handler == SIG_IGN) continue;
+    sigaction(sig, &action, nullptr);
+    handled.push_back(sig);
   }
+  return handled;
 }
 
 // The most slots the surrounding budget can give at once, from the -jN in
-// MAKEFLAGS that jobbridge and make export; 0 when unknown.
+// MAKEFLAGS that jobbridge and make export; -1 when unknown.
 int BudgetLimit(int mode) {
   const char* makeflags = std::getenv("MAKEFLAGS");
   Makeflags parsed;
   std::string err;
   if (!makeflags || !ParseMakeflags(makeflags, &parsed, &err) || !parsed.jobs ||
       *parsed.jobs <= 0) {
-    return 0;
+    return -1;
   }
   // The command at the root holds an implicit slot that no socket client
   // can get; a legacy client gets its own implicit slot plus N-1 tokens.
@@ -87,7 +93,9 @@ int AcquireAll(Client* client, int count, std::vector<Slot>* slots) {
   }
 }
 
-int RunCommand(const AcquireOptions& options, int slots) {
+// Runs the command; returns its exit status, or -N when it died of SIGINT
+// or SIGQUIT (N), which the caller passes on by dying of it too.
+int RunCommand(const AcquireOptions& options, int slots, const std::vector<int>& handled) {
   std::vector<std::string> env;
   for (char** entry = environ; *entry; ++entry) {
     if (!std::string_view(*entry).starts_with("JOBBRIDGE_SLOTS=")) env.emplace_back(*entry);
@@ -95,7 +103,7 @@ int RunCommand(const AcquireOptions& options, int slots) {
   env.push_back("JOBBRIDGE_SLOTS=" + std::to_string(slots));
   sigset_t mask;
   sigprocmask(SIG_BLOCK, nullptr, &mask);
-  SpawnRequest request{options.command, env, {}, mask, {SIGINT, SIGTERM, SIGHUP}};
+  SpawnRequest request{options.command, env, {}, mask, handled};
   request.new_process_group = false;  // terminal signals reach it directly
   pid_t pid = -1;
   int status = 0;
@@ -106,7 +114,10 @@ int RunCommand(const AcquireOptions& options, int slots) {
   }
   g_command = pid;
   if (g_signal != 0) kill(pid, g_signal);  // arrived between the grant and now
-  return ReapChild(pid);
+  int killed_by = 0;
+  int status_code = ReapChild(pid, &killed_by);
+  g_command = -1;
+  return killed_by == SIGINT || killed_by == SIGQUIT ? -killed_by : status_code;
 }
 
 }  // namespace
@@ -164,14 +175,21 @@ int RunAcquire(const AcquireOptions& options) {
   if (rc == -ENOENT) {
     LogWarning("acquire: no jobserver found (JOBSERVERV2, MAKEFLAGS); running " +
                options.command[0] + " without a slot");
-    InstallHandlers();
-    return RunCommand(options, 0);
+    int status = RunCommand(options, 0, InstallHandlers());
+    if (status < 0) DieLikeChild(-status);
+    return status;
   }
   if (rc < 0) {
     LogError("acquire: cannot use the jobserver: " + why);
     return 1;
   }
   int limit = BudgetLimit(client.mode());
+  if (limit == 0) {
+    LogError(
+        "acquire: this budget has no slot to share: the command at its root holds the "
+        "only one (-j1); give the root -j2 or more");
+    return 2;
+  }
   if (limit > 0 && options.slots > limit) {
     LogError("acquire: -n " + std::to_string(options.slots) + " is more than the " +
              std::to_string(limit) + " slot(s) this budget can give at once; ask for at most " +
@@ -179,7 +197,7 @@ int RunAcquire(const AcquireOptions& options) {
     return 2;
   }
   g_waiting_client = client.get();
-  InstallHandlers();
+  std::vector<int> handled = InstallHandlers();
   std::vector<Slot> slots;
   rc = AcquireAll(&client, options.slots, &slots);
   g_waiting_client = nullptr;
@@ -188,8 +206,9 @@ int RunAcquire(const AcquireOptions& options) {
     LogError(std::string("acquire: no slot: ") + jobbridge_strerror(rc));
     return 1;
   }
-  int status = RunCommand(options, options.slots);
+  int status = RunCommand(options, options.slots, handled);
   slots.clear();  // back to the jobserver
+  if (status < 0) DieLikeChild(-status);
   return status;
 }
 

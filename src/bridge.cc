@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include <array>
+#include <cstdio>
 #include <memory>
 #include <set>
 #include <vector>
@@ -34,6 +35,7 @@ struct Context {
   pid_t child = -1;
   Terminal terminal;
   int exit_status = 1;
+  int exit_signal = 0;  // the signal that killed the command, or 0
   std::unique_ptr<SocketServer> server;
   std::unique_ptr<Broker> broker;
   Ledger* ledger = nullptr;
@@ -73,10 +75,15 @@ void OnForwardedSignal(uv_signal_t* handle, int signum) {
   kill(-ctx->child, signum);
 }
 
-// The command's group was stopped (Ctrl-Z, SIGTTIN, SIGSTOP): stop with it,
-// so the shell sees its job stopped, and carry on it when resumed.
-void FollowStop(Context* ctx) {
-  ctx->terminal.TakeBack();
+// The command's group was stopped by job control (Ctrl-Z, or reading or
+// writing the terminal from the background): stop with it, so the shell sees
+// its job stopped, and carry on when resumed. A stop by anything else (a
+// debugger, SIGSTOP) is the stopper's business: whoever stopped the command
+// continues it, and jobbridge keeps serving meanwhile.
+void FollowStop(Context* ctx, int stop_signal) {
+  bool job_control = stop_signal == SIGTSTP || stop_signal == SIGTTIN || stop_signal == SIGTTOU;
+  if (!ctx->terminal.active() || !job_control) return;
+  ctx->terminal.TakeBackFrom(ctx->child);
   kill(getpid(), SIGSTOP);
   // Resumed by "fg" (the terminal is ours again) or "bg" (it is not).
   if (ctx->terminal.OwnGroupIsForeground()) ctx->terminal.GiveTo(ctx->child);
@@ -87,9 +94,10 @@ void OnChildChanged(uv_signal_t* handle, int /*signum*/) {
   auto* ctx = static_cast<Context*>(handle->data);
   ChildState state = PollChild(ctx->child);
   if (state.kind == ChildState::Kind::kStopped) {
-    FollowStop(ctx);
+    FollowStop(ctx, state.signal);
   } else if (state.kind == ChildState::Kind::kExited) {
     ctx->exit_status = state.status;
+    ctx->exit_signal = state.signal;
     CloseSignalHandles(ctx);
     StopServing(ctx);
   }
@@ -202,19 +210,18 @@ int RunBridge(const Options& options) {
   ctx.child_changed.data = &ctx;
   uv_signal_start(&ctx.child_changed, OnChildChanged, SIGCHLD);
   handled.push_back(SIGCHLD);
-  ctx.terminal = Terminal::OpenIfForeground();
+  ctx.terminal = Terminal::Open();
 
   SpawnRequest request{options.command,
                        ChildEnvironment(options.jobs, pool->Auth(), socket_path),
                        pool->InheritedFds(),
                        original_mask,
                        handled,
-                       ctx.terminal.fd(),
+                       ctx.terminal.OwnGroupIsForeground() ? ctx.terminal.fd() : -1,
                        original_nofile};
   int spawn_status = 0;
   if (!SpawnChild(request, &ctx.child, &spawn_status, &err)) {
     LogError(err);
-    ctx.terminal.TakeBack();
     CloseSignalHandles(&ctx);
     StopServing(&ctx);
     uv_run(&ctx.loop, UV_RUN_DEFAULT);
@@ -222,7 +229,7 @@ int RunBridge(const Options& options) {
     return spawn_status;
   }
   uv_run(&ctx.loop, UV_RUN_DEFAULT);
-  ctx.terminal.TakeBack();
+  ctx.terminal.TakeBackFrom(ctx.child);
   if (uv_loop_close(&ctx.loop) != 0) LogWarning("internal: event loop closed with open handles");
 
   if (!ctx.broker->ReturnFreeSlots(&err)) LogWarning(err);
@@ -233,6 +240,7 @@ int RunBridge(const Options& options) {
   }
   pool.reset();
   if (!runtime_dir.Remove(&err)) LogWarning(err);
+  DieLikeChild(ctx.exit_signal);
   return ctx.exit_status;
 }
 

@@ -139,6 +139,23 @@ void Broker::Pump() {
       LogWarning(err);
       returned = 0;
     }
+    // Only tokens the legacy side took out can come back; more is a client
+    // writing bytes it never read (FACTS: over-release happens), and the
+    // pool must never hold more than the budget.
+    in_pool_ = PoolCount();
+    int out = ledger_->HeldBy(kLegacyOwner) - in_pool_;
+    if (returned > out) {
+      DropSurplus(returned - out, "wrote back");
+      returned = std::max(out, 0);
+    }
+  } else if (!returns_poll_) {
+    // A FIFO: surplus lands in the pool itself.
+    in_pool_ = PoolCount();
+    if (int surplus = in_pool_ - ledger_->HeldBy(kLegacyOwner); surplus > 0) {
+      int taken = pool_->Take(surplus, &err);
+      if (taken > 0) DropSurplus(taken, "wrote into the FIFO");
+      in_pool_ = -1;
+    }
   }
   if (returned > 0) legacy_seen_until_ = now + kLegacyActiveMs;
   while (!waiting_.empty()) {
@@ -174,6 +191,11 @@ void Broker::Pump() {
   bool waiting = !waiting_.empty();
   WatchPool(waiting && in_pool == 0 && !returns_poll_, waiting && in_pool > 0);
   pumping_ = false;
+}
+
+void Broker::DropSurplus(int count, const char* how) {
+  LogWarning("a legacy client " + std::string(how) + " " + std::to_string(count) +
+             " token(s) it never took; dropped, so the pool stays within the budget");
 }
 
 void Broker::WatchPool(bool readable, bool idle_timer) {

@@ -68,6 +68,7 @@ class Broker : public SocketServer::Delegate {
   int SocketShare();
   int PoolCount();
   void WatchPool(bool readable, bool idle_timer);
+  void DropSurplus(int count, const char* how);
 
   uv_loop_t* loop_;
   Ledger* ledger_;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "terminal-posix.h"
@@ -100,16 +101,31 @@ bool SpawnChild(const SpawnRequest& request, pid_t* child, int* exit_code, std::
 ChildState PollChild(pid_t pid) {
   int status = 0;
   pid_t got = RetryOnEintr([&] { return waitpid(pid, &status, WNOHANG | WUNTRACED | WCONTINUED); });
-  if (got < 0) return {ChildState::Kind::kExited, 1};  // ECHILD: not ours to wait for
-  if (got == 0 || WIFCONTINUED(status)) return {ChildState::Kind::kRunning, 0};
-  if (WIFSTOPPED(status)) return {ChildState::Kind::kStopped, 0};
-  return {ChildState::Kind::kExited, ShellStatus(status)};
+  if (got < 0) return {ChildState::Kind::kExited, 1, 0};  // ECHILD: not ours to wait for
+  if (got == 0 || WIFCONTINUED(status)) return {ChildState::Kind::kRunning, 0, 0};
+  if (WIFSTOPPED(status)) return {ChildState::Kind::kStopped, 0, WSTOPSIG(status)};
+  return {ChildState::Kind::kExited, ShellStatus(status),
+          WIFSIGNALED(status) ? WTERMSIG(status) : 0};
 }
 
-int ReapChild(pid_t pid) {
+int ReapChild(pid_t pid, int* killed_by) {
   int status = 0;
   if (RetryOnEintr([&] { return waitpid(pid, &status, 0); }) < 0) return 1;
+  if (killed_by) *killed_by = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
   return ShellStatus(status);
+}
+
+void DieLikeChild(int sig) {
+  if (sig != SIGINT && sig != SIGQUIT) return;
+  fflush(stderr);
+  signal(sig, SIG_DFL);
+  rlimit no_core{0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);  // SIGQUIT would dump one
+  sigset_t only;
+  sigemptyset(&only);
+  sigaddset(&only, sig);
+  sigprocmask(SIG_UNBLOCK, &only, nullptr);
+  raise(sig);
 }
 
 }  // namespace jobbridge

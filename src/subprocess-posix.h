@@ -32,12 +32,20 @@ struct ChildState {
   enum class Kind { kRunning, kStopped, kExited };
   Kind kind = Kind::kRunning;
   int status = 0;  // for kExited: the exit code, or 128+N when it died of signal N
+  int signal = 0;  // kStopped: the stop signal; kExited: the killing signal, or 0
 };
 
 // Checks the child without blocking; reaps it when it has exited.
 ChildState PollChild(pid_t pid);
 
-// Waits for the child to exit and reaps it. Returns the status as PollChild.
-int ReapChild(pid_t pid);
+// Waits for the child to exit and reaps it. Returns the status as PollChild;
+// *killed_by (if given) gets the signal that killed it, or 0.
+int ReapChild(pid_t pid, int* killed_by = nullptr);
+
+// When `sig` is SIGINT or SIGQUIT, dies of it (and does not return): a shell
+// running us in a loop stops the loop on Ctrl-C only if its child died of
+// SIGINT, not if it exited 130 ("wait and cooperative exit"). Other signals
+// (and 0) return, and the caller exits 128+N, without a core dump of its own.
+void DieLikeChild(int sig);
 
 }  // namespace jobbridge

@@ -9,12 +9,10 @@
 
 namespace jobbridge {
 
-Terminal Terminal::OpenIfForeground() {
+Terminal Terminal::Open() {
   Terminal terminal;
   int fd = RetryOnEintr([] { return open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC); });
-  if (fd < 0) return terminal;  // no controlling terminal
-  UniqueFd owned(fd);
-  if (tcgetpgrp(fd) == getpgrp()) terminal.fd_ = std::move(owned);
+  if (fd >= 0) terminal.fd_.Reset(fd);  // else: no controlling terminal
   return terminal;
 }
 
@@ -26,8 +24,8 @@ void Terminal::GiveTo(pid_t pgid) const {
   if (active()) SetForegroundGroup(fd_.get(), pgid);
 }
 
-void Terminal::TakeBack() const {
-  if (active()) SetForegroundGroup(fd_.get(), getpgrp());
+void Terminal::TakeBackFrom(pid_t pgid) const {
+  if (active() && tcgetpgrp(fd_.get()) == pgid) SetForegroundGroup(fd_.get(), getpgrp());
 }
 
 void SetForegroundGroup(int fd, pid_t pgid) {

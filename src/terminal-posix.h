@@ -14,9 +14,10 @@ namespace jobbridge {
 
 class Terminal {
  public:
-  // Opens /dev/tty when jobbridge's process group is its foreground group;
-  // otherwise (no terminal, or started in the background) active() is false.
-  static Terminal OpenIfForeground();
+  // Opens the controlling terminal, if there is one (active() is false
+  // otherwise). Whether jobbridge is in its foreground is asked each time:
+  // a job started in the background may be brought to the foreground later.
+  static Terminal Open();
 
   bool active() const { return fd_.valid(); }
   int fd() const { return fd_.get(); }
@@ -26,8 +27,10 @@ class Terminal {
 
   // Makes `pgid` the foreground group. No-op when not active.
   void GiveTo(pid_t pgid) const;
-  // Makes jobbridge's own group the foreground again. No-op when not active.
-  void TakeBack() const;
+  // Makes jobbridge's own group the foreground again, but only if `pgid`
+  // (the command's group) has it: after "bg" the shell owns the terminal,
+  // and taking it would leave the shell reading EIO. No-op when not active.
+  void TakeBackFrom(pid_t pgid) const;
 
  private:
   UniqueFd fd_;

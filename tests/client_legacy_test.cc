@@ -104,6 +104,40 @@ TEST_F(LegacyClientTest, ImplicitSlotFirstThenTokensWrittenBackAsRead) {
   ExpectNoFdLeft({read_.get(), write_.get()});
 }
 
+TEST_F(LegacyClientTest, OverrideZeroReadsATokenForTheFirstSlot) {
+  MakePipe("x");
+  setenv("JOBBRIDGE_IMPLICIT_SLOT", "0", 1);
+  setenv("MAKELEVEL", "1", 1);
+  jobbridge_client* client = nullptr;
+  ASSERT_EQ(OpenWithMakeflags("-j2 --jobserver-auth=" + PipeAuth(), &client), 0) << Why(why_);
+  char text[256];
+  jobbridge_client_describe(client, text, sizeof text);
+  EXPECT_EQ(std::string(text),
+            "legacy pipe " + PipeAuth() + " (from MAKEFLAGS) (without the implicit slot)");
+  jobbridge_slot* first = Take(client);
+  ASSERT_NE(first, nullptr);
+  EXPECT_EQ(Count(read_.get()), 0);  // it read the token
+  jobbridge_slot* none = nullptr;
+  EXPECT_EQ(jobbridge_client_acquire(client, 0, &none), -ETIMEDOUT);
+  EXPECT_EQ(jobbridge_slot_release(first), 0);
+  EXPECT_EQ(Contents(read_.get()), "x");
+  jobbridge_client_close(client);
+
+  // open_legacy follows the override too; "1" keeps the legacy rule.
+  ASSERT_EQ(jobbridge_client_open_legacy(PipeAuth().c_str(), &client, why_, sizeof why_), 0)
+      << Why(why_);
+  EXPECT_EQ(jobbridge_client_acquire(client, 0, &none), -ETIMEDOUT);  // the pool is empty
+  jobbridge_client_close(client);
+  setenv("JOBBRIDGE_IMPLICIT_SLOT", "1", 1);
+  ASSERT_EQ(jobbridge_client_open_legacy(PipeAuth().c_str(), &client, why_, sizeof why_), 0)
+      << Why(why_);
+  jobbridge_slot* implicit = Take(client);
+  ASSERT_NE(implicit, nullptr);
+  EXPECT_EQ(jobbridge_slot_release(implicit), 0);
+  jobbridge_client_close(client);
+  ExpectNoFdLeft({read_.get(), write_.get()});
+}
+
 TEST_F(LegacyClientTest, WaiterWakesForATokenOrTheImplicitSlot) {
   MakePipe("");
   jobbridge_client* client = nullptr;

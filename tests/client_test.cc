@@ -28,6 +28,7 @@ using namespace std::chrono_literals;
 class TestServer {
  public:
   struct Counts {
+    int accepted = 0;  // connections ever accepted
     int held = 0;      // connections that hold a slot
     int waiting = 0;   // connections that wait for one
     int grants = 0;    // bytes written
@@ -116,6 +117,7 @@ class TestServer {
       int fd = accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) return;
       connections_.push_back({UniqueFd(fd), false});
+      ++counts_.accepted;
       ++counts_.waiting;
     }
   }
@@ -393,6 +395,192 @@ TEST_F(SocketClientTest, PendingAcquireSeesTheServerGo) {
   jobbridge_slot* slot = nullptr;
   EXPECT_EQ(jobbridge_client_acquire_finish(pending, &slot), -EPIPE);  // and pending is gone
   jobbridge_client_close(client);
+}
+
+// ---- The implicit slot of a make job (docs/PROTOCOL.md) ----------------------
+
+class ImplicitSlotTest : public SocketClientTest {
+ protected:
+  // A client from the environment, as a recipe of make (MAKELEVEL) finds it.
+  jobbridge_client* OpenAsMakeJob(const char* makelevel = "1") {
+    setenv("JOBSERVERV2", SocketPath().c_str(), 1);
+    if (makelevel != nullptr) setenv("MAKELEVEL", makelevel, 1);
+    jobbridge_client* client = nullptr;
+    char why[256] = "";
+    EXPECT_EQ(jobbridge_client_open_env(&client, why, sizeof why), 0) << Why(why);
+    return client;
+  }
+
+  static std::string Describe(jobbridge_client* client) {
+    char text[512] = "";
+    jobbridge_client_describe(client, text, sizeof text);
+    return text;
+  }
+};
+
+constexpr const char* kImplicitNote = " (with the implicit slot of a make job)";
+
+TEST_F(ImplicitSlotTest, MakeJobHandsOutItsOwnSlotFirstWithoutConnecting) {
+  auto server_owner = std::make_unique<TestServer>(SocketPath(), 1);
+  TestServer& server = *server_owner;
+  jobbridge_client* client = OpenAsMakeJob();
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(Describe(client), "socket " + SocketPath() + " (from JOBSERVERV2)" + kImplicitNote);
+
+  // A timeout of 0 cannot wait for a server's byte: only the implicit slot fits.
+  jobbridge_slot* implicit = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, 0, &implicit), 0);
+  ASSERT_NE(implicit, nullptr);
+  // The second slot connects and gets the server's only slot.
+  jobbridge_slot* second = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &second), 0);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.held == 1; }));
+  EXPECT_EQ(server.counts().accepted, 1);  // the first acquire never connected
+  jobbridge_slot* third = nullptr;
+  EXPECT_EQ(jobbridge_client_acquire(client, 50, &third), -ETIMEDOUT);
+
+  // Released, the implicit slot is handed out again, still without connecting.
+  EXPECT_EQ(jobbridge_slot_release(implicit), 0);
+  ASSERT_EQ(jobbridge_client_acquire(client, 0, &implicit), 0);
+  EXPECT_EQ(jobbridge_slot_release(second), 0);
+  EXPECT_TRUE(server.WaitFor(
+      [](const auto& c) { return c.held == 0 && c.releases == 1 && c.dropped == 1; }));
+  EXPECT_EQ(server.counts().accepted, 2);  // the second and the third (dropped) only
+  EXPECT_EQ(server.counts().grants, 1);
+  EXPECT_EQ(jobbridge_slot_release(implicit), 0);
+  jobbridge_client_close(client);
+  EXPECT_EQ(server.counts().protocol_errors, 0);
+  server_owner.reset();
+  ExpectNoFdLeft();
+}
+
+TEST_F(ImplicitSlotTest, ImplicitSlotReleasedGoesToAnAcquireWaitingForTheServer) {
+  TestServer server(SocketPath(), 0);  // the server never grants
+  jobbridge_client* client = OpenAsMakeJob();
+  ASSERT_NE(client, nullptr);
+  jobbridge_slot* implicit = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, 0, &implicit), 0);
+  int result = 1;
+  jobbridge_slot* waited = nullptr;
+  std::thread waiter([&] { result = jobbridge_client_acquire(client, kEventMs, &waited); });
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 1; }));
+  EXPECT_EQ(jobbridge_slot_release(implicit), 0);
+  waiter.join();
+  EXPECT_EQ(result, 0);
+  // It took the implicit slot and dropped its request.
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 0 && c.dropped == 1; }));
+  EXPECT_EQ(jobbridge_slot_release(waited), 0);
+  jobbridge_client_close(client);
+}
+
+TEST_F(ImplicitSlotTest, OverrideZeroConnectsForTheFirstSlotOfAMakeJob) {
+  TestServer server(SocketPath(), 1);
+  setenv("JOBBRIDGE_IMPLICIT_SLOT", "0", 1);
+  jobbridge_client* client = OpenAsMakeJob();
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(Describe(client), "socket " + SocketPath() + " (from JOBSERVERV2)");
+  jobbridge_slot* slot = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &slot), 0);
+  EXPECT_EQ(server.counts().held, 1);
+  EXPECT_EQ(jobbridge_slot_release(slot), 0);
+  jobbridge_client_close(client);
+
+  setenv("JOBBRIDGE_IMPLICIT_SLOT", "yes", 1);
+  char why[256] = "";
+  EXPECT_EQ(jobbridge_client_open_env(&client, why, sizeof why), -EINVAL);
+  EXPECT_EQ(client, nullptr);
+  EXPECT_NE(std::string(why).find("JOBBRIDGE_IMPLICIT_SLOT"), std::string::npos) << why;
+}
+
+TEST_F(ImplicitSlotTest, WithoutMakelevelTheFirstSlotConnects) {
+  TestServer server(SocketPath(), 1);
+  for (const char* makelevel : {static_cast<const char*>(nullptr), ""}) {
+    SCOPED_TRACE(makelevel == nullptr ? "MAKELEVEL unset" : "MAKELEVEL empty");
+    jobbridge_client* client = OpenAsMakeJob(makelevel);
+    ASSERT_NE(client, nullptr);
+    EXPECT_EQ(Describe(client), "socket " + SocketPath() + " (from JOBSERVERV2)");
+    jobbridge_slot* slot = nullptr;
+    ASSERT_EQ(jobbridge_client_acquire(client, kEventMs, &slot), 0);
+    EXPECT_EQ(server.counts().held, 1);
+    EXPECT_EQ(jobbridge_slot_release(slot), 0);
+    EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.held == 0; }));
+    jobbridge_client_close(client);
+  }
+}
+
+TEST_F(ImplicitSlotTest, OpenSocketIgnoresMakelevelButNotTheOverride) {
+  TestServer server(SocketPath(), 0);  // only the implicit slot can be had
+  setenv("MAKELEVEL", "1", 1);
+  jobbridge_client* client = Open();
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(Describe(client), "socket " + SocketPath());
+  jobbridge_slot* slot = nullptr;
+  EXPECT_EQ(jobbridge_client_acquire(client, 50, &slot), -ETIMEDOUT);
+  jobbridge_client_close(client);
+
+  setenv("JOBBRIDGE_IMPLICIT_SLOT", "1", 1);
+  unsetenv("MAKELEVEL");
+  client = Open();
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(Describe(client), "socket " + SocketPath() + kImplicitNote);
+  ASSERT_EQ(jobbridge_client_acquire(client, 0, &slot), 0);
+  EXPECT_EQ(jobbridge_slot_release(slot), 0);
+  jobbridge_client_close(client);
+}
+
+TEST_F(ImplicitSlotTest, PendingGetsTheImplicitSlotAtOnceAndWhenItComesBack) {
+  auto server_owner = std::make_unique<TestServer>(SocketPath(), 1);
+  TestServer& server = *server_owner;
+  jobbridge_client* client = OpenAsMakeJob();
+  ASSERT_NE(client, nullptr);
+
+  // Free: the pending's fd is readable at once and finishing gives the slot.
+  jobbridge_pending* pending = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire_start(client, &pending), 0);
+  int fd = jobbridge_pending_fd(pending);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(IsCloexec(fd));
+  EXPECT_TRUE(Readable(fd));
+  jobbridge_slot* implicit = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire_finish(pending, &implicit), 0);
+  ASSERT_NE(implicit, nullptr);
+
+  // Taken: the next pending connects and gets the server's slot.
+  ASSERT_EQ(jobbridge_client_acquire_start(client, &pending), 0);
+  EXPECT_TRUE(Readable(jobbridge_pending_fd(pending), kEventMs));
+  jobbridge_slot* second = nullptr;
+  ASSERT_EQ(jobbridge_client_acquire_finish(pending, &second), 0);
+  EXPECT_EQ(server.counts().held, 1);
+  EXPECT_EQ(server.counts().accepted, 1);
+
+  // A pending that waits for the server takes the implicit slot when it is
+  // released, and drops its request.
+  ASSERT_EQ(jobbridge_client_acquire_start(client, &pending), 0);
+  fd = jobbridge_pending_fd(pending);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 1; }));
+  EXPECT_FALSE(Readable(fd));
+  jobbridge_slot* third = nullptr;
+  EXPECT_EQ(jobbridge_client_acquire_finish(pending, &third), -EAGAIN);
+  EXPECT_EQ(jobbridge_slot_release(implicit), 0);
+  EXPECT_TRUE(Readable(fd, kEventMs));
+  ASSERT_EQ(jobbridge_client_acquire_finish(pending, &third), 0);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.waiting == 0 && c.dropped == 1; }));
+  EXPECT_EQ(server.counts().held, 1);
+
+  // An abandoned pending that took the implicit slot gives it back.
+  EXPECT_EQ(jobbridge_slot_release(third), 0);
+  ASSERT_EQ(jobbridge_client_acquire_start(client, &pending), 0);
+  jobbridge_slot* late = nullptr;
+  EXPECT_EQ(jobbridge_client_acquire(client, 0, &late), -ETIMEDOUT);  // the pending has it
+  jobbridge_client_acquire_abandon(pending);
+  ASSERT_EQ(jobbridge_client_acquire(client, 0, &late), 0);
+  EXPECT_EQ(jobbridge_slot_release(late), 0);
+
+  EXPECT_EQ(jobbridge_slot_release(second), 0);
+  EXPECT_TRUE(server.WaitFor([](const auto& c) { return c.held == 0 && c.releases == 1; }));
+  jobbridge_client_close(client);
+  server_owner.reset();
+  ExpectNoFdLeft();
 }
 
 TEST_F(SocketClientTest, CppSlotGivesItsSlotBackOnScopeExit) {

@@ -28,8 +28,12 @@ namespace client_test {
 // test instead of hanging it. Never a stand-in for the event itself.
 inline constexpr int kEventMs = 10000;
 
-inline constexpr const char* kJobserverVariables[] = {"JOBSERVERV2", "CARGO_MAKEFLAGS", "MAKEFLAGS",
-                                                      "MFLAGS"};
+// Every variable the client reads: the jobserver's, and the two that decide
+// whether it has an implicit slot (unset here, so that tests run from a make
+// recipe behave as the others).
+inline constexpr const char* kJobserverVariables[] = {"JOBSERVERV2", "CARGO_MAKEFLAGS",
+                                                      "MAKEFLAGS",   "MFLAGS",
+                                                      "MAKELEVEL",   "JOBBRIDGE_IMPLICIT_SLOT"};
 
 inline std::vector<std::string> ListDir(const std::string& path) {
   std::vector<std::string> names;

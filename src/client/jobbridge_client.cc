@@ -117,7 +117,34 @@ int OpenClient(jobbridge_client** out, char* why_buf, size_t why_size, Open&& op
   return rc;
 }
 
-int OpenAuth(const std::string& auth_text, std::unique_ptr<Transport>* out, std::string* why) {
+// JOBBRIDGE_IMPLICIT_SLOT: "0" or "1" decides whether the client has an
+// implicit slot; unset or empty leaves it to the mode's rule.
+enum class ImplicitRule { kDefault, kNever, kAlways };
+
+int ReadImplicitRule(ImplicitRule* rule, std::string* why) {
+  const char* value = getenv("JOBBRIDGE_IMPLICIT_SLOT");
+  std::string text = value != nullptr ? value : "";
+  if (text.empty()) {
+    *rule = ImplicitRule::kDefault;
+  } else if (text == "0") {
+    *rule = ImplicitRule::kNever;
+  } else if (text == "1") {
+    *rule = ImplicitRule::kAlways;
+  } else {
+    *why = "JOBBRIDGE_IMPLICIT_SLOT is '" + text + "'; it must be 0, 1 or unset";
+    return -EINVAL;
+  }
+  return 0;
+}
+
+// A make job owns its slot: make exports MAKELEVEL to every recipe.
+bool StartedByMake() {
+  const char* level = getenv("MAKELEVEL");
+  return level != nullptr && level[0] != '\0';
+}
+
+int OpenAuth(const std::string& auth_text, bool implicit_slot, std::unique_ptr<Transport>* out,
+             std::string* why) {
   std::string origin = "--jobserver-auth=" + auth_text;
   jobbridge::JobserverAuth auth;
   if (auth_text.starts_with("fifo:")) {
@@ -136,13 +163,24 @@ int OpenAuth(const std::string& auth_text, std::unique_ptr<Transport>* out, std:
     }
     auth = flags.auth;
   }
-  return jobbridge::client::OpenLegacyTransport(auth, origin, out, why);
+  return jobbridge::client::OpenLegacyTransport(auth, origin, implicit_slot, out, why);
 }
 
 int OpenEnv(std::unique_ptr<Transport>* out, std::string* why) {
+  // A bad JOBBRIDGE_IMPLICIT_SLOT matters only when there is a jobserver.
+  ImplicitRule rule;
+  std::string rule_why;
+  int rule_rc = ReadImplicitRule(&rule, &rule_why);
   const char* socket_path = getenv("JOBSERVERV2");
   if (socket_path != nullptr && socket_path[0] != '\0') {
-    return jobbridge::client::OpenSocketTransport(socket_path, "JOBSERVERV2", out, why);
+    if (rule_rc < 0) {
+      *why = rule_why;
+      return rule_rc;
+    }
+    bool implicit_slot =
+        rule == ImplicitRule::kAlways || (rule == ImplicitRule::kDefault && StartedByMake());
+    return jobbridge::client::OpenSocketTransport(socket_path, "JOBSERVERV2", implicit_slot, out,
+                                                  why);
   }
   auto source = jobbridge::SelectMakeflags([](const char* name) { return getenv(name); });
   if (!source) {
@@ -155,7 +193,14 @@ int OpenEnv(std::unique_ptr<Transport>* out, std::string* why) {
     *why = source->variable + ": " + err;
     return -EINVAL;
   }
-  return jobbridge::client::OpenLegacyTransport(flags.auth, source->variable, out, why);
+  bool has_jobserver = flags.auth.kind == jobbridge::JobserverAuth::Kind::kPipe ||
+                       flags.auth.kind == jobbridge::JobserverAuth::Kind::kFifo;
+  if (rule_rc < 0 && has_jobserver) {
+    *why = rule_why;
+    return rule_rc;
+  }
+  return jobbridge::client::OpenLegacyTransport(flags.auth, source->variable,
+                                                rule != ImplicitRule::kNever, out, why);
 }
 
 // The time left for poll(): -1 for no deadline, else milliseconds rounded up.
@@ -217,10 +262,10 @@ int Acquire(jobbridge_client* client, int timeout_ms, Grant* grant) {
     // waking us with nothing to take (other readers win the token) must not
     // stretch the deadline.
     if (deadline.Expired()) return -ETIMEDOUT;
-    if (!attempt.fd.valid()) {
+    if (attempt.fd() < 0) {
       if (rc = client->transport->MakePollable(&attempt); rc < 0) return rc;
     }
-    if (rc = Wait(client, attempt.fd.get(), deadline); rc < 0) return rc;
+    if (rc = Wait(client, attempt.fd(), deadline); rc < 0) return rc;
   }
 }
 
@@ -246,7 +291,9 @@ int jobbridge_client_open_socket(const char* path, jobbridge_client** out, char*
                                  size_t why_size) {
   return OpenClient(out, why, why_size, [&](std::unique_ptr<Transport>* t, std::string* w) {
     if (path == nullptr) return -EINVAL;
-    return jobbridge::client::OpenSocketTransport(path, "", t, w);
+    ImplicitRule rule;
+    if (int rc = ReadImplicitRule(&rule, w); rc < 0) return rc;
+    return jobbridge::client::OpenSocketTransport(path, "", rule == ImplicitRule::kAlways, t, w);
   });
 }
 
@@ -254,7 +301,9 @@ int jobbridge_client_open_legacy(const char* auth, jobbridge_client** out, char*
                                  size_t why_size) {
   return OpenClient(out, why, why_size, [&](std::unique_ptr<Transport>* t, std::string* w) {
     if (auth == nullptr) return -EINVAL;
-    return OpenAuth(auth, t, w);
+    ImplicitRule rule;
+    if (int rc = ReadImplicitRule(&rule, w); rc < 0) return rc;
+    return OpenAuth(auth, rule != ImplicitRule::kNever, t, w);
   });
 }
 
@@ -340,8 +389,7 @@ int jobbridge_client_acquire_start(jobbridge_client* client, jobbridge_pending**
     return -ENOMEM;
   }
   int rc = client->transport->Start(&pending->attempt);
-  if (rc == 0 && !pending->attempt.fd.valid())
-    rc = client->transport->MakePollable(&pending->attempt);
+  if (rc == 0 && pending->attempt.fd() < 0) rc = client->transport->MakePollable(&pending->attempt);
   if (rc < 0) {
     jobbridge_client_acquire_abandon(pending);
     return rc;
@@ -352,7 +400,7 @@ int jobbridge_client_acquire_start(jobbridge_client* client, jobbridge_pending**
 
 int jobbridge_pending_fd(const jobbridge_pending* pending) {
   if (pending == nullptr) return -EINVAL;
-  return pending->attempt.fd.get();
+  return pending->attempt.fd();
 }
 
 int jobbridge_client_acquire_finish(jobbridge_pending* pending, jobbridge_slot** out) {

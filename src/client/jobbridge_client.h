@@ -17,9 +17,9 @@
  *   if (rc == 0) { run_one_job(); jobbridge_slot_release(slot); }
  *   jobbridge_client_close(client);
  *
- * Open one client per process. In legacy mode the client owns the process's
- * implicit slot (the one make gave it when it started it): a second client
- * would use that slot twice.
+ * Open one client per process. A client may own the process's implicit slot
+ * (the one make gave it when it started it; see jobbridge_client_open_env):
+ * a second client would use that slot twice.
  */
 #ifndef JOBBRIDGE_CLIENT_H_
 #define JOBBRIDGE_CLIENT_H_
@@ -49,24 +49,44 @@ typedef enum jobbridge_mode {
 /* From the environment: JOBSERVERV2 if it is set and not empty, else the
  * first of CARGO_MAKEFLAGS, MAKEFLAGS, MFLAGS that is set (the last
  * --jobserver-auth= or --jobserver-fds= word in it counts).
+ *
+ * The implicit slot: a process that make started as one of its jobs already
+ * runs on that job's slot. Such a client hands out that slot first, without
+ * a connection or a token, and again whenever no slot of this client holds
+ * it; every further slot connects (socket) or reads a token (legacy).
+ * Legacy mode always has it. Socket mode has it when MAKELEVEL is set and
+ * not empty (make exports MAKELEVEL to every recipe; jobbridge does not set
+ * it for its COMMAND); without it, a socket client that make started would
+ * hold make's slot and a socket slot for one job, and N such recipes under
+ * make -jN would deadlock. JOBBRIDGE_IMPLICIT_SLOT overrides the rule for
+ * every open function: "0" never uses an implicit slot (every slot connects
+ * or reads a token), "1" always uses one (even without MAKELEVEL, and for
+ * jobbridge_client_open_socket); unset or empty keeps the rule. Like make's
+ * own rule, several clients started in parallel by one recipe each believe
+ * they own its implicit slot.
+ *
  * Returns -ENOENT when there is no jobserver (nothing set, no jobserver word,
  * or negative fds such as make's "-2,-2"); -EINVAL when JOBSERVERV2 is not an
- * absolute path of at most 107 bytes or the jobserver word is malformed;
+ * absolute path of at most 107 bytes, the jobserver word is malformed, or
+ * JOBBRIDGE_IMPLICIT_SLOT is other than 0, 1 or empty;
  * -EBADF when a named fd is not open or not a pipe, or the FIFO is missing
  * or not a FIFO; -EPIPE when W is a named FIFO that no one reads any more
  * (the jobserver is gone); -ENOMEM; another -errno when a private description of
  * the pool cannot be opened (-ENOSYS: no /proc). */
 int jobbridge_client_open_env(jobbridge_client** out, char* why, size_t why_size);
 
-/* A socket jobserver at `path`. Returns -EINVAL when path is NULL, relative,
- * empty or longer than 107 bytes; -ENOMEM. The socket is only connected to
- * by acquires, so a wrong path shows up there (as -EPIPE). */
+/* A socket jobserver at `path`. MAKELEVEL does not count here: the client
+ * has an implicit slot only when JOBBRIDGE_IMPLICIT_SLOT is "1". Returns
+ * -EINVAL when path is NULL, relative, empty or longer than 107 bytes, or
+ * JOBBRIDGE_IMPLICIT_SLOT is other than 0, 1 or empty; -ENOMEM. The socket is
+ * only connected to by acquires, so a wrong path shows up there (as -EPIPE). */
 int jobbridge_client_open_socket(const char* path, jobbridge_client** out, char* why,
                                  size_t why_size);
 
 /* A legacy jobserver given as the value of --jobserver-auth: "R,W" (two
- * inherited fds of one pipe) or "fifo:PATH" (PATH taken verbatim). Returns
- * what jobbridge_client_open_env returns for the same word. */
+ * inherited fds of one pipe) or "fifo:PATH" (PATH taken verbatim). It has the
+ * implicit slot unless JOBBRIDGE_IMPLICIT_SLOT is "0". Returns what
+ * jobbridge_client_open_env returns for the same word. */
 int jobbridge_client_open_legacy(const char* auth, jobbridge_client** out, char* why,
                                  size_t why_size);
 
@@ -82,10 +102,12 @@ void jobbridge_client_close(jobbridge_client* client);
 int jobbridge_client_mode(const jobbridge_client* client);
 
 /* Writes a NUL-terminated description of the jobserver into buf, e.g.
- * "socket /run/user/1000/jobbridge-x/socket", "legacy pipe (fds 3,4)" or
- * "legacy fifo /tmp/f". Returns its full length (like snprintf; the text is
- * truncated when that is >= size), or -EINVAL for a NULL client, or for a
- * NULL buf with a non-zero size. */
+ * "socket /run/user/1000/jobbridge-x/socket", "legacy pipe 3,4 (from
+ * MAKEFLAGS)" or "legacy fifo /tmp/f (from MAKEFLAGS)". A socket client with
+ * the implicit slot adds " (with the implicit slot of a make job)", a legacy
+ * client without it " (without the implicit slot)". Returns its full length (like snprintf; the
+ * text is truncated when that is >= size), or -EINVAL for a NULL client, or for a NULL buf with a
+ * non-zero size. */
 int jobbridge_client_describe(const jobbridge_client* client, char* buf, size_t size);
 
 /* A sentence for a value these functions return ("the jobserver went away"
@@ -94,11 +116,14 @@ int jobbridge_client_describe(const jobbridge_client* client, char* buf, size_t 
 const char* jobbridge_strerror(int error);
 
 /* ---- Acquiring and releasing (blocking) ----------------------------------
+ * The implicit slot, when the client has one (jobbridge_client_open_env), is
+ * handed out first, and whenever no slot of this client holds it; an acquire
+ * waiting for a connection or a token takes it instead if it comes back
+ * first. Every other slot:
  * Socket mode: each slot is its own connection; connecting asks for the
  * slot, the server's byte grants it, closing gives it back.
- * Legacy mode: the implicit slot is handed out first, whenever no slot of
- * this client holds it; every other slot is a byte read from the pool and is
- * released by writing that same byte back. */
+ * Legacy mode: a byte read from the pool, released by writing that same
+ * byte back. */
 
 /* Waits for one slot and stores it in *out (NULL on failure). timeout_ms < 0
  * waits for ever, 0 only takes a slot that is free right now (rarely so in
@@ -142,7 +167,9 @@ int jobbridge_client_cancel(jobbridge_client* client);
  * epoll set can watch many. Do not read, write or close that fd. */
 
 /* Starts an acquire and stores it in *out (NULL on failure). In socket mode
- * this connects (the request is made now and served in order). Thread-safe.
+ * this takes the implicit slot if the client has it and it is free (the fd is
+ * then readable at once, and abandoning gives the slot back), else connects
+ * (the request is made now and served in order). Thread-safe.
  * Returns -ECANCELED after jobbridge_client_cancel, -EPIPE when the socket
  * server is gone, -EAGAIN when its listen backlog is full (try again later),
  * -EINVAL for NULL arguments, -ENOMEM, or another -errno. */

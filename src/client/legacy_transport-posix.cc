@@ -1,5 +1,6 @@
-// The GNU make jobserver, as a client: the implicit slot first, then one byte
-// read from the pool per slot, the same byte written back on release.
+// The GNU make jobserver, as a client: the implicit slot first (implicit_slot.h),
+// then one byte read from the pool per slot, the same byte written back on
+// release.
 //
 // All I/O goes through descriptions this client opened itself (a second
 // open() of the FIFO, or of /proc/self/fd/N for an inherited pipe), made
@@ -11,7 +12,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,13 +37,12 @@ std::string FileKind(mode_t mode) {
   return "not a pipe";
 }
 
-// The implicit slot is an eventfd holding 1 while it is free: a read takes it
-// (the kernel lets only one reader have the 1), a write of 1 returns it, and
-// poll() sees it, so a waiter wakes when the implicit slot comes back.
+// `implicit` is null when the client has no implicit slot
+// (JOBBRIDGE_IMPLICIT_SLOT=0): then every slot is a token.
 class LegacyTransport : public Transport {
  public:
   LegacyTransport(jobbridge_mode mode, std::string description, UniqueFd read, UniqueFd write,
-                  UniqueFd implicit)
+                  std::unique_ptr<ImplicitSlot> implicit)
       : mode_(mode),
         description_(std::move(description)),
         read_(std::move(read)),
@@ -56,11 +55,11 @@ class LegacyTransport : public Transport {
   int Start(Attempt*) override { return 0; }
 
   int TryFinish(Attempt*, Grant* grant) override {
-    uint64_t free_slot = 0;
-    if (RetryOnEintr([&] { return read(implicit_.get(), &free_slot, sizeof free_slot); }) ==
-        static_cast<ssize_t>(sizeof free_slot)) {
-      grant->token = Grant::kImplicit;
-      return 0;
+    if (implicit_ != nullptr) {
+      if (ImplicitSlot::Hold hold = implicit_->TryTake()) {
+        grant->implicit = std::move(hold);
+        return 0;
+      }
     }
     // Other processes read this pool too, so a token seen by poll() may be
     // gone by now: EAGAIN just means "wait again".
@@ -77,21 +76,21 @@ class LegacyTransport : public Transport {
   int MakePollable(Attempt* attempt) override {
     UniqueFd set(epoll_create1(EPOLL_CLOEXEC));
     if (!set.valid()) return -errno;
-    for (int fd : {implicit_.get(), read_.get()}) {
+    for (int fd : {implicit_ != nullptr ? implicit_->fd() : -1, read_.get()}) {
+      if (fd < 0) continue;
       epoll_event event{};
       event.events = EPOLLIN;
       event.data.fd = fd;
       if (epoll_ctl(set.get(), EPOLL_CTL_ADD, fd, &event) != 0) return -errno;
     }
-    attempt->fd = std::move(set);
+    attempt->poll_set = std::move(set);
     return 0;
   }
 
   int Release(Grant* grant) override {
-    if (grant->token == Grant::kImplicit) {
-      uint64_t one = 1;
-      ssize_t n = RetryOnEintr([&] { return write(implicit_.get(), &one, sizeof one); });
-      return n == static_cast<ssize_t>(sizeof one) ? 0 : -errno;
+    if (grant->implicit) {
+      grant->implicit.reset();  // gives it back
+      return 0;
     }
     unsigned char byte = static_cast<unsigned char>(grant->token);
     if (!write_.valid()) return WriteBack(read_.get(), byte);  // FIFO: read_ is a reader too
@@ -135,7 +134,7 @@ class LegacyTransport : public Transport {
   const std::string description_;
   UniqueFd read_;
   UniqueFd write_;  // invalid for a FIFO: read_ is O_RDWR then
-  UniqueFd implicit_;
+  std::unique_ptr<ImplicitSlot> implicit_;
 };
 
 // Checks that an inherited fd is open and a pipe. A make recipe without '+'
@@ -174,35 +173,37 @@ int OpenPrivate(int fd, int access, UniqueFd* out, std::string* why) {
   return error == ENOENT ? -ENOSYS : -error;  // ENOENT: no /proc; keep -ENOENT for "no jobserver"
 }
 
-int OpenImplicit(UniqueFd* out, std::string* why) {
-  out->Reset(eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (out->valid()) return 0;
-  int error = errno;
-  *why = std::string("eventfd: ") + strerror(error);
-  return -error;
+int OpenImplicit(bool wanted, std::unique_ptr<ImplicitSlot>* out, std::string* why) {
+  return wanted ? ImplicitSlot::Open(out, why) : 0;
 }
 
-int OpenPipe(int read_fd, int write_fd, const std::string& origin, std::unique_ptr<Transport>* out,
-             std::string* why) {
+std::string WithoutImplicit(bool implicit_slot) {
+  return implicit_slot ? "" : " (without the implicit slot)";
+}
+
+int OpenPipe(int read_fd, int write_fd, const std::string& origin, bool implicit_slot,
+             std::unique_ptr<Transport>* out, std::string* why) {
   // R and W need not be ends of one pipe: make passes one, jobbridge two.
   struct stat st {};
   if (int rc = CheckInherited(read_fd, origin, &st, why); rc < 0) return rc;
   if (int rc = CheckInherited(write_fd, origin, &st, why); rc < 0) return rc;
-  UniqueFd read, write, implicit;
+  UniqueFd read, write;
+  std::unique_ptr<ImplicitSlot> implicit;
   // The read end first: when the fds are of a named FIFO, opening its write
   // end without a reader fails (ENXIO). An anonymous pipe opens either way.
   if (int rc = OpenPrivate(read_fd, O_RDONLY, &read, why); rc < 0) return rc;
   if (int rc = OpenPrivate(write_fd, O_WRONLY, &write, why); rc < 0) return rc;
-  if (int rc = OpenImplicit(&implicit, why); rc < 0) return rc;
+  if (int rc = OpenImplicit(implicit_slot, &implicit, why); rc < 0) return rc;
   std::string description = "legacy pipe " + std::to_string(read_fd) + "," +
-                            std::to_string(write_fd) + " (from " + origin + ")";
+                            std::to_string(write_fd) + " (from " + origin + ")" +
+                            WithoutImplicit(implicit_slot);
   *out = std::make_unique<LegacyTransport>(JOBBRIDGE_MODE_LEGACY_PIPE, std::move(description),
                                            std::move(read), std::move(write), std::move(implicit));
   return 0;
 }
 
-int OpenFifo(const std::string& path, const std::string& origin, std::unique_ptr<Transport>* out,
-             std::string* why) {
+int OpenFifo(const std::string& path, const std::string& origin, bool implicit_slot,
+             std::unique_ptr<Transport>* out, std::string* why) {
   // O_RDWR: opening never blocks and never sees end-of-file. O_NOCTTY: the
   // path may name a terminal by mistake.
   UniqueFd fifo(
@@ -222,17 +223,18 @@ int OpenFifo(const std::string& path, const std::string& origin, std::unique_ptr
     *why = origin + " names the jobserver FIFO " + path + ", but it is " + FileKind(st.st_mode);
     return -EBADF;
   }
-  UniqueFd implicit;
-  if (int rc = OpenImplicit(&implicit, why); rc < 0) return rc;
-  *out = std::make_unique<LegacyTransport>(JOBBRIDGE_MODE_LEGACY_FIFO,
-                                           "legacy fifo " + path + " (from " + origin + ")",
-                                           std::move(fifo), UniqueFd(), std::move(implicit));
+  std::unique_ptr<ImplicitSlot> implicit;
+  if (int rc = OpenImplicit(implicit_slot, &implicit, why); rc < 0) return rc;
+  *out = std::make_unique<LegacyTransport>(
+      JOBBRIDGE_MODE_LEGACY_FIFO,
+      "legacy fifo " + path + " (from " + origin + ")" + WithoutImplicit(implicit_slot),
+      std::move(fifo), UniqueFd(), std::move(implicit));
   return 0;
 }
 
 }  // namespace
 
-int OpenLegacyTransport(const JobserverAuth& auth, const std::string& origin,
+int OpenLegacyTransport(const JobserverAuth& auth, const std::string& origin, bool implicit_slot,
                         std::unique_ptr<Transport>* out, std::string* why) {
   switch (auth.kind) {
     case JobserverAuth::Kind::kNone:
@@ -242,9 +244,9 @@ int OpenLegacyTransport(const JobserverAuth& auth, const std::string& origin,
       *why = origin + " names no jobserver (" + FormatAuth(auth) + ")";
       return -ENOENT;
     case JobserverAuth::Kind::kPipe:
-      return OpenPipe(auth.read_fd, auth.write_fd, origin, out, why);
+      return OpenPipe(auth.read_fd, auth.write_fd, origin, implicit_slot, out, why);
     case JobserverAuth::Kind::kFifo:
-      return OpenFifo(auth.fifo_path, origin, out, why);
+      return OpenFifo(auth.fifo_path, origin, implicit_slot, out, why);
   }
   *why = origin + ": unknown jobserver kind";
   return -EINVAL;

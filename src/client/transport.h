@@ -7,24 +7,32 @@
 #include <memory>
 #include <string>
 
+#include "client/implicit_slot.h"
 #include "client/jobbridge_client.h"
 #include "core/makeflags.h"
 #include "util/unique_fd.h"
 
 namespace jobbridge::client {
 
-// An acquire in progress. `fd` is what to poll for POLLIN once it is valid:
-// the connection that asked (socket), or an epoll set over the pool and the
-// implicit slot (legacy, made only when someone has to wait).
+// An acquire in progress. fd() is what to poll for POLLIN once it is valid
+// (>= 0): the connection that asked (socket), or `poll_set`: an epoll set over
+// the pool or the connection and the implicit slot (made only when someone
+// has to wait), or an always readable eventfd for an implicit slot taken at
+// once (socket).
 struct Attempt {
-  UniqueFd fd;
+  UniqueFd connection;          // socket mode: the request, if one was made
+  UniqueFd poll_set;            // see above
+  ImplicitSlot::Hold implicit;  // socket mode: the implicit slot, taken by Start
+
+  int fd() const { return poll_set.valid() ? poll_set.get() : connection.get(); }
 };
 
-// A slot held by the caller.
+// A slot held by the caller: exactly one of the three.
 struct Grant {
-  static constexpr int kImplicit = -1;
-  UniqueFd connection;    // socket mode: closing it gives the slot back
-  int token = kImplicit;  // legacy mode: the byte read from the pool
+  static constexpr int kNoToken = -1;
+  UniqueFd connection;          // socket mode: closing it gives the slot back
+  int token = kNoToken;         // legacy mode: the byte read from the pool
+  ImplicitSlot::Hold implicit;  // the implicit slot: resetting gives it back
 };
 
 // Every method may be called from several threads at once.
@@ -44,7 +52,7 @@ class Transport {
   // another -errno.
   virtual int TryFinish(Attempt* attempt, Grant* grant) = 0;
 
-  // Makes attempt->fd valid. Returns 0 or -errno.
+  // Makes attempt->fd() valid. Returns 0 or -errno.
   virtual int MakePollable(Attempt* attempt) = 0;
 
   // Gives the slot back. Returns 0 or -errno (then the slot is lost).
@@ -52,16 +60,20 @@ class Transport {
 };
 
 // A socket jobserver at `path` (origin names where the path came from, for
-// Describe; may be empty). Returns 0, or -EINVAL with *why when the path is
-// not absolute or longer than 107 bytes.
-int OpenSocketTransport(const std::string& path, const std::string& origin,
+// Describe; may be empty). With `implicit_slot`, the process runs on a slot
+// of its own (a make job's), handed out first and whenever no slot of this
+// client holds it; every other slot is a connection. Returns 0, or -EINVAL
+// with *why when the path is not absolute or longer than 107 bytes; -errno
+// with *why when the implicit slot's eventfd cannot be made.
+int OpenSocketTransport(const std::string& path, const std::string& origin, bool implicit_slot,
                         std::unique_ptr<Transport>* out, std::string* why);
 
 // The legacy jobserver `auth` (origin names the variable it came from).
+// Without `implicit_slot` (JOBBRIDGE_IMPLICIT_SLOT=0) every slot is a token.
 // Returns 0; -ENOENT when auth names none; -EBADF when its fds are not open
 // or not one pipe, or its FIFO is missing or not a FIFO; -errno with *why
 // when a private description cannot be opened.
-int OpenLegacyTransport(const JobserverAuth& auth, const std::string& origin,
+int OpenLegacyTransport(const JobserverAuth& auth, const std::string& origin, bool implicit_slot,
                         std::unique_ptr<Transport>* out, std::string* why);
 
 }  // namespace jobbridge::client
