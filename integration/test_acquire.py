@@ -37,6 +37,19 @@ class AcquireTest(BridgeTestCase):
         self.assertEqual(max_overlap(intervals), 3)
         self.assert_no_leftovers()
 
+    def test_acquire_recipes_under_jobbridge_run_on_make_s_slots(self):
+        # make runs each recipe on a slot; acquire inside it must use that
+        # slot (MAKELEVEL), not wait for a second one: with every slot held by
+        # such recipes that wait would never end.
+        project = self.sandbox.copy_fixture("make-acquire")
+        result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "make",
+                                   f"JOBBRIDGE={self.bridge}"], cwd=project, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        intervals = self.sandbox.intervals()
+        self.assertEqual(len(intervals), 6)
+        self.assertEqual(max_overlap(intervals), 2)
+        self.assert_nothing_lost(result, 1)
+
     def test_several_slots_and_the_count_in_the_environment(self):
         result = self.sandbox.run([self.bridge, "-v", "-j4", "--", self.bridge, "acquire", "-n",
                                    "3", "--", "sh", "-c", 'echo "slots=$JOBBRIDGE_SLOTS"'])

@@ -77,6 +77,42 @@ class MixedTreeTest(BridgeTestCase):
         self.assert_nothing_lost(result, 4)
 
 
+OVER_RELEASE_PROBE = """
+import fcntl, os, struct, termios, time
+auth = os.environ["MAKEFLAGS"].split("--jobserver-auth=")[1].split()[0]
+r, w = (int(x) for x in auth.split(","))
+os.write(w, b"xxxxx")
+def in_returns():  # FIONREAD on the write end: what the bridge has not read yet
+    return struct.unpack("i", fcntl.ioctl(w, termios.FIONREAD, b"\\0" * 4))[0]
+deadline = time.monotonic() + 30
+while in_returns() and time.monotonic() < deadline:
+    time.sleep(0.001)
+fd = os.open(f"/proc/self/fd/{r}", os.O_RDONLY | os.O_NONBLOCK)
+got = 0
+try:
+    while data := os.read(fd, 10):
+        got += len(data)
+except BlockingIOError:
+    pass
+open(os.environ["JOBLOG"], "w").write(str(got))
+"""
+
+
+class OverReleaseTest(BridgeTestCase):
+    def test_tokens_written_back_without_taking_are_dropped(self):
+        # A legacy client writes 5 bytes it never read into a -j3 pool: the
+        # pool must still hand out at most 2 tokens.
+        probe = os.path.join(self.sandbox.root, "probe.py")
+        with open(probe, "w") as f:
+            f.write(OVER_RELEASE_PROBE)
+        result = self.sandbox.run([self.bridge, "-j3", "--", sys.executable, probe])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("a legacy client wrote back 5 token(s) it never took; dropped",
+                      result.stderr)
+        self.assertEqual(self.sandbox.read_log().strip(), "2")
+        self.assert_no_leftovers()
+
+
 class CrashSafetyTest(BridgeTestCase):
     def test_killed_holder_hands_its_slot_to_the_next_waiter_at_once(self):
         driver = os.path.join(HERE, "socket_driver.py")
