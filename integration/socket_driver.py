@@ -256,7 +256,24 @@ def emfile():
           f"bridge_cpu_share={cpu / wall:.3f}")
 
 
-MODES = {"emfile": emfile, "kill-handoff": kill_handoff, "garbage": garbage, "bogus-release": bogus_release,
+def many_grants():
+    """999 '+' on one connection whose receive buffer is tiny: the server's
+    sends fill it at once, and every grant must still arrive."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    s.connect(PATH)
+    s.sendall(b"+" * 999)
+    got = 0
+    s.settimeout(30)
+    while got < 1000:
+        data = s.recv(4096)
+        if not data:
+            break
+        got += len(data)
+    print(f"grants={got}")
+
+
+MODES = {"emfile": emfile, "many-grants": many_grants, "kill-handoff": kill_handoff, "garbage": garbage, "bogus-release": bogus_release,
          "multi": multi, "other-uid": other_uid, "orphan": orphan}
 
 if __name__ == "__main__":

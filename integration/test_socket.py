@@ -185,6 +185,12 @@ class BadClientTest(BridgeTestCase):
         self.assertEqual(result.stdout.split(), ["100", "4096"])
         self.assert_no_leftovers()
 
+    def test_a_full_receive_buffer_delays_grants_but_loses_none(self):
+        result = self.run_driver("many-grants", jobs=1001)
+        self.assertIn("grants=1000", result.stdout)
+        self.assertNotIn("protocol error", result.stderr)
+        self.assert_nothing_lost(result, 1000)
+
     def test_waiting_client_sees_eof_when_the_root_goes_away(self):
         result = self.run_driver("orphan")
         wait_for(lambda: "server-gone" in self.sandbox.read_log(), 30,

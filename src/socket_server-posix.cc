@@ -3,6 +3,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -19,6 +20,11 @@ struct SocketServer::Connection {
   ConnectionId id;
   UniqueFd fd;
   pid_t pid = -1;
+  // Grants decided but not yet written: the client's receive queue was full
+  // (each unread 1-byte send costs a whole buffer entry, so a client holding
+  // a few hundred unread grants on one connection fills it). They are its
+  // slots already; they are written, together, when the socket is writable.
+  int unsent = 0;
   uv_poll_t poll;
 };
 
@@ -129,7 +135,7 @@ void SocketServer::Accept(UniqueFd fd) {
                " may use this jobserver");
     return;  // fd closes here, before any byte
   }
-  auto* connection = new Connection{this, next_id_++, std::move(fd), peer.pid, {}};
+  auto* connection = new Connection{this, next_id_++, std::move(fd), peer.pid, 0, {}};
   uv_poll_init(loop_, &connection->poll, connection->fd.get());
   connection->poll.data = connection;
   uv_poll_start(&connection->poll, UV_READABLE | UV_DISCONNECT, OnConnectionReadable);
@@ -137,9 +143,14 @@ void SocketServer::Accept(UniqueFd fd) {
   delegate_->OnRequest(connection->id);  // connecting asks for the first slot
 }
 
-void SocketServer::OnConnectionReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
+void SocketServer::OnConnectionReadable(uv_poll_t* handle, int status, int events) {
   auto* connection = static_cast<Connection*>(handle->data);
-  connection->server->ReadFrom(connection);
+  SocketServer* server = connection->server;
+  // On POLLERR (a client killed with data unread: ECONNRESET) libuv has
+  // stopped the handle and passes status < 0 and no events: the read below
+  // sees the error and closes the connection, which gives its slots back.
+  if (status == 0 && (events & UV_WRITABLE) && !server->Flush(connection)) return;
+  if (status < 0 || (events & (UV_READABLE | UV_DISCONNECT))) server->ReadFrom(connection);
 }
 
 void SocketServer::ReadFrom(Connection* connection) {
@@ -171,11 +182,33 @@ void SocketServer::ReadFrom(Connection* connection) {
 bool SocketServer::Grant(ConnectionId id) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return false;
-  ssize_t n = RetryOnEintr(
-      [&] { return send(it->second->fd.get(), &kGrantByte, 1, MSG_NOSIGNAL | MSG_DONTWAIT); });
-  if (n == 1) return true;
-  Close(it->second, errno == EAGAIN ? "does not read its grants" : "");
-  return false;
+  Connection* connection = it->second;
+  ++connection->unsent;
+  return Flush(connection);
+}
+
+bool SocketServer::Flush(Connection* connection) {
+  char bytes[4096];
+  while (connection->unsent > 0) {
+    size_t count = std::min(sizeof bytes, static_cast<size_t>(connection->unsent));
+    memset(bytes, kGrantByte, count);
+    ssize_t n = RetryOnEintr(
+        [&] { return send(connection->fd.get(), bytes, count, MSG_NOSIGNAL | MSG_DONTWAIT); });
+    if (n < 0 && errno == EAGAIN) {
+      // Full: finish when it drains, without closing a client that is
+      // merely slow to read.
+      uv_poll_start(&connection->poll, UV_READABLE | UV_WRITABLE | UV_DISCONNECT,
+                    OnConnectionReadable);
+      return true;
+    }
+    if (n <= 0) {
+      Close(connection, "");  // gone (EPIPE, ECONNRESET): OnGone takes its slots back
+      return false;
+    }
+    connection->unsent -= static_cast<int>(n);
+  }
+  uv_poll_start(&connection->poll, UV_READABLE | UV_DISCONNECT, OnConnectionReadable);
+  return true;
 }
 
 pid_t SocketServer::PeerPid(ConnectionId id) const {

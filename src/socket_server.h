@@ -46,9 +46,10 @@ class SocketServer {
   // Binds and listens on `path` (mode 0600). Returns false and sets *err.
   bool Listen(const std::string& path, std::string* err);
 
-  // Writes one grant byte. Returns false when the client is gone (EPIPE,
-  // ECONNRESET, or a full buffer): the caller must take the slot back; the
-  // server closes the connection and calls OnGone.
+  // Writes one grant byte (later, with others, when the client's buffer is
+  // full). Returns false when the client is gone (EPIPE, ECONNRESET): the
+  // server then closes the connection and calls OnGone, which takes the slot
+  // back.
   bool Grant(ConnectionId id);
 
   // The pid the client had when it connected (SO_PEERCRED), or -1.
@@ -68,6 +69,7 @@ class SocketServer {
   void AcceptAll();
   void Accept(UniqueFd fd);
   void ReadFrom(Connection* connection);
+  bool Flush(Connection* connection);  // false: the connection was closed
   void Close(Connection* connection, const std::string& why);
   void PauseAccepting();
 
