@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "fd_test_util.h"
 #include "jobbridge_client.h"
 
 namespace jobbridge {
@@ -35,17 +36,8 @@ inline constexpr const char* kJobserverVariables[] = {"JOBSERVERV2", "CARGO_MAKE
                                                       "MAKEFLAGS",   "MFLAGS",
                                                       "MAKELEVEL",   "JOBBRIDGE_IMPLICIT_SLOT"};
 
-inline std::vector<std::string> ListDir(const std::string& path) {
-  std::vector<std::string> names;
-  if (DIR* dir = opendir(path.c_str())) {
-    while (dirent* entry = readdir(dir)) {
-      std::string name = entry->d_name;
-      if (name != "." && name != "..") names.push_back(name);
-    }
-    closedir(dir);
-  }
-  return names;
-}
+using test_util::IsCloexec;
+using test_util::ListDir;
 
 // The fds open in this process right now (without the one opendir uses).
 inline std::set<int> OpenFds() {
@@ -59,8 +51,6 @@ inline std::set<int> OpenFds() {
   closedir(dir);
   return fds;
 }
-
-inline bool IsCloexec(int fd) { return (fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
 
 // Readable right now (or after waiting up to timeout_ms).
 inline bool Readable(int fd, int timeout_ms = 0) {

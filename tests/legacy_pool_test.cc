@@ -17,40 +17,16 @@
 #include <string>
 #include <vector>
 
+#include "fd_test_util.h"
+
 namespace jobbridge {
 namespace {
 
-std::vector<std::string> ListDir(const std::string& path) {
-  std::vector<std::string> names;
-  if (DIR* dir = opendir(path.c_str())) {
-    while (dirent* entry = readdir(dir)) {
-      std::string name = entry->d_name;
-      if (name != "." && name != "..") names.push_back(name);
-    }
-    closedir(dir);
-  }
-  return names;
-}
-
-bool IsNonBlocking(int fd) { return (fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
-bool IsCloexec(int fd) { return (fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
-
-std::string FdTarget(int fd) {
-  char buffer[PATH_MAX] = {};
-  std::string link = "/proc/self/fd/" + std::to_string(fd);
-  ssize_t n = readlink(link.c_str(), buffer, sizeof buffer - 1);
-  return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : "";
-}
-
-// Every open fd of this process that refers to `target` ("pipe:[123]").
-std::vector<int> FdsOpenOn(const std::string& target) {
-  std::vector<int> fds;
-  for (const std::string& name : ListDir("/proc/self/fd")) {
-    int fd = std::stoi(name);
-    if (FdTarget(fd) == target) fds.push_back(fd);
-  }
-  return fds;
-}
+using test_util::FdsOpenOn;
+using test_util::FdTarget;
+using test_util::IsCloexec;
+using test_util::IsNonBlocking;
+using test_util::ListDir;
 
 // A token is ready to read on `fd` now (so a blocking read cannot hang).
 bool Readable(int fd) {

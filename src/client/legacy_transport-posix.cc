@@ -74,17 +74,8 @@ class LegacyTransport : public Transport {
   }
 
   int MakePollable(Attempt* attempt) override {
-    UniqueFd set(epoll_create1(EPOLL_CLOEXEC));
-    if (!set.valid()) return -errno;
-    for (int fd : {implicit_ != nullptr ? implicit_->fd() : -1, read_.get()}) {
-      if (fd < 0) continue;
-      epoll_event event{};
-      event.events = EPOLLIN;
-      event.data.fd = fd;
-      if (epoll_ctl(set.get(), EPOLL_CTL_ADD, fd, &event) != 0) return -errno;
-    }
-    attempt->poll_set = std::move(set);
-    return 0;
+    return MakeEpollSet({implicit_ != nullptr ? implicit_->fd() : -1, read_.get()},
+                        &attempt->poll_set);
   }
 
   int Release(Grant* grant) override {

@@ -100,16 +100,7 @@ class SocketTransport : public Transport {
  private:
   // An epoll set over the implicit slot and the attempt's connection.
   int WatchBoth(Attempt* attempt) {
-    UniqueFd set(epoll_create1(EPOLL_CLOEXEC));
-    if (!set.valid()) return -errno;
-    for (int fd : {implicit_->fd(), attempt->connection.get()}) {
-      epoll_event event{};
-      event.events = EPOLLIN;
-      event.data.fd = fd;
-      if (epoll_ctl(set.get(), EPOLL_CTL_ADD, fd, &event) != 0) return -errno;
-    }
-    attempt->poll_set = std::move(set);
-    return 0;
+    return MakeEpollSet({implicit_->fd(), attempt->connection.get()}, &attempt->poll_set);
   }
 
   const std::string path_;

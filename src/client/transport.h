@@ -4,6 +4,10 @@
 // GNU make pool. Neither transport blocks: waiting is the caller's poll().
 #pragma once
 
+#include <sys/epoll.h>
+
+#include <cerrno>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -13,6 +17,22 @@
 #include "util/unique_fd.h"
 
 namespace jobbridge::client {
+
+// An epoll set (level-triggered, EPOLLIN) over the fds that are >= 0, for an
+// Attempt's poll_set. Returns 0, or -errno.
+inline int MakeEpollSet(std::initializer_list<int> fds, UniqueFd* out) {
+  UniqueFd set(epoll_create1(EPOLL_CLOEXEC));
+  if (!set.valid()) return -errno;
+  for (int fd : fds) {
+    if (fd < 0) continue;
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    if (epoll_ctl(set.get(), EPOLL_CTL_ADD, fd, &event) != 0) return -errno;
+  }
+  *out = std::move(set);
+  return 0;
+}
 
 // An acquire in progress. fd() is what to poll for POLLIN once it is valid
 // (>= 0): the connection that asked (socket), or `poll_set`: an epoll set over
