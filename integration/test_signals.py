@@ -58,7 +58,12 @@ class SignalTest(BridgeTestCase):
                 bridge.communicate()
         # Killed by SIGINT, jobbridge dies of SIGINT too (so a calling shell
         # loop stops, see test_terminal); other signals come back as 128+N.
+        # make 4.3 itself sometimes loses the race with its children dying of
+        # the same signal ("wait: No child processes.  Stop.") and exits 2
+        # instead of dying of the signal; jobbridge passes on whichever.
         expected = -sig if sig == signal.SIGINT else 128 + sig
+        if "No child processes" in stderr:
+            expected = 2
         self.assertEqual(bridge.returncode, expected, stderr)
         # Every job was stopped, none finished its 120 s.
         self.assertTrue(all(end is None for _, _, end in self.sandbox.intervals()))
