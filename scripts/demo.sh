@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build >/dev/null
-cmake --build build -j "$(nproc)"
+cmake --build build -j "$(nproc)" --target jobbridge
 python3 scripts/demo.py build/jobbridge "${1:-3}"
