@@ -5,7 +5,7 @@ import signal
 import subprocess
 import unittest
 
-from harness import BridgeTestCase, wait_for
+from harness import BridgeTestCase, tagged_processes, wait_for
 
 
 class ExitStatusTest(BridgeTestCase):
@@ -33,6 +33,32 @@ class ExitStatusTest(BridgeTestCase):
                                 text=True, env=self.sandbox.env, timeout=60)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, "hello\n")
+        self.assert_no_leftovers()
+
+
+class KilledBridgeTest(BridgeTestCase):
+    def test_next_jobbridge_removes_the_folder_of_a_killed_one(self):
+        live = self.sandbox.start([self.bridge, "-j2", "--", "sh", "-c",
+                                   'echo started >> "$JOBLOG"; exec sleep 60'])
+        doomed = self.sandbox.start([self.bridge, "-j2", "--", "sh", "-c",
+                                     'echo started >> "$JOBLOG"; exec sleep 60'])
+        wait_for(lambda: self.sandbox.read_log().count("started") == 2, 30, "both to start")
+        self.assertEqual(len(self.sandbox.runtime_leftovers()), 2)
+        doomed.kill()  # SIGKILL: no chance to clean up (its sleep lives on)
+        doomed.wait()
+        left = self.sandbox.runtime_leftovers()
+        self.assertEqual(len(left), 2)
+        result = self.sandbox.run([self.bridge, "--", "true"])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stderr.count("left by a jobbridge that was killed"), 1,
+                         result.stderr)
+        # The live one's folder stays; the killed one's is gone.
+        self.assertEqual(len(self.sandbox.runtime_leftovers()), 1)
+        live.send_signal(signal.SIGTERM)
+        live.communicate(timeout=30)
+        # The killed bridge's command outlived it, as a SIGKILL leaves it.
+        for pid in tagged_processes(self.sandbox.tag):
+            os.kill(pid, signal.SIGKILL)
         self.assert_no_leftovers()
 
 

@@ -175,6 +175,9 @@ int RunBridge(const Options& options) {
   WarnAboutOuterJobserver(options.jobs);
 
   std::string err;
+  for (const std::string& stale : RuntimeDir::SweepStale()) {
+    LogWarning("removed " + stale + ", left by a jobbridge that was killed");
+  }
   RuntimeDir runtime_dir;
   if (!runtime_dir.Create(&err)) {
     LogError(err);

@@ -1,12 +1,17 @@
 #include "runtime_dir-posix.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -28,7 +33,69 @@ Parent ChooseParent() {
   return {"/tmp", ""};
 }
 
+constexpr const char* kOwnerFile = "owner";
+
+// A process's start time (clock ticks since boot, field 22 of
+// /proc/PID/stat): with the pid it names one process, even after pid reuse.
+std::string StartTime(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  size_t end = text.rfind(')');  // the command name may hold spaces
+  if (end == std::string::npos) return "";
+  std::istringstream fields(text.substr(end + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i) {
+  }
+  return field;
+}
+
+std::string OwnerLine(pid_t pid) { return std::to_string(pid) + " " + StartTime(pid); }
+
+// True when someone listens on the folder's socket: a jobbridge in another
+// pid namespace that shares this /tmp looks gone from here, but answers.
+bool SocketAnswers(const std::filesystem::path& folder) {
+  std::string path = (folder / "jobserver.sock").string();
+  sockaddr_un address{};
+  if (path.size() >= sizeof address.sun_path) return false;
+  address.sun_family = AF_UNIX;
+  memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return true;  // cannot tell: keep the folder
+  bool answers = connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 ||
+                 errno == EAGAIN;  // a full backlog is someone listening too
+  close(fd);
+  return answers;
+}
+
+// True when the folder's owner file names a process that is gone and its
+// socket (if any) has no listener.
+bool OwnerIsGone(const std::filesystem::path& folder) {
+  std::ifstream owner(folder / kOwnerFile);
+  pid_t pid = 0;
+  std::string start;
+  if (!(owner >> pid >> start) || pid <= 0) return false;  // not ours, or being made
+  return StartTime(pid) != start && !SocketAnswers(folder);
+}
+
 }  // namespace
+
+std::vector<std::string> RuntimeDir::SweepStale() {
+  std::vector<std::string> removed;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(ChooseParent().folder, error)) {
+    if (!entry.path().filename().string().starts_with("jobbridge-")) continue;
+    struct stat info {};
+    if (lstat(entry.path().c_str(), &info) != 0 || !S_ISDIR(info.st_mode) ||
+        info.st_uid != getuid() || !OwnerIsGone(entry.path())) {
+      continue;
+    }
+    std::error_code ignored;
+    if (std::filesystem::remove_all(entry.path(), ignored) > 0) {
+      removed.push_back(entry.path().string());
+    }
+  }
+  return removed;
+}
 
 RuntimeDir::RuntimeDir(RuntimeDir&& other) noexcept : path_(std::exchange(other.path_, "")) {}
 
@@ -55,6 +122,7 @@ bool RuntimeDir::Create(std::string* err) {
     return false;
   }
   path_ = buffer.data();
+  std::ofstream(Join(kOwnerFile)) << OwnerLine(getpid()) << "\n";
   return true;
 }
 

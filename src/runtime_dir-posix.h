@@ -1,8 +1,11 @@
 // The bridge's private runtime folder: mode 0700, random name, removed at exit.
-// It holds the FIFO of a fifo-style pool (and, later, the socket).
+// It holds the FIFO of a fifo-style pool, the socket, and an "owner" file
+// naming the process that made it, so that a later jobbridge can remove the
+// folder of one that was killed (SIGKILL leaves no chance to clean up).
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace jobbridge {
 
@@ -18,6 +21,11 @@ class RuntimeDir {
   // (empty variables count as unset). Returns false and sets *err, naming the
   // folder and the variable to change, when it cannot be created.
   bool Create(std::string* err);
+
+  // Removes the folders in the same parent that Create would use which were
+  // made by a jobbridge of this user that no longer runs (its "owner" file
+  // names a pid that is gone or was reused since). Returns their paths.
+  static std::vector<std::string> SweepStale();
 
   // Removes the folder and everything in it. Returns false and sets *err when
   // the folder cannot be removed.

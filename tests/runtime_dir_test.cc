@@ -6,9 +6,12 @@
 #include <ftw.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -192,6 +195,7 @@ TEST_F(RuntimeDirTest, RemoveToleratesAFolderAlreadyGone) {
   RuntimeDir dir;
   std::string err;
   ASSERT_TRUE(dir.Create(&err)) << err;
+  ASSERT_EQ(unlink(dir.Join("owner").c_str()), 0);
   ASSERT_EQ(rmdir(dir.path().c_str()), 0);
   EXPECT_TRUE(dir.Remove(&err)) << err;
   EXPECT_TRUE(dir.path().empty());
@@ -227,6 +231,57 @@ TEST_F(RuntimeDirTest, MoveHandsOverOwnership) {
     EXPECT_FALSE(Exists(path));
   }
   EXPECT_FALSE(Exists(path));
+}
+
+}  // namespace
+}  // namespace jobbridge
+
+namespace jobbridge {
+namespace {
+
+// A pid that named a process a moment ago and names none now.
+pid_t DeadPid() {
+  pid_t pid = fork();
+  if (pid == 0) _exit(0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return pid;
+}
+
+class SweepTest : public RuntimeDirTest {
+ protected:
+  std::string FakeFolder(const std::string& name, const std::string& owner) {
+    std::string path = base_ + "/" + name;
+    EXPECT_EQ(mkdir(path.c_str(), 0700), 0) << path << ": " << strerror(errno);
+    if (!owner.empty()) {
+      std::FILE* file = std::fopen((path + "/owner").c_str(), "w");
+      std::fputs(owner.c_str(), file);
+      std::fclose(file);
+    }
+    return path;
+  }
+};
+
+TEST_F(SweepTest, RemovesOnlyFoldersWhoseOwnerIsGone) {
+  RuntimeDir live;
+  std::string err;
+  ASSERT_TRUE(live.Create(&err)) << err;  // this process: alive
+  std::string dead = FakeFolder("jobbridge-dead01", std::to_string(DeadPid()) + " 12345\n");
+  std::string reused = FakeFolder("jobbridge-reuse1", std::to_string(getpid()) + " 1\n");
+  std::string making = FakeFolder("jobbridge-new001", "");  // no owner yet: being made
+  std::string other = FakeFolder("not-jobbridge-x", std::to_string(DeadPid()) + " 1\n");
+
+  std::vector<std::string> removed = RuntimeDir::SweepStale();
+  std::sort(removed.begin(), removed.end());
+  EXPECT_EQ(removed, (std::vector<std::string>{dead, reused}));
+  EXPECT_FALSE(Exists(dead));
+  EXPECT_FALSE(Exists(reused));  // the pid lives, but it is another process now
+  EXPECT_TRUE(Exists(making));
+  EXPECT_TRUE(Exists(other));
+  EXPECT_TRUE(Exists(live.path()));
+  rmdir(making.c_str());
+  unlink((other + "/owner").c_str());
+  rmdir(other.c_str());
 }
 
 }  // namespace
