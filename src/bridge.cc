@@ -10,6 +10,7 @@
 #include <set>
 #include <vector>
 
+#include "adapt.h"
 #include "broker.h"
 #include "child_env.h"
 #include "core/ledger.h"
@@ -215,8 +216,16 @@ int RunBridge(const Options& options) {
   handled.push_back(SIGCHLD);
   ctx.terminal = Terminal::Open();
 
+  std::string shim_dir;
+  if (options.adapters) {
+    shim_dir = runtime_dir.Join("bin");
+    if (!CreateShims(shim_dir, &err)) {
+      LogWarning(err + "; running without adapters");
+      shim_dir.clear();
+    }
+  }
   SpawnRequest request{options.command,
-                       ChildEnvironment(options.jobs, pool->Auth(), socket_path),
+                       ChildEnvironment(options.jobs, pool->Auth(), socket_path, shim_dir),
                        pool->InheritedFds(),
                        original_mask,
                        handled,

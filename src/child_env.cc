@@ -38,7 +38,8 @@ void WarnAboutOuterJobserver(int jobs) {
 }
 
 std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth,
-                                          const std::string& socket_path) {
+                                          const std::string& socket_path,
+                                          const std::string& shim_dir) {
   // A malformed jobserver word was reported already and is dropped with the
   // rest of its kind; -k, variables and the like stay.
   std::vector<std::string> kept;
@@ -48,7 +49,8 @@ std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth,
   std::vector<std::string> env;
   for (char** entry = environ; *entry; ++entry) {
     std::string_view text(*entry);
-    bool replaced = text.starts_with("JOBSERVERV2=");
+    bool replaced =
+        text.starts_with("JOBSERVERV2=") || (!shim_dir.empty() && text.starts_with("PATH="));
     for (const char* name : kMakeflagsVariables) {
       replaced |= text.starts_with(std::string(name) + "=");
     }
@@ -58,6 +60,10 @@ std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth,
   env.push_back("MFLAGS=" + FormatMakeflags({}, jobs, auth));
   env.push_back("CARGO_MAKEFLAGS=" + FormatMakeflags({}, jobs, auth));
   env.push_back("JOBSERVERV2=" + socket_path);
+  if (!shim_dir.empty()) {
+    const char* path = std::getenv("PATH");
+    env.push_back("PATH=" + shim_dir + ":" + (path ? path : "/usr/local/bin:/usr/bin:/bin"));
+  }
   return env;
 }
 

@@ -15,7 +15,9 @@ void WarnAboutOuterJobserver(int jobs);
 // Our environment with MAKEFLAGS, MFLAGS and CARGO_MAKEFLAGS replaced together
 // (jobserver-rs reads whichever is set first) to name `auth`, and
 // JOBSERVERV2 set to `socket_path`. The user's other make flags are kept.
+// A non-empty `shim_dir` goes first in PATH (see adapt.h).
 std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth,
-                                          const std::string& socket_path);
+                                          const std::string& socket_path,
+                                          const std::string& shim_dir);
 
 }  // namespace jobbridge

@@ -65,6 +65,8 @@ bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Op
       if (!value(arg, "-j", &v) || !ParseJobs(v, &parsed.jobs, err)) return false;
     } else if (IsLong(arg, "--legacy-style")) {
       if (!value(arg, "--legacy-style", &v) || !ParseStyle(v, &parsed, err)) return false;
+    } else if (arg == "--no-adapters") {
+      parsed.adapters = false;
     } else if (arg == "-v" || arg == "--verbose") {
       parsed.verbose = true;
     } else if (arg == "-h" || arg == "--help") {
@@ -99,9 +101,15 @@ std::string UsageText() {
          "  --legacy-style=STYLE   pipe: --jobserver-auth=R,W (make 4.3+, cargo, rustc, gcc;\n"
          "                         the default) or fifo: --jobserver-auth=fifo:PATH\n"
          "                         (ninja 1.13, make 4.4+, cargo)\n"
+         "  --no-adapters          do not put shims for make, gmake and ninja first in\n"
+         "                         COMMAND's PATH (they give each tool the jobserver form\n"
+         "                         it understands)\n"
          "  -v, --verbose          say how many tokens came back when COMMAND ends\n"
          "  -h, --help             print this and exit\n"
          "  --version              print the version and exit\n"
+         "\n"
+         "Also: jobbridge acquire [-n K] -- COMMAND   (take K slots for COMMAND)\n"
+         "      jobbridge adapt -- TOOL [ARGS...]      (run make/ninja with its form)\n"
          "\n"
          "Exit status: COMMAND's; 128+N when it died of signal N; 127 when it cannot be\n"
          "found; 126 when it cannot be run; 2 for a bad command line.\n";

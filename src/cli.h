@@ -12,6 +12,7 @@ struct Options {
   int jobs = 0;  // 0 until parsed: then the budget N
   LegacyStyle legacy_style = LegacyStyle::kPipe;
   bool verbose = false;
+  bool adapters = true;  // shims for make, gmake, ninja first in COMMAND's PATH
   bool help = false;
   bool version = false;
   std::vector<std::string> command;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "acquire.h"
+#include "adapt.h"
 #include "bridge.h"
 #include "cli.h"
 #include "log.h"
@@ -30,7 +31,13 @@ int AcquireMain(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  // Run as one of the shims (make, gmake, ninja): adapt the jobserver, exec the tool.
+  std::string name = argv[0];
+  name = name.substr(name.rfind('/') + 1);
+  if (jobbridge::IsAdaptedTool(name)) return jobbridge::RunAdapted(name, {argv, argv + argc});
   if (!args.empty() && args[0] == "acquire") return AcquireMain({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "adapt")
+    return jobbridge::AdaptMain({args.begin() + 1, args.end()});
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   int default_jobs = cpus > 0 ? static_cast<int>(cpus) : 1;
   jobbridge::Options options;

@@ -238,3 +238,30 @@ TEST(FormatMakeflagsTest, RoundTripKeepsAuthJobsAndAssignments) {
 
 }  // namespace
 }  // namespace jobbridge
+
+namespace jobbridge {
+namespace {
+
+TEST(WithJobserverTest, ReplacesEveryJobserverWordInPlace) {
+  Makeflags flags;
+  std::string err;
+  ASSERT_TRUE(ParseMakeflags(
+      "k -j --jobserver-fds=3,4 --jobserver-auth=3,4 -- V=--jobserver-auth=1,2", &flags, &err))
+      << err;
+  JobserverAuth fifo{JobserverAuth::Kind::kFifo, -1, -1, "/proc/self/fd/3"};
+  EXPECT_EQ(WithJobserver(flags.words, fifo),
+            "k -j --jobserver-auth=fifo:/proc/self/fd/3 --jobserver-auth=fifo:/proc/self/fd/3 -- "
+            "V=--jobserver-auth=1,2");
+  Makeflags back;
+  ASSERT_TRUE(ParseMakeflags(WithJobserver(flags.words, fifo), &back, &err)) << err;
+  EXPECT_EQ(back.auth, fifo);
+}
+
+TEST(WithJobserverTest, LeavesWordsWithoutAJobserverAlone) {
+  JobserverAuth pipe{JobserverAuth::Kind::kPipe, 5, 5, ""};
+  EXPECT_EQ(WithJobserver({"k", "-j4"}, pipe), "k -j4");
+  EXPECT_EQ(WithJobserver({}, pipe), "");
+}
+
+}  // namespace
+}  // namespace jobbridge

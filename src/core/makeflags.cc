@@ -146,6 +146,18 @@ std::vector<std::string> WordsWithoutJobserver(const std::vector<std::string>& w
   return kept;
 }
 
+std::string WithJobserver(const std::vector<std::string>& words, const JobserverAuth& auth) {
+  std::string text;
+  bool in_assignments = false;
+  for (const std::string& word : words) {
+    if (word == "--") in_assignments = true;
+    if (!text.empty()) text += ' ';
+    text +=
+        !in_assignments && IsJobserverWord(word) ? "--jobserver-auth=" + FormatAuth(auth) : word;
+  }
+  return text;
+}
+
 std::string FormatAuth(const JobserverAuth& auth) {
   switch (auth.kind) {
     case JobserverAuth::Kind::kFifo:

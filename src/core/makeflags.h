@@ -61,6 +61,11 @@ std::vector<std::string> SplitMakeflags(std::string_view text);
 // and every --jobserver-auth= / --jobserver-fds= word.
 std::vector<std::string> WordsWithoutJobserver(const std::vector<std::string>& words);
 
+// `words` with every jobserver word (--jobserver-auth=, --jobserver-fds=)
+// replaced by --jobserver-auth= naming `auth`; every other word stays where
+// it was. What an adapter hands a tool that needs another form.
+std::string WithJobserver(const std::vector<std::string>& words, const JobserverAuth& auth);
+
 // "R,W" or "fifo:PATH" (PATH must not contain whitespace or backslashes).
 std::string FormatAuth(const JobserverAuth& auth);
 

@@ -1,0 +1,89 @@
+"""Adapters: each legacy tool gets the jobserver form it understands, inside
+one budget (make 4.3 needs R,W; ninja 1.13 needs fifo:PATH)."""
+
+import os
+import subprocess
+import sys
+import unittest
+
+from harness import BridgeTestCase, max_overlap, ninja_binary
+
+
+class AdaptTest(BridgeTestCase):
+    def setUp(self):
+        super().setUp()
+        # ninja 1.13.2 must be found in PATH, behind jobbridge's shims.
+        ninja_dir = os.path.dirname(ninja_binary())
+        self.sandbox.env["PATH"] = ninja_dir + ":" + self.sandbox.env["PATH"]
+
+    def check_budget(self, result, jobs, count):
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        self.assertNotIn("not supported", output)
+        self.assertNotIn("Ignoring jobserver", output)
+        self.assertNotIn("invalid --jobserver-auth", output)
+        intervals = self.sandbox.intervals()
+        self.assertEqual(len(intervals), count, output)
+        self.assertLessEqual(max_overlap(intervals), jobs)
+        return max_overlap(intervals)
+
+    def test_make_recipe_runs_ninja_within_the_budget(self):
+        project = self.sandbox.copy_fixture("make-runs-ninja")
+        result = self.sandbox.run([self.bridge, "-v", "-j4", "--", "make"], cwd=project)
+        self.assertEqual(self.check_budget(result, 4, 4 + 8), 4)
+        self.assert_nothing_lost(result, 3)
+
+    def test_without_adapters_ninja_ignores_the_pipe(self):
+        # The failure the adapters exist for, as ninja itself reports it.
+        project = self.sandbox.copy_fixture("make-runs-ninja")
+        result = self.sandbox.run([self.bridge, "-v", "-j4", "--no-adapters", "--", "make"],
+                                  cwd=project)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("not supported", result.stdout + result.stderr)
+        self.assert_nothing_lost(result, 3)
+
+    def test_explicit_adapt_does_the_same(self):
+        project = self.sandbox.copy_fixture("make-runs-ninja")
+        result = self.sandbox.run([self.bridge, "-v", "-j4", "--no-adapters", "--", "make",
+                                   f"NINJA_RECIPE={self.bridge} adapt -- ninja"], cwd=project)
+        self.assertEqual(self.check_budget(result, 4, 4 + 8), 4)
+        self.assert_nothing_lost(result, 3)
+
+    def test_adapt_under_a_plain_make_reaches_make_s_own_pipe(self):
+        # No jobbridge at the root: make 4.3's anonymous pipe, handed to ninja
+        # as fifo:/proc/self/fd/R by `jobbridge adapt`.
+        project = self.sandbox.copy_fixture("make-runs-ninja")
+        result = self.sandbox.run(["make", "-j3", f"NINJA_RECIPE={self.bridge} adapt -- ninja"],
+                                  cwd=project)
+        self.assertEqual(self.check_budget(result, 3, 4 + 8), 3)
+        self.assertNotIn("INTERNAL", result.stderr)  # make counted its tokens back
+        self.assert_no_leftovers()
+
+    def test_cargo_fifo_build_script_runs_make_4_3(self):
+        project = self.sandbox.copy_fixture("cargo-runs-make")
+        env = dict(self.sandbox.env, CARGO_TARGET_DIR=os.path.join(self.sandbox.root, "target"))
+        result = self.sandbox.run([self.bridge, "-v", "-j3", "--legacy-style=fifo", "--",
+                                   "cargo", "build", "--offline"], cwd=project, env=env)
+        self.check_budget(result, 3, 4)
+        self.assert_nothing_lost(result, 2)
+
+    def test_ninja_runs_ninja_and_make(self):
+        project = self.sandbox.copy_fixture("ninja-runs-both")
+        result = self.sandbox.run([self.bridge, "-v", "-j3", "--", "ninja"], cwd=project)
+        self.check_budget(result, 3, 4 + 4 + 4)
+        self.assert_nothing_lost(result, 2)
+
+    def test_adapt_errors(self):
+        for args, fragment in ((["adapt"], "no tool given"),
+                               (["adapt", "--", "cc"], "not 'cc'")):
+            result = self.sandbox.run([self.bridge, *args])
+            self.assertEqual(result.returncode, 2)
+            self.assertIn(fragment, result.stderr)
+        env = dict(self.sandbox.env, PATH="/nonexistent")
+        result = self.sandbox.run([self.bridge, "adapt", "--", "ninja"], env=env)
+        self.assertEqual(result.returncode, 127)
+        self.assertIn("no 'ninja' in PATH", result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
