@@ -73,6 +73,16 @@ class AdaptTest(BridgeTestCase):
         self.check_budget(result, 3, 4 + 4 + 4)
         self.assert_nothing_lost(result, 2)
 
+    def test_closed_jobserver_fds_are_a_warning_and_the_tool_runs(self):
+        project = self.sandbox.copy_fixture("make-runs-ninja")
+        result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "make", "no-plus"],
+                                  cwd=project)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("a make recipe without '+' closes it", result.stderr)
+        self.assertIn("running ninja with it unchanged", result.stderr)
+        self.assertEqual(len(self.sandbox.intervals()), 8)
+        self.assert_nothing_lost(result, 1)
+
     def test_adapt_errors(self):
         for args, fragment in ((["adapt"], "no tool given"),
                                (["adapt", "--", "cc"], "not 'cc'")):

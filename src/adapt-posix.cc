@@ -61,9 +61,16 @@ bool Convert(const JobserverAuth& auth, Form form, JobserverAuth* out, std::stri
     // opens the same pipe. (With jobbridge's two pipes ninja then writes its
     // tokens back into the token pipe, which keeps the budget; only the
     // broker's sharing of returned tokens is bypassed.)
+    struct stat info {};
     if (fcntl(auth.read_fd, F_GETFD) < 0) {
       *err = "fd " + std::to_string(auth.read_fd) +
              " of the jobserver is not open (a make recipe without '+' closes it)";
+      return false;
+    }
+    if (fstat(auth.read_fd, &info) != 0 || !S_ISFIFO(info.st_mode)) {
+      *err = "fd " + std::to_string(auth.read_fd) +
+             " is not the jobserver's pipe (a make recipe without '+' closed it, and the " +
+             "number now names another file)";
       return false;
     }
     *out = {JobserverAuth::Kind::kFifo, -1, -1, "/proc/self/fd/" + std::to_string(auth.read_fd)};
@@ -126,8 +133,10 @@ int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
     if (value == cache_in) {
       adapted = cache_out;
     } else if (!AdaptValue(value, form, &adapted, &err)) {
-      LogError("adapt: cannot give " + tool + " the jobserver in " + variable + ": " + err);
-      return 1;
+      // As make does with a jobserver it cannot use: say so, run the tool.
+      LogWarning("adapt: cannot give " + tool + " the jobserver in " + variable + ": " + err +
+                 "; running " + tool + " with it unchanged");
+      adapted = value;
     }
     cache_in = value;
     cache_out = adapted;

@@ -21,9 +21,10 @@ bool IsAdaptedTool(const std::string& name);
 
 // Rewrites the jobserver in the environment for `tool` (a basename in
 // kAdaptedTools) and execs `argv` with argv[0] looked up in PATH, skipping
-// any entry that is jobbridge itself. Returns only on failure: 127 when the
-// real tool is not found, 126 when it cannot be run, 1 when the jobserver
-// cannot be adapted; the reason is on stderr.
+// any entry that is jobbridge itself. A jobserver it cannot adapt (closed
+// fds, a missing FIFO) is a warning, and the tool runs with it unchanged.
+// Returns only on failure: 127 when the real tool is not found, 126 when it
+// cannot be run; the reason is on stderr.
 int RunAdapted(const std::string& tool, const std::vector<std::string>& argv);
 
 // `jobbridge adapt [--] TOOL [ARGS...]`: the same, with a visible wrapper.
