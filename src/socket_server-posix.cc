@@ -25,6 +25,7 @@ struct SocketServer::Connection {
   // a few hundred unread grants on one connection fills it). They are its
   // slots already; they are written, together, when the socket is writable.
   int unsent = 0;
+  bool watching_writable = false;
   uv_poll_t poll;
 };
 
@@ -135,7 +136,7 @@ void SocketServer::Accept(UniqueFd fd) {
                " may use this jobserver");
     return;  // fd closes here, before any byte
   }
-  auto* connection = new Connection{this, next_id_++, std::move(fd), peer.pid, 0, {}};
+  auto* connection = new Connection{this, next_id_++, std::move(fd), peer.pid, 0, false, {}};
   uv_poll_init(loop_, &connection->poll, connection->fd.get());
   connection->poll.data = connection;
   uv_poll_start(&connection->poll, UV_READABLE | UV_DISCONNECT, OnConnectionReadable);
@@ -197,8 +198,11 @@ bool SocketServer::Flush(Connection* connection) {
     if (n < 0 && errno == EAGAIN) {
       // Full: finish when it drains, without closing a client that is
       // merely slow to read.
-      uv_poll_start(&connection->poll, UV_READABLE | UV_WRITABLE | UV_DISCONNECT,
-                    OnConnectionReadable);
+      if (!connection->watching_writable) {
+        connection->watching_writable = true;
+        uv_poll_start(&connection->poll, UV_READABLE | UV_WRITABLE | UV_DISCONNECT,
+                      OnConnectionReadable);
+      }
       return true;
     }
     if (n <= 0) {
@@ -207,7 +211,10 @@ bool SocketServer::Flush(Connection* connection) {
     }
     connection->unsent -= static_cast<int>(n);
   }
-  uv_poll_start(&connection->poll, UV_READABLE | UV_DISCONNECT, OnConnectionReadable);
+  if (connection->watching_writable) {
+    connection->watching_writable = false;
+    uv_poll_start(&connection->poll, UV_READABLE | UV_DISCONNECT, OnConnectionReadable);
+  }
   return true;
 }
 
