@@ -167,6 +167,59 @@ bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
   return true;
 }
 
+// Builds the event loop's handles: broker, socket server, signal watchers.
+// Returns false (with *err; the handles made so far are closed by running
+// the loop) when the socket cannot be served.
+bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const std::string& socket_path,
+               std::vector<int>* handled, std::string* err) {
+  ctx->ledger = ledger;
+  uv_loop_init(&ctx->loop);
+  ctx->broker = std::make_unique<Broker>(&ctx->loop, ledger, pool);
+  ctx->server = std::make_unique<SocketServer>(&ctx->loop, ctx->broker.get());
+  if (!ctx->server->Listen(socket_path, err)) {
+    ctx->server->Shutdown();
+    return false;
+  }
+  ctx->broker->Start(ctx->server.get());
+  *handled = StartForwarders(ctx);
+  // Watched before the fork, so an exit right after it is not missed.
+  uv_signal_init(&ctx->loop, &ctx->child_changed);
+  ctx->child_changed.data = ctx;
+  uv_signal_start(&ctx->child_changed, OnChildChanged, SIGCHLD);
+  handled->push_back(SIGCHLD);
+  ctx->terminal = Terminal::Open();
+  return true;
+}
+
+// The shim folder for the adapters, or "" when they are off or cannot be made.
+std::string MakeShims(const Options& options, const RuntimeDir& runtime_dir) {
+  if (!options.adapters) return "";
+  std::string dir = runtime_dir.Join("bin"), err;
+  if (CreateShims(dir, &err)) return dir;
+  LogWarning(err + "; running without adapters");
+  return "";
+}
+
+// After the loop: every free slot back in the pool, the tokens counted, the
+// ledger balanced to zero, the folder removed.
+void Finish(Context* ctx, Ledger* ledger, std::unique_ptr<LegacyPool> pool, RuntimeDir* runtime_dir,
+            bool verbose) {
+  std::string err;
+  if (!ctx->broker->ReturnFreeSlots(&err)) LogWarning(err);
+  CloseLegacyPool(pool.get(), ledger, verbose);
+  ledger->Release(kCommandOwner, 1, &err);
+  if (!ledger->CheckInvariants(&err) || ledger->granted() != 0) {
+    LogWarning("internal: the ledger does not balance at exit: " + err);
+  }
+  pool.reset();
+  if (!runtime_dir->Remove(&err)) LogWarning(err);
+}
+
+void RunLoopToEnd(Context* ctx) {
+  uv_run(&ctx->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&ctx->loop) != 0) LogWarning("internal: event loop closed with open handles");
+}
+
 }  // namespace
 
 int RunBridge(const Options& options) {
@@ -195,35 +248,14 @@ int RunBridge(const Options& options) {
   }
 
   Context ctx;
-  ctx.ledger = &ledger;
-  uv_loop_init(&ctx.loop);
-  ctx.broker = std::make_unique<Broker>(&ctx.loop, &ledger, pool.get());
-  ctx.server = std::make_unique<SocketServer>(&ctx.loop, ctx.broker.get());
   std::string socket_path = runtime_dir.Join("jobserver.sock");
-  if (!ctx.server->Listen(socket_path, &err)) {
+  std::vector<int> handled;
+  if (!StartLoop(&ctx, &ledger, pool.get(), socket_path, &handled, &err)) {
     LogError(err);
-    ctx.server->Shutdown();
-    uv_run(&ctx.loop, UV_RUN_DEFAULT);
-    uv_loop_close(&ctx.loop);
+    RunLoopToEnd(&ctx);
     return 1;
   }
-  ctx.broker->Start(ctx.server.get());
-  std::vector<int> handled = StartForwarders(&ctx);
-  // Watched before the fork, so an exit right after it is not missed.
-  uv_signal_init(&ctx.loop, &ctx.child_changed);
-  ctx.child_changed.data = &ctx;
-  uv_signal_start(&ctx.child_changed, OnChildChanged, SIGCHLD);
-  handled.push_back(SIGCHLD);
-  ctx.terminal = Terminal::Open();
-
-  std::string shim_dir;
-  if (options.adapters) {
-    shim_dir = runtime_dir.Join("bin");
-    if (!CreateShims(shim_dir, &err)) {
-      LogWarning(err + "; running without adapters");
-      shim_dir.clear();
-    }
-  }
+  std::string shim_dir = MakeShims(options, runtime_dir);
   SpawnRequest request{options.command,
                        ChildEnvironment(options.jobs, pool->Auth(), socket_path, shim_dir),
                        pool->InheritedFds(),
@@ -236,22 +268,12 @@ int RunBridge(const Options& options) {
     LogError(err);
     CloseSignalHandles(&ctx);
     StopServing(&ctx);
-    uv_run(&ctx.loop, UV_RUN_DEFAULT);
-    uv_loop_close(&ctx.loop);
+    RunLoopToEnd(&ctx);
     return spawn_status;
   }
-  uv_run(&ctx.loop, UV_RUN_DEFAULT);
+  RunLoopToEnd(&ctx);
   ctx.terminal.TakeBackFrom(ctx.child);
-  if (uv_loop_close(&ctx.loop) != 0) LogWarning("internal: event loop closed with open handles");
-
-  if (!ctx.broker->ReturnFreeSlots(&err)) LogWarning(err);
-  CloseLegacyPool(pool.get(), &ledger, options.verbose);
-  ledger.Release(kCommandOwner, 1, &err);
-  if (!ledger.CheckInvariants(&err) || ledger.granted() != 0) {
-    LogWarning("internal: the ledger does not balance at exit: " + err);
-  }
-  pool.reset();
-  if (!runtime_dir.Remove(&err)) LogWarning(err);
+  Finish(&ctx, &ledger, std::move(pool), &runtime_dir, options.verbose);
   DieLikeChild(ctx.exit_signal);
   return ctx.exit_status;
 }
