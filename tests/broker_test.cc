@@ -1,0 +1,295 @@
+// The broker's policy and conservation, against a real libuv loop, a real
+// socket server on a per-test socket, real client sockets and a real pipe
+// pool, whose inherited ends stand in for legacy clients. Every test waits
+// for a state of the broker or a byte on a socket (never for a sleep), and
+// ends by counting every token back.
+#include "broker.h"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/ledger.h"
+#include "legacy_pool.h"
+#include "socket_server.h"
+#include "util/unique_fd.h"
+
+namespace jobbridge {
+namespace {
+
+constexpr auto kDeadline = std::chrono::seconds(5);
+
+// Data (or EOF) is ready to read on `fd` right now.
+bool Readable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP)) != 0;
+}
+
+// Bytes queued in a pipe (either end) or socket.
+int Queued(int fd) {
+  int n = -1;
+  return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+
+class BrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = ::testing::TempDir() + "/jb-broker-XXXXXX";
+    ASSERT_NE(mkdtemp(templ.data()), nullptr) << templ << ": " << strerror(errno);
+    dir_ = templ;
+    socket_path_ = dir_ + "/s";
+    ASSERT_LE(socket_path_.size(), SocketServer::kMaxPathLength) << socket_path_;
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+  }
+
+  void TearDown() override {
+    if (!finished_) {  // a failed test: close what it left, check nothing
+      if (broker_) broker_->Stop();
+      if (server_) server_->Shutdown();
+      RunUntil([&] { return !uv_loop_alive(&loop_); });
+      uv_loop_close(&loop_);
+    }
+    unlink(socket_path_.c_str());
+    EXPECT_EQ(rmdir(dir_.c_str()), 0) << dir_ << ": " << strerror(errno);
+  }
+
+  // Sets up as RunBridge does: the command's implicit slot, N-1 in the pool.
+  void Start(int budget) {
+    std::string err;
+    ledger_ = std::make_unique<Ledger>(budget);
+    ASSERT_TRUE(ledger_->Grant(kCommandOwner, 1, &err)) << err;
+    ASSERT_TRUE(ledger_->Grant(kLegacyOwner, budget - 1, &err)) << err;
+    pool_ = LegacyPool::Create(LegacyStyle::kPipe, budget - 1, dir_, &err);
+    ASSERT_NE(pool_, nullptr) << err;
+    broker_ = std::make_unique<Broker>(&loop_, ledger_.get(), pool_.get());
+    server_ = std::make_unique<SocketServer>(&loop_, broker_.get());
+    ASSERT_TRUE(server_->Listen(socket_path_, &err)) << err;
+    broker_->Start(server_.get());
+  }
+
+  // Stops as RunBridge does, closes every handle and counts the tokens back.
+  void Finish() {
+    broker_->Stop();
+    server_->Shutdown();
+    EXPECT_TRUE(RunUntil([&] { return !uv_loop_alive(&loop_); })) << "handles left open";
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+    std::string err;
+    EXPECT_TRUE(broker_->ReturnFreeSlots(&err)) << err;
+    EXPECT_EQ(ledger_->free(), 0);
+    EXPECT_EQ(PoolCount(), ledger_->HeldBy(kLegacyOwner));
+    EXPECT_TRUE(ledger_->CheckInvariants(&err)) << err;
+    finished_ = true;
+  }
+
+  // Runs the loop until `done` holds; false after kDeadline. Waits on the
+  // loop's backend fd, so it blocks for events and timers, not for a sleep.
+  bool RunUntil(const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + kDeadline;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      if (done()) return true;
+      int timeout = uv_backend_timeout(&loop_);
+      pollfd p{uv_backend_fd(&loop_), POLLIN, 0};
+      poll(&p, 1, timeout < 0 ? 10 : std::min(timeout, 10));
+    }
+    return true;
+  }
+
+  UniqueFd Connect() {
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    EXPECT_TRUE(fd.valid()) << strerror(errno);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    memcpy(address.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
+    EXPECT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0)
+        << strerror(errno);
+    return fd;
+  }
+
+  // Connects and waits until the broker queued the request.
+  UniqueFd ConnectAndWait(size_t waiting_after) {
+    UniqueFd fd = Connect();
+    EXPECT_TRUE(RunUntil([&] { return broker_->waiting() == waiting_after; }))
+        << "waiting: " << broker_->waiting();
+    return fd;
+  }
+
+  // Waits for exactly one grant byte on `fd` and reads it.
+  ::testing::AssertionResult GetsGrant(int fd) {
+    if (!RunUntil([&] { return Readable(fd); })) {
+      return ::testing::AssertionFailure() << "no grant on fd " << fd;
+    }
+    char byte = 0;
+    ssize_t n = recv(fd, &byte, 1, MSG_DONTWAIT);
+    if (n != 1 || byte != '+') {
+      return ::testing::AssertionFailure() << "read " << n << " byte(s), '" << byte << "'";
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+  void Send(int fd, char byte) { ASSERT_EQ(send(fd, &byte, 1, MSG_NOSIGNAL), 1); }
+
+  int PoolCount() {
+    std::string err;
+    int n = pool_->Count(&err);
+    EXPECT_GE(n, 0) << err;
+    return n;
+  }
+
+  int PoolAvailable() {
+    std::string err;
+    int n = pool_->Available(&err);
+    EXPECT_GE(n, 0) << err;
+    return n;
+  }
+
+  int LegacyReadFd() { return pool_->InheritedFds()[0]; }
+  int LegacyWriteFd() { return pool_->InheritedFds()[1]; }
+
+  uv_loop_t loop_{};
+  std::string dir_;
+  std::string socket_path_;
+  std::unique_ptr<Ledger> ledger_;
+  std::unique_ptr<LegacyPool> pool_;
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<SocketServer> server_;
+  bool finished_ = false;
+};
+
+TEST_F(BrokerTest, ServesSocketRequestsInArrivalOrder) {
+  Start(2);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = ConnectAndWait(1);
+  UniqueFd c = ConnectAndWait(2);
+  EXPECT_FALSE(Readable(b.get()));
+  EXPECT_FALSE(Readable(c.get()));
+
+  a.Reset();
+  ASSERT_TRUE(GetsGrant(b.get()));
+  EXPECT_EQ(broker_->waiting(), 1u);
+  EXPECT_FALSE(Readable(c.get())) << "C was served before B";
+
+  b.Reset();
+  ASSERT_TRUE(GetsGrant(c.get()));
+  EXPECT_EQ(broker_->waiting(), 0u);
+  Finish();
+}
+
+TEST_F(BrokerTest, FreeSlotNobodyWaitsForGoesBackToThePool) {
+  Start(3);
+  ASSERT_EQ(PoolAvailable(), 2);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  EXPECT_EQ(PoolAvailable(), 1);  // taken out of the pool
+  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 1);
+
+  a.Reset();
+  EXPECT_TRUE(RunUntil([&] { return server_->connection_count() == 0; }));
+  EXPECT_EQ(PoolAvailable(), 2);
+  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 2);
+  EXPECT_EQ(ledger_->free(), 0);
+  Finish();
+}
+
+TEST_F(BrokerTest, ReturnedLegacyTokenReachesWaitingSocketClient) {
+  Start(2);
+  char token = 0;
+  ASSERT_EQ(read(LegacyReadFd(), &token, 1), 1);  // the legacy client takes it
+  UniqueFd a = ConnectAndWait(1);
+  for (int i = 0; i < 5; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  pollfd p{a.get(), POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 20), 0) << "granted while the only token was out";
+
+  ASSERT_EQ(write(LegacyWriteFd(), &token, 1), 1);  // and gives it back
+  // The broker passes it on in the same step that reads it, without a detour
+  // through the pool (where any legacy client could race for it).
+  ASSERT_TRUE(RunUntil([&] { return Queued(LegacyWriteFd()) == 0; }));
+  EXPECT_TRUE(Readable(a.get())) << "the returned token was not handed on at once";
+  EXPECT_EQ(PoolCount(), 0);
+  ASSERT_TRUE(GetsGrant(a.get()));
+  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 0);
+  Finish();
+}
+
+TEST_F(BrokerTest, OverReleaseIsDropped) {
+  Start(3);
+  ASSERT_EQ(write(LegacyWriteFd(), "+++++", 5), 5);  // 5 tokens nobody took
+  EXPECT_TRUE(RunUntil([&] { return Queued(LegacyWriteFd()) == 0; }))
+      << "returns pipe not drained: " << Queued(LegacyWriteFd());
+  for (int i = 0; i < 5; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_EQ(PoolAvailable(), 2);
+  EXPECT_EQ(PoolCount(), 2);
+  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 2);
+  Finish();
+}
+
+TEST_F(BrokerTest, ClientThatDiesWhileWaitingCostsNothing) {
+  Start(2);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = ConnectAndWait(1);
+  // B leaves before its grant, and A releases at the same moment, so B may
+  // be granted the slot A frees before its EOF is seen.
+  b.Reset();
+  a.Reset();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 0; }));
+  EXPECT_EQ(broker_->waiting(), 0u);
+  EXPECT_EQ(ledger_->free(), 0);
+  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 1);
+
+  UniqueFd c = Connect();
+  ASSERT_TRUE(GetsGrant(c.get()));
+  Finish();
+}
+
+TEST_F(BrokerTest, PlusAndMinusOnOneConnection) {
+  Start(3);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  Send(a.get(), '+');
+  ASSERT_TRUE(GetsGrant(a.get()));
+  EXPECT_EQ(ledger_->HeldBy(SocketOwner(1)), 2);
+
+  Send(a.get(), '+');  // the budget is spent: this one waits
+  ASSERT_TRUE(RunUntil([&] { return broker_->waiting() == 1; }));
+  for (int i = 0; i < 5; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_FALSE(Readable(a.get())) << "granted beyond the budget";
+  EXPECT_EQ(ledger_->HeldBy(SocketOwner(1)), 2);
+
+  Send(a.get(), '-');  // the released slot serves the pending request
+  ASSERT_TRUE(GetsGrant(a.get()));
+  EXPECT_EQ(broker_->waiting(), 0u);
+  EXPECT_EQ(ledger_->HeldBy(SocketOwner(1)), 2);
+  Finish();
+}
+
+TEST_F(BrokerTest, ProtocolErrorClosesOnlyThatConnection) {
+  Start(2);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = ConnectAndWait(1);
+
+  Send(a.get(), 'x');
+  ASSERT_TRUE(RunUntil([&] { return Readable(a.get()); }));
+  char byte = 0;
+  EXPECT_EQ(recv(a.get(), &byte, 1, MSG_DONTWAIT), 0) << "no EOF after a bad byte";
+  ASSERT_TRUE(GetsGrant(b.get()));
+  EXPECT_EQ(server_->connection_count(), 1u);
+  Finish();
+}
+
+}  // namespace
+}  // namespace jobbridge
