@@ -6,12 +6,12 @@
 
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <cstdlib>
 #include <random>
 
 #include "client/jobbridge_client.hpp"
 #include "core/makeflags.h"
+#include "core/numbers.h"
 #include "log.h"
 #include "subprocess-posix.h"
 
@@ -137,8 +137,7 @@ bool ParseAcquireCommandLine(const std::vector<std::string>& args, AcquireOption
     } else if (arg.starts_with("-n")) {
       std::string value = arg.size() > 2 ? arg.substr(2) : (i + 1 < args.size() ? args[++i] : "");
       int n = 0;
-      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (value.empty() || ec != std::errc() || end != value.data() + value.size() || n < 1) {
+      if (!ParseWholeNumber(value, &n) || n < 1) {
         *err = "acquire: -n needs a whole number of slots of at least 1, not '" + value + "'";
         return false;
       }

@@ -11,6 +11,7 @@
 #include "adapt.h"
 #include "core/makeflags.h"
 #include "log.h"
+#include "util/c_strings.h"
 #include "util/eintr.h"
 
 extern char** environ;
@@ -142,9 +143,7 @@ int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
     cache_out = adapted;
     setenv(variable, adapted.c_str(), 1);
   }
-  std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
+  std::vector<char*> args = CStrings(argv);
   execv(real.c_str(), args.data());
   LogError("adapt: cannot run " + real + ": " + strerror(errno));
   return 126;

@@ -4,19 +4,9 @@
 #include <limits>
 
 #include "log.h"
+#include "util/uv_handle.h"
 
 namespace jobbridge {
-
-namespace {
-
-template <typename Handle>
-void CloseAndDelete(Handle* handle) {
-  if (!handle) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(handle),
-           [](uv_handle_t* h) { delete reinterpret_cast<Handle*>(h); });
-}
-
-}  // namespace
 
 Broker::Broker(uv_loop_t* loop, Ledger* ledger, LegacyPool* pool)
     : loop_(loop), ledger_(ledger), pool_(pool) {}

@@ -1,8 +1,7 @@
 #include "cli.h"
 
-#include <charconv>
-
 #include "core/ledger.h"
+#include "core/numbers.h"
 
 namespace jobbridge {
 
@@ -10,9 +9,7 @@ namespace {
 
 bool ParseJobs(const std::string& text, int* jobs, std::string* err) {
   int n = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || n < 1 ||
-      n > Ledger::kMaxBudget) {
+  if (!ParseWholeNumber(text, &n) || n < 1 || n > Ledger::kMaxBudget) {
     *err = "-j needs a whole number of jobs from 1 to " + std::to_string(Ledger::kMaxBudget) +
            ", not '" + text + "' (for example: jobbridge -j8 -- make)";
     return false;

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "socket_server.h"
 #include "util/eintr.h"
+#include "util/uv_handle.h"
 
 namespace jobbridge {
 
@@ -37,12 +38,6 @@ constexpr char kReleaseByte = '-';
 // How long accepting pauses after running out of fds, unless a connection
 // closes first.
 constexpr uint64_t kAcceptRetryMs = 100;
-
-template <typename Handle>
-void CloseAndDelete(Handle* handle) {
-  uv_close(reinterpret_cast<uv_handle_t*>(handle),
-           [](uv_handle_t* h) { delete reinterpret_cast<Handle*>(h); });
-}
 
 std::string Describe(unsigned char byte) {
   char text[16];

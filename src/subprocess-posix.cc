@@ -9,19 +9,13 @@
 #include <cstring>
 
 #include "terminal-posix.h"
+#include "util/c_strings.h"
 #include "util/eintr.h"
 #include "util/unique_fd.h"
 
 namespace jobbridge {
 
 namespace {
-
-std::vector<char*> CStrings(const std::vector<std::string>& strings) {
-  std::vector<char*> out;
-  for (const std::string& s : strings) out.push_back(const_cast<char*>(s.c_str()));
-  out.push_back(nullptr);
-  return out;
-}
 
 // Runs in the forked child: only async-signal-safe calls until exec.
 // Signals are all blocked on entry (see SpawnChild).

@@ -1,6 +1,6 @@
 #include "core/makeflags.h"
 
-#include <charconv>
+#include "core/numbers.h"
 
 namespace jobbridge {
 
@@ -44,12 +44,6 @@ std::string Unescape(std::string_view word) {
   return out;
 }
 
-bool ParseInt(std::string_view text, int* value) {
-  if (text.empty()) return false;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *value);
-  return ec == std::errc() && end == text.data() + text.size();
-}
-
 bool ParseAuthValue(std::string_view word, std::string_view value, JobserverAuth* auth,
                     std::string* err) {
   if (value.starts_with("fifo:")) {
@@ -63,8 +57,8 @@ bool ParseAuthValue(std::string_view word, std::string_view value, JobserverAuth
   }
   size_t comma = value.find(',');
   int r = 0, w = 0;
-  if (comma == std::string_view::npos || !ParseInt(value.substr(0, comma), &r) ||
-      !ParseInt(value.substr(comma + 1), &w)) {
+  if (comma == std::string_view::npos || !ParseWholeNumber(value.substr(0, comma), &r) ||
+      !ParseWholeNumber(value.substr(comma + 1), &w)) {
     *err = "'" + std::string(word) + "' is neither R,W (two fd numbers) nor fifo:PATH";
     return false;
   }
@@ -90,7 +84,7 @@ bool IsJobsWord(std::string_view word) {
   if (word == "--jobs" || word.starts_with("--jobs=")) return true;
   if (!word.starts_with("-j")) return false;
   int n = 0;
-  return word.size() == 2 || (ParseInt(word.substr(2), &n) && n >= 0);
+  return word.size() == 2 || (ParseWholeNumber(word.substr(2), &n) && n >= 0);
 }
 
 bool IsJobserverWord(std::string_view word) {
@@ -119,7 +113,7 @@ bool ParseMakeflags(std::string_view text, Makeflags* out, std::string* err) {
       std::string_view digits = word.starts_with("--jobs=") ? std::string_view(word).substr(7)
                                 : word.starts_with("-j")    ? std::string_view(word).substr(2)
                                                             : std::string_view();
-      result.jobs = ParseInt(digits, &n) ? n : 0;
+      result.jobs = ParseWholeNumber(digits, &n) ? n : 0;
     }
   }
   *out = std::move(result);
