@@ -10,6 +10,7 @@
 
 #include "legacy_pool.h"
 #include "util/eintr.h"
+#include "util/private_description.h"
 #include "util/unique_fd.h"
 
 namespace jobbridge {
@@ -71,14 +72,6 @@ bool PutFd(int fd, int count, std::string* err) {
   return true;
 }
 
-// A second open file description of an fd we own, through /proc (Linux).
-UniqueFd OpenPrivate(int fd, int flags, std::string* err) {
-  std::string path = "/proc/self/fd/" + std::to_string(fd);
-  int opened = RetryOnEintr([&] { return open(path.c_str(), flags | O_NONBLOCK | O_CLOEXEC); });
-  if (opened < 0) *err = Errno("opening a private description of the pool (" + path + ")");
-  return UniqueFd(opened);
-}
-
 // Two pipes: children read tokens from the first and write them back into
 // the second, so every returned token passes through the bridge, which
 // decides whether it goes back to the legacy side or to a socket client. With
@@ -101,7 +94,7 @@ class PipePool : public LegacyPool {
     // descriptions, so they may be made non-blocking in place. The read end
     // of the token pipe is shared: the bridge reads it through its own.
     for (int fd : {feed_.get(), returns_.get()}) fcntl(fd, F_SETFL, O_NONBLOCK);
-    private_read_ = OpenPrivate(tokens[0], O_RDONLY, err);
+    private_read_ = OpenPrivateDescription(tokens[0], O_RDONLY, err);
     return private_read_.valid();
   }
 

@@ -6,15 +6,10 @@
 #include "broker.h"
 
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <uv.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -22,25 +17,15 @@
 
 #include "core/ledger.h"
 #include "legacy_pool.h"
+#include "loop_test_util.h"
 #include "socket_server.h"
 #include "util/unique_fd.h"
 
 namespace jobbridge {
 namespace {
 
-constexpr auto kDeadline = std::chrono::seconds(5);
-
-// Data (or EOF) is ready to read on `fd` right now.
-bool Readable(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP)) != 0;
-}
-
-// Bytes queued in a pipe (either end) or socket.
-int Queued(int fd) {
-  int n = -1;
-  return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
-}
+using test_util::Queued;
+using test_util::Readable;
 
 class BrokerTest : public ::testing::Test {
  protected:
@@ -92,29 +77,11 @@ class BrokerTest : public ::testing::Test {
     finished_ = true;
   }
 
-  // Runs the loop until `done` holds; false after kDeadline. Waits on the
-  // loop's backend fd, so it blocks for events and timers, not for a sleep.
-  bool RunUntil(const std::function<bool()>& done) {
-    auto deadline = std::chrono::steady_clock::now() + kDeadline;
-    while (!done()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      uv_run(&loop_, UV_RUN_NOWAIT);
-      if (done()) return true;
-      int timeout = uv_backend_timeout(&loop_);
-      pollfd p{uv_backend_fd(&loop_), POLLIN, 0};
-      poll(&p, 1, timeout < 0 ? 10 : std::min(timeout, 10));
-    }
-    return true;
-  }
+  bool RunUntil(const std::function<bool()>& done) { return test_util::RunLoopUntil(&loop_, done); }
 
   UniqueFd Connect() {
-    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    EXPECT_TRUE(fd.valid()) << strerror(errno);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    memcpy(address.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
-    EXPECT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0)
-        << strerror(errno);
+    UniqueFd fd = test_util::ConnectTo(socket_path_);
+    EXPECT_TRUE(fd.valid()) << socket_path_ << ": " << strerror(errno);
     return fd;
   }
 
