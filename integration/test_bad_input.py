@@ -70,19 +70,21 @@ class BadInputTest(BridgeTestCase):
         result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "sh", "-c", 'echo "$MAKEFLAGS"'],
                                   env=env)
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("jobbridge: warning: ignoring a malformed jobserver in MAKEFLAGS: "
+        self.assertIn("jobbridge: warning: ignoring the jobserver in MAKEFLAGS: "
                       "'--jobserver-auth=garbage'", result.stderr)
+        self.assertIn("no usable outer budget, so this tree gets a budget of its own (-j2)",
+                      result.stderr)
         self.assertRegex(result.stdout.strip(), r"^k -j2 --jobserver-auth=\d+,\d+ -- V=1$")
         self.assert_nothing_lost(result, 1)
 
-    def test_outer_jobserver_is_named_in_a_warning(self):
+    def test_broken_outer_jobserver_is_named_in_a_warning(self):
         env = dict(self.sandbox.env, CARGO_MAKEFLAGS="-j --jobserver-auth=fifo:/nowhere")
         result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "sh", "-c",
                                    'echo "$CARGO_MAKEFLAGS"'], env=env)
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("started inside another jobserver (CARGO_MAKEFLAGS has fifo:/nowhere)",
-                      result.stderr)
-        self.assertIn("its own budget of 2", result.stderr)
+        self.assertIn("ignoring the jobserver in CARGO_MAKEFLAGS (fifo:/nowhere): the FIFO "
+                      "/nowhere is missing", result.stderr)
+        self.assertIn("a budget of its own (-j2)", result.stderr)
         self.assertRegex(result.stdout.strip(), r"^-j2 --jobserver-auth=\d+,\d+$")
         self.assert_nothing_lost(result, 1)
 

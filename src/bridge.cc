@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <set>
 #include <vector>
@@ -16,10 +17,13 @@
 #include "core/ledger.h"
 #include "legacy_pool.h"
 #include "log.h"
+#include "outer_budget.h"
+#include "relay.h"
 #include "runtime_dir-posix.h"
 #include "socket_server.h"
 #include "subprocess-posix.h"
 #include "terminal-posix.h"
+#include "upstream.h"
 
 namespace jobbridge {
 
@@ -38,8 +42,20 @@ struct Context {
   int exit_status = 1;
   int exit_signal = 0;  // the signal that killed the command, or 0
   std::unique_ptr<SocketServer> server;
-  std::unique_ptr<Broker> broker;
+  std::unique_ptr<Broker> broker;      // the root of a budget serves its sockets so
+  std::unique_ptr<Upstream> upstream;  // a jobbridge that joined an outer budget
+  std::unique_ptr<Relay> relay;        // relays them to it
   Ledger* ledger = nullptr;
+  std::string outer;  // the outer budget joined, described for messages
+  bool verbose = false;
+};
+
+// The legacy jobserver the command's tree gets: a pool of jobbridge's own, or
+// (when it joined an outer legacy pool) that pool itself.
+struct ChildPool {
+  std::unique_ptr<LegacyPool> own;
+  JobserverAuth auth;
+  std::vector<int> inherited_fds;
 };
 
 void CloseSignalHandles(Context* ctx) {
@@ -47,6 +63,19 @@ void CloseSignalHandles(Context* ctx) {
     uv_close(reinterpret_cast<uv_handle_t*>(handle.get()), nullptr);
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&ctx->child_changed), nullptr);
+}
+
+// Gives back every slot borrowed from the outer budget, and says so.
+void ReturnLeases(Context* ctx) {
+  std::string err;
+  int held = ctx->upstream->leased();
+  if (!ctx->upstream->Close(&err)) {
+    LogWarning(err);
+  } else if (ctx->verbose && !ctx->upstream->lost()) {
+    LogInfo("borrowed " + std::to_string(ctx->upstream->total_leased()) + " slot(s) from " +
+            ctx->outer + " for socket clients; all given back" +
+            (held > 0 ? " (" + std::to_string(held) + " at exit)" : ""));
+  }
 }
 
 // Says which socket clients outlived the command, then closes every
@@ -63,10 +92,12 @@ void StopServing(Context* ctx) {
                " socket client(s) still held slots when the command ended (pid " + pids +
                "); their connections were closed");
   }
-  // The broker stops first, so no waiting client is granted a slot while
-  // the others' connections close.
-  ctx->broker->Stop();
+  // The broker (or relay) stops first, so no waiting client is granted a
+  // slot while the others' connections close.
+  if (ctx->broker) ctx->broker->Stop();
+  if (ctx->relay) ctx->relay->Stop();
   ctx->server->Shutdown();
+  if (ctx->upstream) ReturnLeases(ctx);
 }
 
 void OnForwardedSignal(uv_signal_t* handle, int signum) {
@@ -167,20 +198,29 @@ bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
   return true;
 }
 
-// Builds the event loop's handles: broker, socket server, signal watchers.
-// Returns false (with *err; the handles made so far are closed by running
-// the loop) when the socket cannot be served.
-bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const std::string& socket_path,
-               std::vector<int>* handled, std::string* err) {
+// Builds the event loop's handles: the socket server and what serves it (a
+// broker for a root, a relay to the outer budget otherwise), the signal
+// watchers. Returns false (with *err; the handles made so far are closed by
+// running the loop) when the socket cannot be served.
+bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget& outer,
+               const std::string& socket_path, std::vector<int>* handled, std::string* err) {
   ctx->ledger = ledger;
   uv_loop_init(&ctx->loop);
-  ctx->broker = std::make_unique<Broker>(&ctx->loop, ledger, pool);
-  ctx->server = std::make_unique<SocketServer>(&ctx->loop, ctx->broker.get());
-  if (!ctx->server->Listen(socket_path, err)) {
+  if (outer.kind == OuterBudget::Kind::kNone) {
+    ctx->broker = std::make_unique<Broker>(&ctx->loop, ledger, pool);
+    ctx->server = std::make_unique<SocketServer>(&ctx->loop, ctx->broker.get());
+  } else {
+    ctx->relay = std::make_unique<Relay>(ledger);
+    ctx->server = std::make_unique<SocketServer>(&ctx->loop, ctx->relay.get());
+    ctx->upstream = Upstream::Create(&ctx->loop, outer, ctx->relay.get(), err);
+  }
+  if ((ctx->relay && !ctx->upstream) || !ctx->server->Listen(socket_path, err)) {
+    if (ctx->upstream) ctx->upstream->Close(err);
     ctx->server->Shutdown();
     return false;
   }
-  ctx->broker->Start(ctx->server.get());
+  if (ctx->broker) ctx->broker->Start(ctx->server.get());
+  if (ctx->relay) ctx->relay->Start(ctx->server.get(), ctx->upstream.get());
   *handled = StartForwarders(ctx);
   // Watched before the fork, so an exit right after it is not missed.
   uv_signal_init(&ctx->loop, &ctx->child_changed);
@@ -200,18 +240,17 @@ std::string MakeShims(const Options& options, const RuntimeDir& runtime_dir) {
   return "";
 }
 
-// After the loop: every free slot back in the pool, the tokens counted, the
-// ledger balanced to zero, the folder removed.
-void Finish(Context* ctx, Ledger* ledger, std::unique_ptr<LegacyPool> pool, RuntimeDir* runtime_dir,
-            bool verbose) {
+// After the loop: every free slot back in the pool (or the outer budget), the
+// tokens counted, the ledger balanced to zero, the folder removed.
+void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_dir, bool verbose) {
   std::string err;
-  if (!ctx->broker->ReturnFreeSlots(&err)) LogWarning(err);
-  CloseLegacyPool(pool.get(), ledger, verbose);
+  if (ctx->broker && !ctx->broker->ReturnFreeSlots(&err)) LogWarning(err);
+  if (pool->own) CloseLegacyPool(pool->own.get(), ledger, verbose && !ctx->upstream);
   ledger->Release(kCommandOwner, 1, &err);
   if (!ledger->CheckInvariants(&err) || ledger->granted() != 0) {
     LogWarning("internal: the ledger does not balance at exit: " + err);
   }
-  pool.reset();
+  pool->own.reset();
   if (!runtime_dir->Remove(&err)) LogWarning(err);
 }
 
@@ -220,13 +259,76 @@ void RunLoopToEnd(Context* ctx) {
   if (uv_loop_close(&ctx->loop) != 0) LogWarning("internal: event loop closed with open handles");
 }
 
+// The budget to join, or none (then jobbridge is the root). Says what it
+// skipped and why, and what --root and -j mean here.
+OuterBudget ChooseBudget(const Options& options) {
+  std::vector<std::string> warnings;
+  OuterBudget outer = FindOuterBudget(std::getenv, &warnings);
+  for (const std::string& warning : warnings) LogWarning(warning);
+  std::string own = "a budget of its own (-j" + std::to_string(options.jobs) + ")";
+  if (options.root) {
+    if (outer.kind != OuterBudget::Kind::kNone) {
+      LogWarning("--root: starting " + own + " inside " + outer.Describe() +
+                 ": the two budgets add up, so up to " + std::to_string(options.jobs) +
+                 " jobs more than the outer one allows may run at once");
+    }
+    return {};
+  }
+  if (outer.kind == OuterBudget::Kind::kNone) {
+    if (!warnings.empty()) LogWarning("no usable outer budget, so this tree gets " + own);
+    return outer;
+  }
+  if (options.jobs_given) {
+    LogWarning("-j" + std::to_string(options.jobs) + " ignored: joining " + outer.Describe() +
+               " (--root starts a budget of its own)");
+  }
+  if (outer.kind == OuterBudget::Kind::kSocket && outer.legacy.kind == JobserverAuth::Kind::kNone) {
+    LogWarning(outer.Describe() + " shares no legacy jobserver with this tree: make, cargo and " +
+               "ninja below run one job at a time (their implicit slot); socket clients share " +
+               "the outer budget");
+  }
+  if (options.verbose) LogInfo("joining " + outer.Describe());
+  return outer;
+}
+
+// A root's pool holds N-1 tokens. A joined jobbridge hands its tree the outer
+// legacy pool itself (docs/ARCHITECTURE.md, "Joining an outer budget"), or,
+// when there is none to share, an empty pool of its own.
+bool MakeChildPool(const Options& options, const OuterBudget& outer, Ledger* ledger,
+                   const RuntimeDir& runtime_dir, ChildPool* pool, std::string* err) {
+  if (outer.legacy.kind != JobserverAuth::Kind::kNone && outer.kind != OuterBudget::Kind::kNone) {
+    pool->auth = outer.legacy;
+    if (outer.legacy.kind == JobserverAuth::Kind::kPipe) {
+      pool->inherited_fds = {outer.legacy.read_fd, outer.legacy.write_fd};
+    }
+    return true;
+  }
+  int tokens = outer.kind == OuterBudget::Kind::kNone ? options.jobs - 1 : 0;
+  if (tokens > 0) ledger->Grant(kLegacyOwner, tokens, err);
+  pool->own = LegacyPool::Create(options.legacy_style, tokens, runtime_dir.path(), err);
+  if (!pool->own) return false;
+  pool->auth = pool->own->Auth();
+  pool->inherited_fds = pool->own->InheritedFds();
+  return true;
+}
+
+// The exit status after COMMAND ended: its own, but never 0 when the outer
+// budget was lost on the way (its socket clients were cut off).
+int ExitStatus(const Context& ctx) {
+  if (!ctx.relay || ctx.relay->lost_reason().empty()) return ctx.exit_status;
+  LogError("exiting with an error: the outer budget was lost while the command ran (" +
+           ctx.relay->lost_reason() + ")");
+  return ctx.exit_status != 0 ? ctx.exit_status : 1;
+}
+
 }  // namespace
 
 int RunBridge(const Options& options) {
   sigset_t original_mask;
   sigprocmask(SIG_BLOCK, nullptr, &original_mask);
   rlimit original_nofile = RaiseFdLimit();
-  WarnAboutOuterJobserver(options.jobs);
+  OuterBudget outer = ChooseBudget(options);
+  bool joined = outer.kind != OuterBudget::Kind::kNone;
 
   std::string err;
   for (const std::string& stale : RuntimeDir::SweepStale()) {
@@ -237,28 +339,31 @@ int RunBridge(const Options& options) {
     LogError(err);
     return 1;
   }
-  Ledger ledger(options.jobs);
+  // Joined, the outer budget is the limit: the ledger counts what is borrowed.
+  Ledger ledger(joined ? Ledger::kMaxBudget : options.jobs);
   ledger.Grant(kCommandOwner, 1, &err);  // the implicit slot, never returned
-  int tokens = options.jobs - 1;
-  if (tokens > 0) ledger.Grant(kLegacyOwner, tokens, &err);
-  auto pool = LegacyPool::Create(options.legacy_style, tokens, runtime_dir.path(), &err);
-  if (!pool) {
+  ChildPool pool;
+  if (!MakeChildPool(options, outer, &ledger, runtime_dir, &pool, &err)) {
     LogError(err);
     return 1;
   }
+  if (!WriteBudgetFile(runtime_dir.path(), pool.auth, &err)) LogWarning(err);
 
   Context ctx;
+  ctx.outer = outer.Describe();
+  ctx.verbose = options.verbose;
   std::string socket_path = runtime_dir.Join("jobserver.sock");
   std::vector<int> handled;
-  if (!StartLoop(&ctx, &ledger, pool.get(), socket_path, &handled, &err)) {
+  if (!StartLoop(&ctx, &ledger, pool.own.get(), outer, socket_path, &handled, &err)) {
     LogError(err);
     RunLoopToEnd(&ctx);
     return 1;
   }
   std::string shim_dir = MakeShims(options, runtime_dir);
+  int jobs = joined ? outer.jobs.value_or(0) : options.jobs;
   SpawnRequest request{options.command,
-                       ChildEnvironment(options.jobs, pool->Auth(), socket_path, shim_dir),
-                       pool->InheritedFds(),
+                       ChildEnvironment(jobs, pool.auth, socket_path, shim_dir),
+                       pool.inherited_fds,
                        original_mask,
                        handled,
                        ctx.terminal.OwnGroupIsForeground() ? ctx.terminal.fd() : -1,
@@ -273,9 +378,9 @@ int RunBridge(const Options& options) {
   }
   RunLoopToEnd(&ctx);
   ctx.terminal.TakeBackFrom(ctx.child);
-  Finish(&ctx, &ledger, std::move(pool), &runtime_dir, options.verbose);
+  Finish(&ctx, &ledger, &pool, &runtime_dir, options.verbose);
   DieLikeChild(ctx.exit_signal);
-  return ctx.exit_status;
+  return ExitStatus(ctx);
 }
 
 }  // namespace jobbridge

@@ -3,39 +3,9 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "log.h"
-
 extern char** environ;
 
 namespace jobbridge {
-
-void WarnAboutOuterJobserver(int jobs) {
-  // Every variable is checked, since each is replaced for the children.
-  for (const char* variable : kMakeflagsVariables) {
-    const char* value = std::getenv(variable);
-    if (!value) continue;
-    Makeflags flags;
-    std::string err;
-    if (!ParseMakeflags(value, &flags, &err)) {
-      LogWarning("ignoring a malformed jobserver in " + std::string(variable) + ": " + err);
-      continue;
-    }
-    auto kind = flags.auth.kind;
-    if (kind == JobserverAuth::Kind::kPipe || kind == JobserverAuth::Kind::kFifo) {
-      LogWarning("started inside another jobserver (" + std::string(variable) + " has " +
-                 FormatAuth(flags.auth) + "); joining an outer budget is not supported yet, " +
-                 "so this tree gets its own budget of " + std::to_string(jobs));
-      return;
-    }
-  }
-  const char* outer_socket = std::getenv("JOBSERVERV2");
-  if (outer_socket && *outer_socket) {
-    LogWarning(std::string("started inside another jobserver (JOBSERVERV2 is ") + outer_socket +
-               "); joining an outer budget is not supported yet, so this tree gets its own "
-               "budget of " +
-               std::to_string(jobs));
-  }
-}
 
 std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth,
                                           const std::string& socket_path,

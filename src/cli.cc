@@ -62,6 +62,8 @@ bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Op
       if (!value(arg, "-j", &v) || !ParseJobs(v, &parsed.jobs, err)) return false;
     } else if (IsLong(arg, "--legacy-style")) {
       if (!value(arg, "--legacy-style", &v) || !ParseStyle(v, &parsed, err)) return false;
+    } else if (arg == "--root") {
+      parsed.root = true;
     } else if (arg == "--no-adapters") {
       parsed.adapters = false;
     } else if (arg == "-v" || arg == "--verbose") {
@@ -82,6 +84,7 @@ bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Op
     *err = "no command given; usage: jobbridge [-j N] [--] COMMAND [ARGS...]";
     return false;
   }
+  parsed.jobs_given = parsed.jobs != 0;
   if (parsed.jobs == 0) parsed.jobs = default_jobs;
   *options = std::move(parsed);
   return true;
@@ -90,18 +93,23 @@ bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Op
 std::string UsageText() {
   return "usage: jobbridge [OPTIONS] [--] COMMAND [ARGS...]\n"
          "\n"
-         "Runs COMMAND as the root of a job budget of N slots and serves the GNU make\n"
-         "jobserver (MAKEFLAGS, MFLAGS, CARGO_MAKEFLAGS) to everything below it.\n"
+         "Runs COMMAND with a job budget of N slots, served to everything below it both\n"
+         "as the GNU make jobserver (MAKEFLAGS, MFLAGS, CARGO_MAKEFLAGS) and as the\n"
+         "socket protocol (JOBSERVERV2). Started inside another budget (an outer make,\n"
+         "cargo or jobbridge), it joins that budget instead of starting one.\n"
          "\n"
          "options:\n"
-         "  -j N, --jobs=N         the budget: at most N jobs at once (default: online CPUs)\n"
+         "  -j N, --jobs=N         the budget: at most N jobs at once (default: online CPUs);\n"
+         "                         ignored when joining an outer budget\n"
+         "  --root                 start a budget of its own even inside another (the two\n"
+         "                         budgets then add up: more jobs than either allows)\n"
          "  --legacy-style=STYLE   pipe: --jobserver-auth=R,W (make 4.3+, cargo, rustc, gcc;\n"
          "                         the default) or fifo: --jobserver-auth=fifo:PATH\n"
          "                         (ninja 1.13, make 4.4+, cargo)\n"
          "  --no-adapters          do not put shims for make, gmake and ninja first in\n"
          "                         COMMAND's PATH (they give each tool the jobserver form\n"
          "                         it understands)\n"
-         "  -v, --verbose          say how many tokens came back when COMMAND ends\n"
+         "  -v, --verbose          say which budget it serves and how many tokens came back\n"
          "  -h, --help             print this and exit\n"
          "  --version              print the version and exit\n"
          "\n"

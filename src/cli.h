@@ -9,7 +9,9 @@
 namespace jobbridge {
 
 struct Options {
-  int jobs = 0;  // 0 until parsed: then the budget N
+  int jobs = 0;             // 0 until parsed: then the budget N
+  bool jobs_given = false;  // -j was on the command line
+  bool root = false;        // --root: a budget of its own even inside another
   LegacyStyle legacy_style = LegacyStyle::kPipe;
   bool verbose = false;
   bool adapters = true;  // shims for make, gmake, ninja first in COMMAND's PATH

@@ -76,6 +76,8 @@ TEST(CliTest, Defaults) {
   EXPECT_FALSE(options.verbose);
   EXPECT_FALSE(options.help);
   EXPECT_FALSE(options.version);
+  EXPECT_FALSE(options.root);
+  EXPECT_FALSE(options.jobs_given) << "a default -j must not count as given";
   EXPECT_EQ(options.command, (Args{"cmd"}));
 
   Options other;
@@ -92,6 +94,14 @@ TEST(CliTest, Flags) {
   EXPECT_EQ(Parse({"-", "x"}).command, (Args{"-", "x"}));
 }
 
+TEST(CliTest, RootAndGivenJobs) {
+  Options options = Parse({"--root", "-j3", "cmd", "--root"});
+  EXPECT_TRUE(options.root);
+  EXPECT_TRUE(options.jobs_given);
+  EXPECT_EQ(options.command, (Args{"cmd", "--root"})) << "options stop at the command";
+  EXPECT_TRUE(Parse({"--jobs=2", "cmd"}).jobs_given);
+}
+
 TEST(CliTest, HelpAndVersionNeedNoCommand) {
   Options help = Parse({"--help"});
   EXPECT_TRUE(help.help);
@@ -104,8 +114,8 @@ TEST(CliTest, HelpAndVersionNeedNoCommand) {
 
 TEST(CliTest, UsageMentionsEveryOption) {
   std::string usage = UsageText();
-  for (const char* option :
-       {"-j N", "--jobs", "--legacy-style", "--verbose", "--help", "--version"}) {
+  for (const char* option : {"-j N", "--jobs", "--legacy-style", "--root", "--no-adapters",
+                             "--verbose", "--help", "--version"}) {
     EXPECT_CONTAINS(usage, option);
   }
 }

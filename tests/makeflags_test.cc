@@ -199,6 +199,8 @@ TEST(FormatMakeflagsTest, ExactOutput) {
   EXPECT_EQ(FormatMakeflags({"k"}, 8, {Kind::kFifo, -1, -1, "/tmp/jb/pool.fifo"}),
             "k -j8 --jobserver-auth=fifo:/tmp/jb/pool.fifo");
   EXPECT_EQ(FormatMakeflags({"k", "--no-print-directory"}, 2, {}), "k --no-print-directory -j2");
+  // A joined budget whose size is not known: a bare -j, as make writes for -j.
+  EXPECT_EQ(FormatMakeflags({}, 0, {Kind::kPipe, 3, 4, ""}), "-j --jobserver-auth=3,4");
 }
 
 TEST(FormatMakeflagsTest, AssignmentsStayLast) {

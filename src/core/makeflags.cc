@@ -171,7 +171,7 @@ std::string FormatMakeflags(const std::vector<std::string>& kept, int jobs,
   auto assignments = kept.begin();
   while (assignments != kept.end() && *assignments != "--") ++assignments;
   words.insert(words.end(), kept.begin(), assignments);
-  words.push_back("-j" + std::to_string(jobs));
+  words.push_back(jobs > 0 ? "-j" + std::to_string(jobs) : "-j");
   if (auth.kind != JobserverAuth::Kind::kNone)
     words.push_back("--jobserver-auth=" + FormatAuth(auth));
   words.insert(words.end(), assignments, kept.end());

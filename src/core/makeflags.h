@@ -70,7 +70,8 @@ std::string WithJobserver(const std::vector<std::string>& words, const Jobserver
 std::string FormatAuth(const JobserverAuth& auth);
 
 // A MAKEFLAGS value: `kept` (the user's other words, in order) followed by
-// "-jN --jobserver-auth=...". Variable assignments after a "--" word stay last.
+// "-jN --jobserver-auth=..." (a bare "-j" when `jobs` is 0: the budget is not
+// known). Variable assignments after a "--" word stay last.
 std::string FormatMakeflags(const std::vector<std::string>& kept, int jobs,
                             const JobserverAuth& auth);
 

@@ -1,0 +1,220 @@
+// Finding and checking the budget jobbridge was started in. Every check is
+// one the failure modes in docs/FACTS call for: make closes the jobserver fds
+// of a recipe without '+' (the numbers may then name unrelated files), a FIFO
+// may be gone, a socket root may have died and left its path behind.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "outer_budget.h"
+#include "socket_server.h"
+#include "util/eintr.h"
+#include "util/unique_fd.h"
+
+namespace jobbridge {
+
+namespace {
+
+constexpr int kBudgetFileVersion = 1;
+constexpr const char* kBudgetFileName = "budget.json";
+
+std::string Identity(const struct stat& info) {
+  return std::to_string(info.st_dev) + ":" + std::to_string(info.st_ino);
+}
+
+// Checks one inherited end of a legacy pipe: open, a pipe or FIFO, and
+// opened for `access` (O_RDONLY for R, O_WRONLY for W; O_RDWR does for both).
+bool CheckInheritedEnd(int fd, int access, const char* role, std::string* err) {
+  std::string name = "fd " + std::to_string(fd) + " (the jobserver's " + role + " end)";
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) {
+    *err = name + " is not open: a make recipe without '+' (or $(MAKE)) closes it";
+    return false;
+  }
+  struct stat info {};
+  if (fstat(fd, &info) != 0 || !S_ISFIFO(info.st_mode)) {
+    *err = name + " is not a pipe: make closed it (a recipe without '+') and the number now " +
+           "names another file";
+    return false;
+  }
+  int mode = flags & O_ACCMODE;
+  if (mode != access && mode != O_RDWR) {
+    *err = name + " is open for " + (mode == O_RDONLY ? "reading" : "writing") + " only";
+    return false;
+  }
+  return true;
+}
+
+// "dev:ino" of each part of a legacy jobserver, for comparing two of them.
+std::string PoolIdentity(const JobserverAuth& auth) {
+  struct stat read_info {
+  }, write_info{};
+  if (auth.kind == JobserverAuth::Kind::kPipe) {
+    if (fstat(auth.read_fd, &read_info) != 0 || fstat(auth.write_fd, &write_info) != 0) return "";
+    return "pipe " + Identity(read_info) + " " + Identity(write_info);
+  }
+  if (auth.kind == JobserverAuth::Kind::kFifo) {
+    if (stat(auth.fifo_path.c_str(), &read_info) != 0) return "";
+    return "fifo " + Identity(read_info);
+  }
+  return "";
+}
+
+// The first variable, in jobserver-rs order, that names a usable jobserver.
+void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::string>* warnings) {
+  for (const char* variable : kMakeflagsVariables) {
+    const char* value = getenv_fn(variable);
+    if (!value) continue;
+    Makeflags flags;
+    std::string err;
+    if (!ParseMakeflags(value, &flags, &err)) {
+      warnings->push_back("ignoring the jobserver in " + std::string(variable) + ": " + err);
+      continue;
+    }
+    auto kind = flags.auth.kind;
+    if (kind != JobserverAuth::Kind::kPipe && kind != JobserverAuth::Kind::kFifo) continue;
+    if (!CheckLegacyJobserver(flags.auth, &err)) {
+      warnings->push_back("ignoring the jobserver in " + std::string(variable) + " (" +
+                          FormatAuth(flags.auth) + "): " + err);
+      continue;
+    }
+    found->legacy = flags.auth;
+    found->legacy_source = variable;
+    found->jobs = flags.jobs;
+    return;
+  }
+}
+
+}  // namespace
+
+std::string OuterBudget::Describe() const {
+  if (kind == Kind::kSocket) return "the socket root " + socket_path + " (JOBSERVERV2)";
+  if (kind == Kind::kLegacy) {
+    bool fifo = legacy.kind == JobserverAuth::Kind::kFifo;
+    return "the make jobserver in " + legacy_source + " (" + (fifo ? "" : "fds ") +
+           FormatAuth(legacy) + ")";
+  }
+  return "no outer budget";
+}
+
+bool CheckLegacyJobserver(const JobserverAuth& auth, std::string* err) {
+  if (auth.kind == JobserverAuth::Kind::kPipe) {
+    return CheckInheritedEnd(auth.read_fd, O_RDONLY, "read", err) &&
+           CheckInheritedEnd(auth.write_fd, O_WRONLY, "write", err);
+  }
+  if (auth.kind == JobserverAuth::Kind::kFifo) {
+    struct stat info {};
+    if (stat(auth.fifo_path.c_str(), &info) != 0) {
+      *err = "the FIFO " + auth.fifo_path + " is missing: " + strerror(errno) +
+             " (the make that made it has ended?)";
+      return false;
+    }
+    if (!S_ISFIFO(info.st_mode)) {
+      *err = auth.fifo_path + " is not a FIFO";
+      return false;
+    }
+    if (access(auth.fifo_path.c_str(), R_OK | W_OK) != 0) {
+      *err = "cannot read and write the FIFO " + auth.fifo_path + ": " + strerror(errno);
+      return false;
+    }
+    return true;
+  }
+  *err = "no jobserver";
+  return false;
+}
+
+bool CheckSocketRoot(const std::string& path, std::string* err) {
+  if (path.empty() || path[0] != '/') {
+    *err = "'" + path + "' is not an absolute path";
+    return false;
+  }
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() > SocketServer::kMaxPathLength) {
+    *err = path + " is longer than the " + std::to_string(SocketServer::kMaxPathLength) +
+           " bytes a socket path may have";
+    return false;
+  }
+  std::memcpy(address.sun_path, path.data(), path.size());
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) {
+    *err = std::string("cannot create a socket: ") + strerror(errno);
+    return false;
+  }
+  int rc = RetryOnEintr(
+      [&] { return connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address); });
+  // EAGAIN: the backlog is full, so something listens.
+  if (rc == 0 || errno == EAGAIN) return true;
+  if (errno == ENOENT) {
+    *err = "no socket at " + path + " (its root has ended?)";
+  } else if (errno == ECONNREFUSED) {
+    *err = "nothing listens on " + path + " (its root was killed?)";
+  } else {
+    *err = "cannot connect to " + path + ": " + strerror(errno);
+  }
+  return false;
+}
+
+OuterBudget FindOuterBudget(const GetEnvFn& getenv_fn, std::vector<std::string>* warnings) {
+  OuterBudget found;
+  FindLegacy(getenv_fn, &found, warnings);
+  const char* socket_path = getenv_fn("JOBSERVERV2");
+  if (socket_path && *socket_path) {
+    std::string err;
+    if (CheckSocketRoot(socket_path, &err)) {
+      found.kind = OuterBudget::Kind::kSocket;
+      found.socket_path = socket_path;
+      // MAKEFLAGS may name a pool of another budget (a make between the root
+      // and us that started its own): share it only on the root's word.
+      if (found.legacy.kind != JobserverAuth::Kind::kNone &&
+          !SocketRootSharesPool(found.socket_path, found.legacy)) {
+        found.legacy = {};
+        found.legacy_source.clear();
+      }
+      return found;
+    }
+    warnings->push_back("ignoring JOBSERVERV2: " + err);
+  }
+  if (found.legacy.kind != JobserverAuth::Kind::kNone) found.kind = OuterBudget::Kind::kLegacy;
+  return found;
+}
+
+bool WriteBudgetFile(const std::string& dir, const JobserverAuth& legacy, std::string* err) {
+  nlohmann::json doc = {{"version", kBudgetFileVersion}, {"legacy", PoolIdentity(legacy)}};
+  std::string path = dir + "/" + kBudgetFileName;
+  std::ofstream out(path);
+  out << doc.dump() << "\n";
+  if (!out.flush()) {
+    *err = "cannot write " + path;
+    return false;
+  }
+  return true;
+}
+
+bool SocketRootSharesPool(const std::string& socket_path, const JobserverAuth& legacy) {
+  std::string dir = socket_path.substr(0, socket_path.rfind('/'));
+  std::ifstream in(dir + "/" + kBudgetFileName);
+  if (!in) return false;
+  std::stringstream text;
+  text << in.rdbuf();
+  auto doc = nlohmann::json::parse(text.str(), nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return false;
+  auto version = doc.find("version");
+  auto pool = doc.find("legacy");
+  if (version == doc.end() || *version != kBudgetFileVersion || pool == doc.end() ||
+      !pool->is_string()) {
+    return false;
+  }
+  std::string identity = PoolIdentity(legacy);
+  return !identity.empty() && *pool == identity;
+}
+
+}  // namespace jobbridge

@@ -1,0 +1,57 @@
+// The budget jobbridge was started in, if any: a socket root named by
+// JOBSERVERV2, or a legacy jobserver named by CARGO_MAKEFLAGS / MAKEFLAGS /
+// MFLAGS. A nested jobbridge joins it instead of starting a second budget
+// (docs/ARCHITECTURE.md, "Joining an outer budget").
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/makeflags.h"
+
+namespace jobbridge {
+
+struct OuterBudget {
+  enum class Kind { kNone, kSocket, kLegacy };
+  Kind kind = Kind::kNone;
+  std::string socket_path;  // kSocket: the root's JOBSERVERV2
+  // The legacy pool jobbridge's legacy children share: for kLegacy the outer
+  // pool itself; for kSocket the pool the socket root gives its own tree, when
+  // it says so (budget.json) and MAKEFLAGS names that very pool. Kind kNone
+  // when there is none.
+  JobserverAuth legacy;
+  std::string legacy_source;  // the variable `legacy` came from
+  std::optional<int> jobs;    // the -jN beside it, when there was one
+
+  // "make's jobserver (MAKEFLAGS, fds 3,4)" or "the socket root PATH".
+  std::string Describe() const;
+};
+
+// Finds the outer budget: JOBSERVERV2 first, then the first of
+// CARGO_MAKEFLAGS, MAKEFLAGS, MFLAGS that names a jobserver. One that is set
+// but unusable (closed fds, fds that are no longer pipes, a missing FIFO, a
+// socket nobody listens on, a malformed word) is skipped with a warning in
+// *warnings that names the fault; the next one is tried.
+OuterBudget FindOuterBudget(const GetEnvFn& getenv_fn, std::vector<std::string>* warnings);
+
+// Whether an inherited R,W names open pipe ends that can be read (R) and
+// written (W), or fifo:PATH is a FIFO this user may read and write. Returns
+// false and sets *err, naming the fault and its usual cause, otherwise.
+bool CheckLegacyJobserver(const JobserverAuth& auth, std::string* err);
+
+// Whether something listens on the socket at `path`: connects without
+// blocking and hangs up at once (a root sees a request withdrawn). Returns
+// false and sets *err naming the fault otherwise.
+bool CheckSocketRoot(const std::string& path, std::string* err);
+
+// Writes `dir`/budget.json: which legacy pool this jobbridge gives its tree,
+// by device and inode, so that a jobbridge nested under its socket can tell
+// that MAKEFLAGS names the same budget. Returns false and sets *err on failure.
+bool WriteBudgetFile(const std::string& dir, const JobserverAuth& legacy, std::string* err);
+
+// Whether the jobbridge listening at `socket_path` wrote, in its budget.json,
+// that `legacy` is the pool it gives its tree.
+bool SocketRootSharesPool(const std::string& socket_path, const JobserverAuth& legacy);
+
+}  // namespace jobbridge

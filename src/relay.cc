@@ -1,0 +1,79 @@
+#include "relay.h"
+
+#include <algorithm>
+
+#include "broker.h"
+#include "log.h"
+
+namespace jobbridge {
+
+void Relay::Stop() {
+  server_ = nullptr;
+  waiting_.clear();
+  if (upstream_) upstream_->SetWanted(0);
+}
+
+void Relay::OnRequest(ConnectionId id) {
+  if (!server_) return;
+  waiting_.push_back(id);
+  upstream_->SetWanted(static_cast<int>(waiting_.size()));
+}
+
+bool Relay::OnRelease(ConnectionId id) {
+  std::string err;
+  if (!ledger_->Release(SocketOwner(id), 1, &err)) return false;
+  GiveBack(1);
+  return true;
+}
+
+void Relay::OnGone(ConnectionId id) {
+  size_t before = waiting_.size();
+  std::erase(waiting_, id);
+  if (waiting_.size() != before) upstream_->SetWanted(static_cast<int>(waiting_.size()));
+  int held = ledger_->HeldBy(SocketOwner(id));
+  std::string err;
+  if (held > 0 && ledger_->Release(SocketOwner(id), held, &err)) GiveBack(held);
+}
+
+void Relay::OnLease() {
+  std::string err;
+  if (!server_ || waiting_.empty() || ledger_->free() == 0) {
+    GiveBack(1);  // its request was withdrawn as the lease arrived
+    return;
+  }
+  ConnectionId id = waiting_.front();
+  waiting_.pop_front();
+  if (!ledger_->Grant(SocketOwner(id), 1, &err)) {
+    LogWarning("internal: " + err);
+    GiveBack(1);
+    return;
+  }
+  // A client gone before its grant costs nothing: the server closes it and
+  // OnGone gives the lease back.
+  server_->Grant(id);
+}
+
+void Relay::OnLost(const std::string& why) {
+  lost_reason_ = why;
+  LogError("lost the outer budget: " + why +
+           "; closing this tree's socket connections (its clients see the server gone)");
+  // The leases are void: forget what the clients held without giving back.
+  std::string err;
+  for (const auto& [owner, count] : ledger_->Holders()) {
+    if (owner.kind == OwnerKind::kSocket) ledger_->Release(owner, count, &err);
+  }
+  waiting_.clear();
+  if (server_) server_->Shutdown();
+}
+
+void Relay::GiveBack(int count) {
+  std::string err;
+  for (int i = 0; i < count; ++i) {
+    if (!upstream_->Release(&err)) {
+      LogWarning(err);
+      return;
+    }
+  }
+}
+
+}  // namespace jobbridge

@@ -1,0 +1,54 @@
+// The relay: what a nested jobbridge puts behind its socket instead of a
+// broker. Every slot a socket client of the tree gets is a slot borrowed from
+// the outer budget (Upstream) for that client alone, asked for when the
+// client asks and given back the moment it is released, so the outer budget
+// stays the one that decides, and a client killed inside the tree gives its
+// slot back to the outer budget.
+//
+// Requests are served in arrival order: a lease goes to the oldest waiting
+// request. A released slot is given back upstream, not handed to the next
+// waiter here, so that waiters elsewhere in the outer tree get their turn.
+#pragma once
+
+#include <deque>
+#include <string>
+
+#include "core/ledger.h"
+#include "socket_server.h"
+#include "upstream.h"
+
+namespace jobbridge {
+
+class Relay : public SocketServer::Delegate, public Upstream::Delegate {
+ public:
+  // All pointers must outlive the relay.
+  explicit Relay(Ledger* ledger) : ledger_(ledger) {}
+  void Start(SocketServer* server, Upstream* upstream) {
+    server_ = server;
+    upstream_ = upstream;
+  }
+  // Stops granting: waiting requests are withdrawn upstream.
+  void Stop();
+
+  const std::string& lost_reason() const { return lost_reason_; }
+
+  // SocketServer::Delegate
+  void OnRequest(ConnectionId id) override;
+  bool OnRelease(ConnectionId id) override;
+  void OnGone(ConnectionId id) override;
+
+  // Upstream::Delegate
+  void OnLease() override;
+  void OnLost(const std::string& why) override;
+
+ private:
+  void GiveBack(int count);
+
+  Ledger* ledger_;
+  Upstream* upstream_ = nullptr;
+  SocketServer* server_ = nullptr;
+  std::deque<ConnectionId> waiting_;  // one entry per waiting request, oldest first
+  std::string lost_reason_;
+};
+
+}  // namespace jobbridge

@@ -1,0 +1,287 @@
+// The two kinds of upstream (upstream.h): a legacy pool read through private
+// descriptions, and a socket root with one connection per lease.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "upstream.h"
+#include "util/eintr.h"
+#include "util/private_description.h"
+#include "util/unique_fd.h"
+#include "util/uv_handle.h"
+
+namespace jobbridge {
+
+namespace {
+
+// Reads the outer pool while requests are outstanding; keeps each byte read,
+// and writes that same byte back when its lease is released (FACTS: some
+// clients care which byte comes back).
+class LegacyUpstream : public Upstream {
+ public:
+  LegacyUpstream(uv_loop_t* loop, Delegate* delegate) : loop_(loop), delegate_(delegate) {}
+  ~LegacyUpstream() override = default;
+
+  bool Open(const JobserverAuth& auth, std::string* err) {
+    if (auth.kind == JobserverAuth::Kind::kFifo) {
+      // Read-write: opening never waits for a writer, reads never see EOF.
+      read_.Reset(RetryOnEintr(
+          [&] { return open(auth.fifo_path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC); }));
+      if (!read_.valid()) {
+        *err = "cannot open the jobserver FIFO " + auth.fifo_path + ": " + strerror(errno);
+        return false;
+      }
+      write_.Reset(RetryOnEintr([&] { return dup(read_.get()); }));
+      if (write_.valid()) fcntl(write_.get(), F_SETFD, FD_CLOEXEC);
+    } else {
+      read_ = OpenPrivateDescription(auth.read_fd, O_RDONLY, err);
+      if (!read_.valid()) return false;
+      write_ = OpenPrivateDescription(auth.write_fd, O_WRONLY, err);
+    }
+    if (!write_.valid()) {
+      if (err->empty()) *err = std::string("cannot open the jobserver: ") + strerror(errno);
+      return false;
+    }
+    poll_ = new uv_poll_t;
+    uv_poll_init(loop_, poll_, read_.get());
+    poll_->data = this;
+    return true;
+  }
+
+  void SetWanted(int count) override {
+    wanted_ = std::max(count, 0);
+    if (!poll_) return;
+    if (wanted_ > 0 && !polling_) uv_poll_start(poll_, UV_READABLE, OnReadable);
+    if (wanted_ == 0 && polling_) uv_poll_stop(poll_);
+    polling_ = wanted_ > 0;
+  }
+
+  bool Release(std::string* err) override {
+    if (bytes_.empty()) {
+      *err = "internal: a lease was given back that was never taken";
+      return false;
+    }
+    char byte = bytes_.back();
+    ssize_t n = RetryOnEintr([&] { return write(write_.get(), &byte, 1); });
+    if (n != 1) {
+      *err = std::string("cannot write a token back to the outer jobserver: ") +
+             (n < 0 ? strerror(errno) : "short write");
+      return false;
+    }
+    bytes_.pop_back();
+    return true;
+  }
+
+  int leased() const override { return static_cast<int>(bytes_.size()); }
+  int64_t total_leased() const override { return total_; }
+  bool lost() const override { return false; }
+
+  bool Close(std::string* err) override {
+    SetWanted(0);
+    bool ok = true;
+    while (!bytes_.empty()) ok &= Release(err);
+    CloseAndDelete(poll_);
+    poll_ = nullptr;
+    return ok;
+  }
+
+ private:
+  static void OnReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
+    static_cast<LegacyUpstream*>(handle->data)->ReadTokens();
+  }
+
+  void ReadTokens() {
+    // Other readers race for the same tokens: EAGAIN is "none after all".
+    char buffer[64];
+    size_t want = std::min(sizeof buffer, static_cast<size_t>(std::max(wanted_, 0)));
+    ssize_t n = want == 0 ? 0 : RetryOnEintr([&] { return read(read_.get(), buffer, want); });
+    for (ssize_t i = 0; i < n; ++i) {
+      bytes_.push_back(buffer[i]);
+      ++total_;
+      SetWanted(wanted_ - 1);
+      delegate_->OnLease();  // may call SetWanted and Release
+    }
+  }
+
+  uv_loop_t* loop_;
+  Delegate* delegate_;
+  UniqueFd read_, write_;
+  uv_poll_t* poll_ = nullptr;  // freed in its close callback
+  bool polling_ = false;
+  int wanted_ = 0;
+  std::vector<char> bytes_;  // one per lease held: the byte read
+  int64_t total_ = 0;
+};
+
+// One connection per request and per lease. A request is withdrawn by
+// closing its connection; a lease is given back the same way.
+class SocketUpstream : public Upstream {
+ public:
+  SocketUpstream(uv_loop_t* loop, Delegate* delegate, std::string path)
+      : loop_(loop), delegate_(delegate), path_(std::move(path)) {}
+  ~SocketUpstream() override = default;
+
+  bool Init() {
+    retry_ = new uv_timer_t;
+    uv_timer_init(loop_, retry_);
+    retry_->data = this;
+    return true;
+  }
+
+  void SetWanted(int count) override {
+    wanted_ = count;
+    while (!lost_ && static_cast<int>(pending_.size()) > wanted_)
+      Drop(&pending_, pending_.size() - 1);
+    while (!lost_ && static_cast<int>(pending_.size()) < wanted_) {
+      if (!Connect()) break;
+    }
+  }
+
+  bool Release(std::string* err) override {
+    if (lost_) return true;  // the root is gone: there is nobody to give it to
+    if (leases_.empty()) {
+      *err = "internal: a lease was given back that was never taken";
+      return false;
+    }
+    Drop(&leases_, leases_.size() - 1);
+    return true;
+  }
+
+  int leased() const override { return static_cast<int>(leases_.size()); }
+  int64_t total_leased() const override { return total_; }
+  bool lost() const override { return lost_; }
+
+  bool Close(std::string* /*err*/) override {
+    DropAll();
+    CloseAndDelete(retry_);
+    retry_ = nullptr;
+    return true;
+  }
+
+ private:
+  struct Connection {
+    SocketUpstream* owner;
+    UniqueFd fd;
+    uv_poll_t* poll = nullptr;
+  };
+  using Connections = std::vector<std::unique_ptr<Connection>>;
+
+  static void OnReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
+    auto* connection = static_cast<Connection*>(handle->data);
+    connection->owner->ReadFrom(connection);
+  }
+
+  static void OnRetry(uv_timer_t* timer) {
+    auto* self = static_cast<SocketUpstream*>(timer->data);
+    self->SetWanted(self->wanted_);
+  }
+
+  // Starts one request. Returns false when none can be started now.
+  bool Connect() {
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd.valid()) return RetryLater();
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::memcpy(address.sun_path, path_.data(),
+                std::min(path_.size(), sizeof address.sun_path - 1));
+    int rc = RetryOnEintr(
+        [&] { return connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address); });
+    if (rc != 0 && errno != EISCONN) {
+      if (errno == EAGAIN) return RetryLater();  // its backlog is full
+      Lose(std::string("cannot connect to ") + path_ + ": " + strerror(errno));
+      return false;
+    }
+    auto connection = std::make_unique<Connection>(Connection{this, std::move(fd)});
+    connection->poll = new uv_poll_t;
+    uv_poll_init(loop_, connection->poll, connection->fd.get());
+    connection->poll->data = connection.get();
+    uv_poll_start(connection->poll, UV_READABLE | UV_DISCONNECT, OnReadable);
+    pending_.push_back(std::move(connection));
+    return true;
+  }
+
+  bool RetryLater() {
+    if (retry_ && !uv_is_active(reinterpret_cast<uv_handle_t*>(retry_))) {
+      uv_timer_start(retry_, OnRetry, 10, 0);
+    }
+    return false;
+  }
+
+  void ReadFrom(Connection* connection) {
+    char byte = 0;
+    ssize_t n = RetryOnEintr([&] { return read(connection->fd.get(), &byte, 1); });
+    if (n < 0 && errno == EAGAIN) return;
+    bool granted_now = n == 1 && Remove(&pending_, connection, &leases_);
+    if (granted_now) {
+      ++total_;
+      delegate_->OnLease();
+      return;
+    }
+    if (n == 1) return;  // a byte beyond the grant: the protocol has none; ignored
+    Lose("the socket root " + path_ + " closed the connection" +
+         (n < 0 ? std::string(" (") + strerror(errno) + ")" : std::string()) +
+         ": it has ended or was killed");
+  }
+
+  // Moves `connection` from `from` to `to`. Returns false when it is not in `from`.
+  static bool Remove(Connections* from, Connection* connection, Connections* to) {
+    for (size_t i = 0; i < from->size(); ++i) {
+      if ((*from)[i].get() != connection) continue;
+      to->push_back(std::move((*from)[i]));
+      from->erase(from->begin() + static_cast<long>(i));
+      return true;
+    }
+    return false;
+  }
+
+  static void Drop(Connections* list, size_t index) {
+    Connection* connection = (*list)[index].get();
+    CloseAndDelete(connection->poll);  // stops watching at once
+    list->erase(list->begin() + static_cast<long>(index));
+  }
+
+  void DropAll() {
+    while (!pending_.empty()) Drop(&pending_, pending_.size() - 1);
+    while (!leases_.empty()) Drop(&leases_, leases_.size() - 1);
+    if (retry_) uv_timer_stop(retry_);
+  }
+
+  void Lose(const std::string& why) {
+    if (lost_) return;
+    lost_ = true;
+    DropAll();
+    delegate_->OnLost(why);
+  }
+
+  uv_loop_t* loop_;
+  Delegate* delegate_;
+  std::string path_;
+  Connections pending_;  // requests, oldest first
+  Connections leases_;
+  uv_timer_t* retry_ = nullptr;  // freed in its close callback
+  int wanted_ = 0;
+  int64_t total_ = 0;
+  bool lost_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Upstream> Upstream::Create(uv_loop_t* loop, const OuterBudget& outer,
+                                           Delegate* delegate, std::string* err) {
+  if (outer.kind == OuterBudget::Kind::kSocket) {
+    auto upstream = std::make_unique<SocketUpstream>(loop, delegate, outer.socket_path);
+    upstream->Init();
+    return upstream;
+  }
+  auto upstream = std::make_unique<LegacyUpstream>(loop, delegate);
+  if (!upstream->Open(outer.legacy, err)) return nullptr;
+  return upstream;
+}
+
+}  // namespace jobbridge

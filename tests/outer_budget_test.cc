@@ -1,0 +1,196 @@
+// Finding the outer budget: real pipes, FIFOs, files and sockets stand in for
+// what an outer make, cargo or socket root leaves in the environment, and a
+// map stands in for getenv.
+#include "outer_budget.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "util/unique_fd.h"
+
+namespace jobbridge {
+namespace {
+
+using Kind = OuterBudget::Kind;
+
+class OuterBudgetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = ::testing::TempDir() + "/jb-outer-XXXXXX";
+    ASSERT_NE(mkdtemp(templ.data()), nullptr) << strerror(errno);
+    dir_ = templ;
+    int fds[2];
+    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+    read_.Reset(fds[0]);
+    write_.Reset(fds[1]);
+  }
+
+  void TearDown() override {
+    for (const char* name : {"budget.json", "s", "fifo"}) unlink((dir_ + "/" + name).c_str());
+    EXPECT_EQ(rmdir(dir_.c_str()), 0) << strerror(errno);
+  }
+
+  OuterBudget Find() {
+    warnings_.clear();
+    return FindOuterBudget(
+        [&](const char* name) -> const char* {
+          auto it = env_.find(name);
+          return it == env_.end() ? nullptr : it->second.c_str();
+        },
+        &warnings_);
+  }
+
+  std::string PipeFlags(int r, int w) {
+    return "-j4 --jobserver-auth=" + std::to_string(r) + "," + std::to_string(w);
+  }
+
+  // A socket at dir_/s; listening unless told otherwise.
+  std::string MakeSocket(bool listening) {
+    std::string path = dir_ + "/s";
+    listener_.Reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+    EXPECT_EQ(bind(listener_.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    if (listening) {
+      EXPECT_EQ(listen(listener_.get(), 8), 0);
+    }
+    return path;
+  }
+
+  bool Warned(const std::string& text) {
+    for (const std::string& warning : warnings_) {
+      if (warning.find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  std::string dir_;
+  UniqueFd read_, write_, listener_;
+  std::map<std::string, std::string> env_;
+  std::vector<std::string> warnings_;
+};
+
+TEST_F(OuterBudgetTest, NothingSetMeansNoOuterBudget) {
+  EXPECT_EQ(Find().kind, Kind::kNone);
+  EXPECT_TRUE(warnings_.empty());
+}
+
+TEST_F(OuterBudgetTest, FindsAnOuterMakesPipe) {
+  env_["MAKEFLAGS"] = PipeFlags(read_.get(), write_.get());
+  OuterBudget outer = Find();
+  ASSERT_EQ(outer.kind, Kind::kLegacy);
+  EXPECT_EQ(outer.legacy,
+            (JobserverAuth{JobserverAuth::Kind::kPipe, read_.get(), write_.get(), ""}));
+  EXPECT_EQ(outer.legacy_source, "MAKEFLAGS");
+  EXPECT_EQ(outer.jobs, 4);
+  EXPECT_TRUE(warnings_.empty());
+}
+
+TEST_F(OuterBudgetTest, FirstVariableWithAJobserverWinsInJobserverRsOrder) {
+  env_["CARGO_MAKEFLAGS"] = "";  // set but no jobserver: the next one is looked at
+  env_["MAKEFLAGS"] = PipeFlags(read_.get(), write_.get());
+  env_["MFLAGS"] = "-j2 --jobserver-auth=fifo:/nowhere";
+  OuterBudget outer = Find();
+  ASSERT_EQ(outer.kind, Kind::kLegacy);
+  EXPECT_EQ(outer.legacy_source, "MAKEFLAGS");
+}
+
+TEST_F(OuterBudgetTest, ClosedFdsAreSkippedWithAWarningThatNamesTheCause) {
+  int r = read_.get(), w = write_.get();
+  read_.Reset();
+  write_.Reset();
+  env_["MAKEFLAGS"] = PipeFlags(r, w);
+  EXPECT_EQ(Find().kind, Kind::kNone);
+  EXPECT_TRUE(Warned("is not open: a make recipe without '+'"))
+      << testing::PrintToString(warnings_);
+}
+
+TEST_F(OuterBudgetTest, FdsThatNameOtherFilesAreSkipped) {
+  UniqueFd file(open("/dev/null", O_RDWR | O_CLOEXEC));
+  env_["MAKEFLAGS"] = PipeFlags(file.get(), file.get());
+  EXPECT_EQ(Find().kind, Kind::kNone);
+  EXPECT_TRUE(Warned("is not a pipe")) << testing::PrintToString(warnings_);
+}
+
+TEST_F(OuterBudgetTest, EndsSwappedAreSkipped) {
+  env_["MAKEFLAGS"] = PipeFlags(write_.get(), read_.get());
+  EXPECT_EQ(Find().kind, Kind::kNone);
+  EXPECT_TRUE(Warned("open for writing only")) << testing::PrintToString(warnings_);
+}
+
+TEST_F(OuterBudgetTest, MakeFourFoursDisabledJobserverIsNoJobserver) {
+  env_["MAKEFLAGS"] = "-j4 --jobserver-auth=-2,-2";
+  EXPECT_EQ(Find().kind, Kind::kNone);
+  EXPECT_TRUE(warnings_.empty());
+}
+
+TEST_F(OuterBudgetTest, FifoMustExist) {
+  std::string fifo = dir_ + "/fifo";
+  env_["MAKEFLAGS"] = "-j3 --jobserver-auth=fifo:" + fifo;
+  EXPECT_EQ(Find().kind, Kind::kNone);
+  EXPECT_TRUE(Warned("is missing")) << testing::PrintToString(warnings_);
+
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  OuterBudget outer = Find();
+  ASSERT_EQ(outer.kind, Kind::kLegacy);
+  EXPECT_EQ(outer.legacy.fifo_path, fifo);
+}
+
+TEST_F(OuterBudgetTest, SocketRootComesFirst) {
+  env_["JOBSERVERV2"] = MakeSocket(true);
+  OuterBudget outer = Find();
+  ASSERT_EQ(outer.kind, Kind::kSocket);
+  EXPECT_EQ(outer.socket_path, dir_ + "/s");
+  EXPECT_TRUE(warnings_.empty());
+}
+
+TEST_F(OuterBudgetTest, BrokenSocketRootsFallBackToMakeflags) {
+  env_["MAKEFLAGS"] = PipeFlags(read_.get(), write_.get());
+  env_["JOBSERVERV2"] = dir_ + "/s";
+  EXPECT_EQ(Find().kind, Kind::kLegacy);
+  EXPECT_TRUE(Warned("no socket at")) << testing::PrintToString(warnings_);
+
+  MakeSocket(false);  // bound, nobody listens: a killed root's leftover
+  EXPECT_EQ(Find().kind, Kind::kLegacy);
+  EXPECT_TRUE(Warned("nothing listens on")) << testing::PrintToString(warnings_);
+
+  env_["JOBSERVERV2"] = "relative/s";
+  EXPECT_EQ(Find().kind, Kind::kLegacy);
+  EXPECT_TRUE(Warned("is not an absolute path")) << testing::PrintToString(warnings_);
+}
+
+TEST_F(OuterBudgetTest, PoolBesideASocketRootIsSharedOnlyOnItsWord) {
+  env_["JOBSERVERV2"] = MakeSocket(true);
+  env_["MAKEFLAGS"] = PipeFlags(read_.get(), write_.get());
+  EXPECT_EQ(Find().legacy.kind, JobserverAuth::Kind::kNone) << "no budget.json: not shared";
+
+  int other[2];
+  ASSERT_EQ(pipe2(other, O_CLOEXEC), 0);
+  UniqueFd other_read(other[0]), other_write(other[1]);
+  std::string err;
+  ASSERT_TRUE(WriteBudgetFile(dir_, {JobserverAuth::Kind::kPipe, other[0], other[1], ""}, &err))
+      << err;
+  EXPECT_EQ(Find().legacy.kind, JobserverAuth::Kind::kNone) << "budget.json names another pool";
+
+  ASSERT_TRUE(
+      WriteBudgetFile(dir_, {JobserverAuth::Kind::kPipe, read_.get(), write_.get(), ""}, &err))
+      << err;
+  OuterBudget outer = Find();
+  EXPECT_EQ(outer.kind, Kind::kSocket);
+  EXPECT_EQ(outer.legacy.kind, JobserverAuth::Kind::kPipe);
+  EXPECT_EQ(outer.jobs, 4);
+}
+
+}  // namespace
+}  // namespace jobbridge

@@ -1,0 +1,263 @@
+// A nested jobbridge's relay against real outer budgets on one libuv loop:
+// a legacy pipe with tokens (an outer make), and a root jobbridge's broker
+// and socket server (an outer jobbridge). Clients are real sockets; every
+// test waits for a byte or a state, and ends with every slot back upstream.
+#include "relay.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "broker.h"
+#include "core/ledger.h"
+#include "legacy_pool.h"
+#include "loop_test_util.h"
+#include "socket_server.h"
+#include "upstream.h"
+#include "util/unique_fd.h"
+
+namespace jobbridge {
+namespace {
+
+using test_util::Queued;
+using test_util::Readable;
+
+class RelayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = ::testing::TempDir() + "/jb-relay-XXXXXX";
+    ASSERT_NE(mkdtemp(templ.data()), nullptr) << strerror(errno);
+    dir_ = templ;
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+  }
+
+  void TearDown() override {
+    if (!finished_) Stop();
+    for (const char* name : {"root.sock", "nested.sock"}) unlink((dir_ + "/" + name).c_str());
+    EXPECT_EQ(rmdir(dir_.c_str()), 0) << strerror(errno);
+  }
+
+  // An outer make: a pipe holding `tokens` bytes 'a', 'b', ... (FACTS: the
+  // byte read must be the byte written back).
+  void StartUnderPipe(int tokens) {
+    int fds[2];
+    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+    outer_read_.Reset(fds[0]);
+    outer_write_.Reset(fds[1]);
+    for (int i = 0; i < tokens; ++i) {
+      char byte = static_cast<char>('a' + i);
+      ASSERT_EQ(write(outer_write_.get(), &byte, 1), 1);
+    }
+    OuterBudget outer;
+    outer.kind = OuterBudget::Kind::kLegacy;
+    outer.legacy = {JobserverAuth::Kind::kPipe, outer_read_.get(), outer_write_.get(), ""};
+    StartNested(outer);
+  }
+
+  // An outer jobbridge of `budget` slots: its broker, server and pool.
+  void StartUnderRoot(int budget) {
+    std::string err;
+    root_ledger_ = std::make_unique<Ledger>(budget);
+    ASSERT_TRUE(root_ledger_->Grant(kCommandOwner, 1, &err)) << err;
+    ASSERT_TRUE(root_ledger_->Grant(kLegacyOwner, budget - 1, &err)) << err;
+    root_pool_ = LegacyPool::Create(LegacyStyle::kPipe, budget - 1, dir_, &err);
+    ASSERT_NE(root_pool_, nullptr) << err;
+    root_broker_ = std::make_unique<Broker>(&loop_, root_ledger_.get(), root_pool_.get());
+    root_server_ = std::make_unique<SocketServer>(&loop_, root_broker_.get());
+    ASSERT_TRUE(root_server_->Listen(dir_ + "/root.sock", &err)) << err;
+    root_broker_->Start(root_server_.get());
+    OuterBudget outer;
+    outer.kind = OuterBudget::Kind::kSocket;
+    outer.socket_path = dir_ + "/root.sock";
+    StartNested(outer);
+  }
+
+  void StartNested(const OuterBudget& outer) {
+    std::string err;
+    ledger_ = std::make_unique<Ledger>(Ledger::kMaxBudget);
+    relay_ = std::make_unique<Relay>(ledger_.get());
+    server_ = std::make_unique<SocketServer>(&loop_, relay_.get());
+    upstream_ = Upstream::Create(&loop_, outer, relay_.get(), &err);
+    ASSERT_NE(upstream_, nullptr) << err;
+    ASSERT_TRUE(server_->Listen(dir_ + "/nested.sock", &err)) << err;
+    relay_->Start(server_.get(), upstream_.get());
+  }
+
+  // Stops as RunBridge does; every handle closed, the books balanced.
+  void Stop() {
+    std::string err;
+    if (relay_) relay_->Stop();
+    if (server_) server_->Shutdown();
+    if (upstream_) {
+      EXPECT_TRUE(upstream_->Close(&err)) << err;
+    }
+    if (root_broker_) root_broker_->Stop();
+    if (root_server_) root_server_->Shutdown();
+    EXPECT_TRUE(RunUntil([&] { return !uv_loop_alive(&loop_); })) << "handles left open";
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+    if (ledger_) {
+      EXPECT_EQ(ledger_->granted(), 0);
+    }
+    if (root_broker_) {
+      EXPECT_TRUE(root_broker_->ReturnFreeSlots(&err)) << err;
+      EXPECT_EQ(root_ledger_->HeldBy(kLegacyOwner) + root_ledger_->HeldBy(kCommandOwner),
+                root_ledger_->budget());
+    }
+    finished_ = true;
+  }
+
+  bool RunUntil(const std::function<bool()>& done) { return test_util::RunLoopUntil(&loop_, done); }
+
+  UniqueFd Connect() {
+    UniqueFd fd = test_util::ConnectTo(dir_ + "/nested.sock");
+    EXPECT_TRUE(fd.valid()) << strerror(errno);
+    return fd;
+  }
+
+  ::testing::AssertionResult GetsGrant(int fd) {
+    if (!RunUntil([&] { return Readable(fd); })) return ::testing::AssertionFailure() << "no grant";
+    char byte = 0;
+    if (recv(fd, &byte, 1, MSG_DONTWAIT) != 1) return ::testing::AssertionFailure() << "EOF";
+    return ::testing::AssertionSuccess();
+  }
+
+  // The nested server saw every connection go (and so gave its slots back).
+  bool AllGone() {
+    return RunUntil([&] { return server_->connection_count() == 0; });
+  }
+
+  std::string OuterBytes() {
+    std::string bytes(64, '\0');
+    ssize_t n = read(outer_read_.get(), bytes.data(), bytes.size());
+    bytes.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    std::sort(bytes.begin(), bytes.end());
+    return bytes;
+  }
+
+  uv_loop_t loop_{};
+  std::string dir_;
+  UniqueFd outer_read_, outer_write_;
+  std::unique_ptr<Ledger> root_ledger_;
+  std::unique_ptr<LegacyPool> root_pool_;
+  std::unique_ptr<Broker> root_broker_;
+  std::unique_ptr<SocketServer> root_server_;
+  std::unique_ptr<Ledger> ledger_;
+  std::unique_ptr<Relay> relay_;
+  std::unique_ptr<SocketServer> server_;
+  std::unique_ptr<Upstream> upstream_;
+  bool finished_ = false;
+};
+
+TEST_F(RelayTest, EachClientSlotIsATokenOfTheOuterPipeGivenBackOnClose) {
+  StartUnderPipe(2);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = Connect();
+  ASSERT_TRUE(GetsGrant(b.get()));
+  EXPECT_EQ(Queued(outer_read_.get()), 0);
+  EXPECT_EQ(upstream_->leased(), 2);
+
+  a.Reset();
+  b.Reset();
+  ASSERT_TRUE(AllGone());
+  EXPECT_EQ(upstream_->leased(), 0);
+  EXPECT_EQ(OuterBytes(), "ab") << "the bytes read must be the bytes written back";
+  Stop();
+}
+
+TEST_F(RelayTest, AWaiterGetsTheNextOuterTokenAndAWaiterThatLeavesTakesNone) {
+  StartUnderPipe(1);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = Connect();
+  UniqueFd c = Connect();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 3; }));
+  c.Reset();  // gives up before any token came
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 2; }));
+
+  char token = 'z';  // another job of the outer make ended
+  ASSERT_EQ(write(outer_write_.get(), &token, 1), 1);
+  ASSERT_TRUE(GetsGrant(b.get()));
+  EXPECT_FALSE(Readable(a.get()));
+  a.Reset();
+  b.Reset();
+  ASSERT_TRUE(AllGone());
+  EXPECT_EQ(OuterBytes(), "az");
+  Stop();
+}
+
+TEST_F(RelayTest, TheSharedDescriptionsStayBlocking) {
+  StartUnderPipe(1);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  a.Reset();
+  ASSERT_TRUE(AllGone());
+  EXPECT_EQ(fcntl(outer_read_.get(), F_GETFL) & O_NONBLOCK, 0);
+  EXPECT_EQ(fcntl(outer_write_.get(), F_GETFL) & O_NONBLOCK, 0);
+  EXPECT_EQ(OuterBytes(), "a");
+  Stop();
+}
+
+TEST_F(RelayTest, UnderARootSlotsAreBorrowedOnlyWhileHeld) {
+  StartUnderRoot(3);  // 2 slots beside the command's implicit one
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = Connect();
+  ASSERT_TRUE(GetsGrant(b.get()));
+  UniqueFd c = Connect();
+  ASSERT_TRUE(RunUntil([&] { return root_broker_->waiting() == 1; }))
+      << "the third request reaches the root";
+  EXPECT_FALSE(Readable(c.get()));
+
+  a.Reset();
+  ASSERT_TRUE(GetsGrant(c.get()));
+  b.Reset();
+  c.Reset();
+  ASSERT_TRUE(AllGone());
+  ASSERT_TRUE(RunUntil([&] { return root_server_->connection_count() == 0; }))
+      << "every lease given back to the root";
+  Stop();
+}
+
+TEST_F(RelayTest, AWithdrawnRequestIsWithdrawnAtTheRoot) {
+  StartUnderRoot(2);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = Connect();
+  ASSERT_TRUE(RunUntil([&] { return root_broker_->waiting() == 1; }));
+  b.Reset();
+  ASSERT_TRUE(RunUntil([&] { return root_broker_->waiting() == 0; }));
+  a.Reset();
+  ASSERT_TRUE(AllGone());
+  ASSERT_TRUE(RunUntil([&] { return root_server_->connection_count() == 0; }));
+  Stop();
+}
+
+TEST_F(RelayTest, LosingTheRootCutsOffTheClients) {
+  StartUnderRoot(3);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = Connect();
+  ASSERT_TRUE(GetsGrant(b.get()));
+  root_server_->Shutdown();  // as the kernel does for a killed root
+
+  ASSERT_TRUE(RunUntil([&] { return !relay_->lost_reason().empty(); }));
+  EXPECT_NE(relay_->lost_reason().find("closed the connection"), std::string::npos)
+      << relay_->lost_reason();
+  ASSERT_TRUE(RunUntil([&] { return Readable(a.get()); }));
+  char byte = 0;
+  EXPECT_EQ(recv(a.get(), &byte, 1, MSG_DONTWAIT), 0) << "the client must see the server gone";
+  EXPECT_EQ(ledger_->granted(), 0);
+  EXPECT_TRUE(upstream_->lost());
+  Stop();
+}
+
+}  // namespace
+}  // namespace jobbridge
