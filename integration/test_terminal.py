@@ -71,11 +71,11 @@ class TerminalTest(BridgeTestCase):
         return PtyBridge([self.bridge, "-v", "-j2", "--", "sh", "-c", script],
                          self.sandbox.env, self.sandbox.root)
 
-    def check_end(self, term, expected_status):
+    def check_end(self, term, expected_status, tokens=1):
         status = term.finish()
         self.assertEqual(status, expected_status, term.output)
         result = subprocess.CompletedProcess([], status, "", term.output.decode())
-        self.assert_nothing_lost(result, 1)
+        self.assert_nothing_lost(result, tokens)
 
     def test_command_reads_the_terminal(self):
         term = self.start('echo ready; read line; echo "got:$line"')
@@ -173,6 +173,22 @@ class TerminalTest(BridgeTestCase):
         term.type(b"again\n")
         term.read_until("got:again")
         self.check_end(term, 0)
+
+    def test_ctrl_c_reaches_every_nested_jobbridge_under_make(self):
+        # Joined jobbridges are jobs of the outer build: they must leave the
+        # terminal to it. If each took the foreground for its own command, a
+        # Ctrl-C would reach only the last one's tree, and make would wait
+        # for the others' jobs forever.
+        with open(os.path.join(self.sandbox.root, "Makefile"), "w") as f:
+            f.write("all: a b\n"
+                    "a b:\n"
+                    f"\t+{self.bridge} -- sh -c 'echo ready-$@; exec sleep 60'\n")
+        term = PtyBridge([self.bridge, "-v", "-j4", "--", "make", "-s"],
+                         self.sandbox.env, self.sandbox.root)
+        term.read_until("ready-a")
+        term.read_until("ready-b")
+        term.type(b"\x03")
+        self.check_end(term, -signal.SIGINT, tokens=3)
 
 
 if __name__ == "__main__":

@@ -102,9 +102,11 @@ void StopServing(Context* ctx) {
 
 void OnForwardedSignal(uv_signal_t* handle, int signum) {
   auto* ctx = static_cast<Context*>(handle->data);
-  // The command runs in its own process group: signal all of it, as a
-  // terminal's Ctrl-C would.
-  kill(-ctx->child, signum);
+  // A root's command runs in its own process group: signal all of it, as a
+  // terminal's Ctrl-C would. A joined jobbridge's command stays in the outer
+  // build's group, as a make recipe does (a terminal's Ctrl-C reaches it
+  // directly), so the group is not ours to signal: the command alone is.
+  kill(ctx->relay ? ctx->child : -ctx->child, signum);
 }
 
 // The command's group was stopped by job control (Ctrl-Z, or reading or
@@ -227,7 +229,9 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
   ctx->child_changed.data = ctx;
   uv_signal_start(&ctx->child_changed, OnChildChanged, SIGCHLD);
   handled->push_back(SIGCHLD);
-  ctx->terminal = Terminal::Open();
+  // A joined jobbridge is one job of a build that owns the terminal; taking
+  // the foreground would take Ctrl-C away from the rest of that build.
+  if (!ctx->relay) ctx->terminal = Terminal::Open();
   return true;
 }
 
@@ -367,7 +371,8 @@ int RunBridge(const Options& options) {
                        original_mask,
                        handled,
                        ctx.terminal.OwnGroupIsForeground() ? ctx.terminal.fd() : -1,
-                       original_nofile};
+                       original_nofile,
+                       /*new_process_group=*/!joined};
   int spawn_status = 0;
   if (!SpawnChild(request, &ctx.child, &spawn_status, &err)) {
     LogError(err);
