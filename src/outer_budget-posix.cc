@@ -70,6 +70,7 @@ std::string PoolIdentity(const JobserverAuth& auth) {
 
 // The first variable, in jobserver-rs order, that names a usable jobserver.
 void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::string>* warnings) {
+  JobserverAuth warned;
   for (const char* variable : kMakeflagsVariables) {
     const char* value = getenv_fn(variable);
     if (!value) continue;
@@ -82,8 +83,12 @@ void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::
     auto kind = flags.auth.kind;
     if (kind != JobserverAuth::Kind::kPipe && kind != JobserverAuth::Kind::kFifo) continue;
     if (!CheckLegacyJobserver(flags.auth, &err)) {
-      warnings->push_back("ignoring the jobserver in " + std::string(variable) + " (" +
-                          FormatAuth(flags.auth) + "): " + err);
+      // make sets MAKEFLAGS and MFLAGS alike: one warning for one fault.
+      if (flags.auth != warned) {
+        warnings->push_back("ignoring the jobserver in " + std::string(variable) + " (" +
+                            FormatAuth(flags.auth) + "): " + err);
+      }
+      warned = flags.auth;
       continue;
     }
     found->legacy = flags.auth;

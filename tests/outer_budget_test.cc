@@ -111,9 +111,11 @@ TEST_F(OuterBudgetTest, ClosedFdsAreSkippedWithAWarningThatNamesTheCause) {
   read_.Reset();
   write_.Reset();
   env_["MAKEFLAGS"] = PipeFlags(r, w);
+  env_["MFLAGS"] = PipeFlags(r, w);  // make sets both: one fault, one warning
   EXPECT_EQ(Find().kind, Kind::kNone);
   EXPECT_TRUE(Warned("is not open: a make recipe without '+'"))
       << testing::PrintToString(warnings_);
+  EXPECT_EQ(warnings_.size(), 1u) << testing::PrintToString(warnings_);
 }
 
 TEST_F(OuterBudgetTest, FdsThatNameOtherFilesAreSkipped) {
