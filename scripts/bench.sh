@@ -165,7 +165,7 @@ if [ "$busy" -gt 10 ]; then
   echo "warning: other work keeps the CPUs ${busy}% busy, so the figures are skewed"
 fi
 echo "targets: throughput >= 0.8x reference; fairness max/min <= 1.1;" \
-  "hand-off p50 <= 2x reference"
+  "hand-off p50 <= 2x reference; through a nested jobbridge: >= 0.4x and <= 3x"
 printf '\n%-44s %12s %12s %7s  %s\n' figure reference jobbridge ratio target
 
 measure 1 2 throughput -c 1 -t "$secs"

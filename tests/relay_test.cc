@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -40,7 +41,9 @@ class RelayTest : public ::testing::Test {
 
   void TearDown() override {
     if (!finished_) Stop();
-    for (const char* name : {"root.sock", "nested.sock"}) unlink((dir_ + "/" + name).c_str());
+    for (const char* name : {"root.sock", "nested.sock", "fifo"}) {
+      unlink((dir_ + "/" + name).c_str());
+    }
     EXPECT_EQ(rmdir(dir_.c_str()), 0) << strerror(errno);
   }
 
@@ -58,6 +61,23 @@ class RelayTest : public ::testing::Test {
     OuterBudget outer;
     outer.kind = OuterBudget::Kind::kLegacy;
     outer.legacy = {JobserverAuth::Kind::kPipe, outer_read_.get(), outer_write_.get(), ""};
+    StartNested(outer);
+  }
+
+  // An outer make 4.4: a FIFO holding `tokens` bytes 'a', 'b', ...; the
+  // test keeps a read-write description of it as the outer make would.
+  void StartUnderFifo(int tokens) {
+    std::string fifo = dir_ + "/fifo";
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << strerror(errno);
+    outer_read_.Reset(open(fifo.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+    ASSERT_TRUE(outer_read_.valid()) << strerror(errno);
+    for (int i = 0; i < tokens; ++i) {
+      char byte = static_cast<char>('a' + i);
+      ASSERT_EQ(write(outer_read_.get(), &byte, 1), 1);
+    }
+    OuterBudget outer;
+    outer.kind = OuterBudget::Kind::kLegacy;
+    outer.legacy = {JobserverAuth::Kind::kFifo, -1, -1, fifo};
     StartNested(outer);
   }
 
@@ -202,6 +222,26 @@ TEST_F(RelayTest, TheSharedDescriptionsStayBlocking) {
   EXPECT_EQ(fcntl(outer_read_.get(), F_GETFL) & O_NONBLOCK, 0);
   EXPECT_EQ(fcntl(outer_write_.get(), F_GETFL) & O_NONBLOCK, 0);
   EXPECT_EQ(OuterBytes(), "a");
+  Stop();
+}
+
+TEST_F(RelayTest, UnderAFifoTheByteReadIsWrittenBack) {
+  StartUnderFifo(2);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = Connect();
+  ASSERT_TRUE(GetsGrant(b.get()));
+  UniqueFd c = Connect();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 3; }));
+  EXPECT_EQ(Queued(outer_read_.get()), 0);
+  EXPECT_FALSE(Readable(c.get())) << "a third slot out of a pool of two";
+
+  a.Reset();
+  ASSERT_TRUE(GetsGrant(c.get()));
+  b.Reset();
+  c.Reset();
+  ASSERT_TRUE(AllGone());
+  EXPECT_EQ(OuterBytes(), "ab");
   Stop();
 }
 
