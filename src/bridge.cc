@@ -384,8 +384,9 @@ int RunBridge(const Options& options) {
   RunLoopToEnd(&ctx);
   ctx.terminal.TakeBackFrom(ctx.child);
   Finish(&ctx, &ledger, &pool, &runtime_dir, options.verbose);
+  int status = ExitStatus(ctx);  // says first if the outer budget was lost
   DieLikeChild(ctx.exit_signal);
-  return ExitStatus(ctx);
+  return status;
 }
 
 }  // namespace jobbridge

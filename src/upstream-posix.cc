@@ -136,9 +136,10 @@ class SocketUpstream : public Upstream {
 
   void SetWanted(int count) override {
     wanted_ = count;
-    while (!lost_ && static_cast<int>(pending_.size()) > wanted_)
+    while (!lost_ && static_cast<int>(pending_.size()) > wanted_) {
       Drop(&pending_, pending_.size() - 1);
-    while (!lost_ && static_cast<int>(pending_.size()) < wanted_) {
+    }
+    while (!lost_ && loss_.empty() && static_cast<int>(pending_.size()) < wanted_) {
       if (!Connect()) break;
     }
   }
@@ -179,6 +180,7 @@ class SocketUpstream : public Upstream {
 
   static void OnRetry(uv_timer_t* timer) {
     auto* self = static_cast<SocketUpstream*>(timer->data);
+    if (!self->loss_.empty()) return self->Lose(self->loss_);
     self->SetWanted(self->wanted_);
   }
 
@@ -194,7 +196,10 @@ class SocketUpstream : public Upstream {
         [&] { return connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address); });
     if (rc != 0 && errno != EISCONN) {
       if (errno == EAGAIN) return RetryLater();  // its backlog is full
-      Lose(std::string("cannot connect to ") + path_ + ": " + strerror(errno));
+      // Not here: SetWanted runs inside the server's callbacks, and losing
+      // shuts that server down under them. The retry timer reports it.
+      loss_ = std::string("cannot connect to ") + path_ + ": " + strerror(errno);
+      if (retry_) uv_timer_start(retry_, OnRetry, 0, 0);
       return false;
     }
     auto connection = std::make_unique<Connection>(Connection{this, std::move(fd)});
@@ -267,6 +272,7 @@ class SocketUpstream : public Upstream {
   uv_timer_t* retry_ = nullptr;  // freed in its close callback
   int wanted_ = 0;
   int64_t total_ = 0;
+  std::string loss_;  // why the root is gone, until Lose reports it
   bool lost_ = false;
 };
 

@@ -299,5 +299,19 @@ TEST_F(RelayTest, LosingTheRootCutsOffTheClients) {
   Stop();
 }
 
+TEST_F(RelayTest, ARootGoneBeforeTheFirstRequestIsLostToo) {
+  StartUnderRoot(3);
+  root_server_->Shutdown();  // nothing listens; the socket file stays
+  UniqueFd a = Connect();    // the relay's connect upstream is refused
+  ASSERT_TRUE(RunUntil([&] { return !relay_->lost_reason().empty(); }));
+  EXPECT_NE(relay_->lost_reason().find("cannot connect"), std::string::npos)
+      << relay_->lost_reason();
+  ASSERT_TRUE(RunUntil([&] { return Readable(a.get()); }));
+  char byte = 0;
+  EXPECT_EQ(recv(a.get(), &byte, 1, MSG_DONTWAIT), 0) << "the client must see the server gone";
+  EXPECT_FALSE(test_util::ConnectTo(dir_ + "/nested.sock").valid()) << "still accepting";
+  Stop();
+}
+
 }  // namespace
 }  // namespace jobbridge
