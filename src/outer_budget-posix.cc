@@ -53,19 +53,16 @@ bool CheckInheritedEnd(int fd, int access, const char* role, std::string* err) {
   return true;
 }
 
-// "dev:ino" of each part of a legacy jobserver, for comparing two of them.
+// "dev:ino" of the file a legacy jobserver's tokens are read from: the pipe
+// behind R, or the FIFO. The form does not matter: the shims hand make a
+// FIFO as R,W of one open FIFO, and ninja a pipe as fifo:/proc/self/fd/R,
+// and both still name the same pool. "" when it cannot be looked at.
 std::string PoolIdentity(const JobserverAuth& auth) {
-  struct stat read_info {
-  }, write_info{};
-  if (auth.kind == JobserverAuth::Kind::kPipe) {
-    if (fstat(auth.read_fd, &read_info) != 0 || fstat(auth.write_fd, &write_info) != 0) return "";
-    return "pipe " + Identity(read_info) + " " + Identity(write_info);
-  }
-  if (auth.kind == JobserverAuth::Kind::kFifo) {
-    if (stat(auth.fifo_path.c_str(), &read_info) != 0) return "";
-    return "fifo " + Identity(read_info);
-  }
-  return "";
+  struct stat info {};
+  bool ok = auth.kind == JobserverAuth::Kind::kPipe   ? fstat(auth.read_fd, &info) == 0
+            : auth.kind == JobserverAuth::Kind::kFifo ? stat(auth.fifo_path.c_str(), &info) == 0
+                                                      : false;
+  return ok ? Identity(info) : "";
 }
 
 // The first variable, in jobserver-rs order, that names a usable jobserver.

@@ -194,5 +194,26 @@ TEST_F(OuterBudgetTest, PoolBesideASocketRootIsSharedOnlyOnItsWord) {
   EXPECT_EQ(outer.jobs, 4);
 }
 
+TEST_F(OuterBudgetTest, APoolIsRecognizedInTheFormAShimGaveIt) {
+  env_["JOBSERVERV2"] = MakeSocket(true);
+  std::string err;
+  // The root serves a pipe; the ninja shim names it fifo:/proc/self/fd/R.
+  ASSERT_TRUE(
+      WriteBudgetFile(dir_, {JobserverAuth::Kind::kPipe, read_.get(), write_.get(), ""}, &err))
+      << err;
+  env_["MAKEFLAGS"] = "-j3 --jobserver-auth=fifo:/proc/self/fd/" + std::to_string(read_.get());
+  EXPECT_EQ(Find().legacy.kind, JobserverAuth::Kind::kFifo);
+
+  // The root serves a FIFO; the make shim names one read-write fd of it as R,W.
+  std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  ASSERT_TRUE(WriteBudgetFile(dir_, {JobserverAuth::Kind::kFifo, -1, -1, fifo}, &err)) << err;
+  UniqueFd both(open(fifo.c_str(), O_RDWR | O_CLOEXEC));
+  env_["MAKEFLAGS"] = PipeFlags(both.get(), both.get());
+  OuterBudget outer = Find();
+  EXPECT_EQ(outer.kind, Kind::kSocket);
+  EXPECT_EQ(outer.legacy.kind, JobserverAuth::Kind::kPipe);
+}
+
 }  // namespace
 }  // namespace jobbridge
