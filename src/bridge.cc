@@ -229,6 +229,13 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
   ctx->child_changed.data = ctx;
   uv_signal_start(&ctx->child_changed, OnChildChanged, SIGCHLD);
   handled->push_back(SIGCHLD);
+  // A write into a pipe nobody reads (an outer pool whose server ended, a
+  // closed stderr) must be an error to handle, not the end of the tree's
+  // jobserver. Ignored here; the command gets it back as it was.
+  if (!IsIgnored(SIGPIPE)) {
+    signal(SIGPIPE, SIG_IGN);
+    handled->push_back(SIGPIPE);
+  }
   // A joined jobbridge is one job of a build that owns the terminal; taking
   // the foreground would take Ctrl-C away from the rest of that build.
   if (!ctx->relay) ctx->terminal = Terminal::Open();

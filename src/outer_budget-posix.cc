@@ -184,6 +184,14 @@ OuterBudget FindOuterBudget(const GetEnvFn& getenv_fn, std::vector<std::string>*
       return found;
     }
     warnings->push_back("ignoring JOBSERVERV2: " + err);
+    // A jobbridge root's pool dies with it: nobody refills or drains it.
+    if (found.legacy.kind != JobserverAuth::Kind::kNone &&
+        SocketRootSharesPool(socket_path, found.legacy)) {
+      warnings->push_back("ignoring the jobserver in " + found.legacy_source +
+                          ": it is the pool of that socket root, and went with it");
+      found.legacy = {};
+      found.legacy_source.clear();
+    }
   }
   if (found.legacy.kind != JobserverAuth::Kind::kNone) found.kind = OuterBudget::Kind::kLegacy;
   return found;

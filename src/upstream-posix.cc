@@ -20,13 +20,75 @@ namespace jobbridge {
 
 namespace {
 
+// What both kinds share: the delegate, the count of leases taken, and losing
+// the outer budget. A loss is reported from a timer callback, never from
+// inside SetWanted or Release: those run inside the socket server's callbacks,
+// and the delegate shuts that server down when told.
+class UpstreamBase : public Upstream {
+ public:
+  UpstreamBase(uv_loop_t* loop, Delegate* delegate) : loop_(loop), delegate_(delegate) {
+    timer_ = new uv_timer_t;
+    uv_timer_init(loop_, timer_);
+    timer_->data = this;
+  }
+
+  int64_t total_leased() const override { return total_; }
+  bool lost() const override { return lost_; }
+
+ protected:
+  // Forgets every request and lease (the outer budget is gone).
+  virtual void DropAll() = 0;
+  // The timer fired for the subclass's own reason (no loss pending).
+  virtual void OnTimerFired() {}
+
+  void StartTimer(uint64_t ms) {
+    if (timer_ && !uv_is_active(reinterpret_cast<uv_handle_t*>(timer_))) {
+      uv_timer_start(timer_, OnTimer, ms, 0);
+    }
+  }
+
+  void LoseLater(const std::string& why) {
+    if (loss_.empty()) loss_ = why;
+    if (timer_) uv_timer_start(timer_, OnTimer, 0, 0);
+  }
+
+  // Reports the loss at once: only from the upstream's own callbacks.
+  void Lose(const std::string& why) {
+    if (lost_) return;
+    lost_ = true;
+    DropAll();
+    delegate_->OnLost(why);
+  }
+
+  bool losing() const { return lost_ || !loss_.empty(); }
+
+  void CloseTimer() {
+    CloseAndDelete(timer_);
+    timer_ = nullptr;
+  }
+
+  uv_loop_t* loop_;
+  Delegate* delegate_;
+  int64_t total_ = 0;
+
+ private:
+  static void OnTimer(uv_timer_t* timer) {
+    auto* self = static_cast<UpstreamBase*>(timer->data);
+    if (!self->loss_.empty()) return self->Lose(self->loss_);
+    self->OnTimerFired();
+  }
+
+  uv_timer_t* timer_ = nullptr;  // freed in its close callback
+  std::string loss_;             // why the outer budget is gone, until reported
+  bool lost_ = false;
+};
+
 // Reads the outer pool while requests are outstanding; keeps each byte read,
 // and writes that same byte back when its lease is released (FACTS: some
 // clients care which byte comes back).
-class LegacyUpstream : public Upstream {
+class LegacyUpstream : public UpstreamBase {
  public:
-  LegacyUpstream(uv_loop_t* loop, Delegate* delegate) : loop_(loop), delegate_(delegate) {}
-  ~LegacyUpstream() override = default;
+  using UpstreamBase::UpstreamBase;
 
   bool Open(const JobserverAuth& auth, std::string* err) {
     if (auth.kind == JobserverAuth::Kind::kFifo) {
@@ -37,8 +99,7 @@ class LegacyUpstream : public Upstream {
         *err = "cannot open the jobserver FIFO " + auth.fifo_path + ": " + strerror(errno);
         return false;
       }
-      write_.Reset(RetryOnEintr([&] { return dup(read_.get()); }));
-      if (write_.valid()) fcntl(write_.get(), F_SETFD, FD_CLOEXEC);
+      write_.Reset(RetryOnEintr([&] { return fcntl(read_.get(), F_DUPFD_CLOEXEC, 0); }));
     } else {
       read_ = OpenPrivateDescription(auth.read_fd, O_RDONLY, err);
       if (!read_.valid()) return false;
@@ -55,7 +116,7 @@ class LegacyUpstream : public Upstream {
   }
 
   void SetWanted(int count) override {
-    wanted_ = std::max(count, 0);
+    wanted_ = losing() ? 0 : std::max(count, 0);
     if (!poll_) return;
     if (wanted_ > 0 && !polling_) uv_poll_start(poll_, UV_READABLE, OnReadable);
     if (wanted_ == 0 && polling_) uv_poll_stop(poll_);
@@ -63,6 +124,7 @@ class LegacyUpstream : public Upstream {
   }
 
   bool Release(std::string* err) override {
+    if (lost()) return true;  // the pool is gone: there is nobody to give it to
     if (bytes_.empty()) {
       *err = "internal: a lease was given back that was never taken";
       return false;
@@ -70,6 +132,12 @@ class LegacyUpstream : public Upstream {
     char byte = bytes_.back();
     ssize_t n = RetryOnEintr([&] { return write(write_.get(), &byte, 1); });
     if (n != 1) {
+      // EPIPE: nobody reads the pipe tokens go back into any more (its
+      // server, a jobbridge root, has ended). jobbridge ignores SIGPIPE.
+      if (n < 0 && errno == EPIPE) {
+        LoseLater("nobody reads the outer jobserver's pipe any more: whoever served it has ended");
+        return true;
+      }
       *err = std::string("cannot write a token back to the outer jobserver: ") +
              (n < 0 ? strerror(errno) : "short write");
       return false;
@@ -79,15 +147,14 @@ class LegacyUpstream : public Upstream {
   }
 
   int leased() const override { return static_cast<int>(bytes_.size()); }
-  int64_t total_leased() const override { return total_; }
-  bool lost() const override { return false; }
 
   bool Close(std::string* err) override {
     SetWanted(0);
     bool ok = true;
-    while (!bytes_.empty()) ok &= Release(err);
+    while (!bytes_.empty() && !losing()) ok &= Release(err);
     CloseAndDelete(poll_);
     poll_ = nullptr;
+    CloseTimer();
     return ok;
   }
 
@@ -96,11 +163,22 @@ class LegacyUpstream : public Upstream {
     static_cast<LegacyUpstream*>(handle->data)->ReadTokens();
   }
 
+  void DropAll() override {
+    SetWanted(0);
+    bytes_.clear();
+  }
+
   void ReadTokens() {
     // Other readers race for the same tokens: EAGAIN is "none after all".
     char buffer[64];
     size_t want = std::min(sizeof buffer, static_cast<size_t>(std::max(wanted_, 0)));
-    ssize_t n = want == 0 ? 0 : RetryOnEintr([&] { return read(read_.get(), buffer, want); });
+    if (want == 0) return;
+    ssize_t n = RetryOnEintr([&] { return read(read_.get(), buffer, want); });
+    if (n == 0) {
+      // No process holds a write end any more: the server that filled the
+      // pipe (a jobbridge root keeps the only one) has ended.
+      return Lose("the outer jobserver's pipe has no writer left: whoever served it has ended");
+    }
     for (ssize_t i = 0; i < n; ++i) {
       bytes_.push_back(buffer[i]);
       ++total_;
@@ -109,43 +187,32 @@ class LegacyUpstream : public Upstream {
     }
   }
 
-  uv_loop_t* loop_;
-  Delegate* delegate_;
   UniqueFd read_, write_;
   uv_poll_t* poll_ = nullptr;  // freed in its close callback
   bool polling_ = false;
   int wanted_ = 0;
   std::vector<char> bytes_;  // one per lease held: the byte read
-  int64_t total_ = 0;
 };
 
 // One connection per request and per lease. A request is withdrawn by
 // closing its connection; a lease is given back the same way.
-class SocketUpstream : public Upstream {
+class SocketUpstream : public UpstreamBase {
  public:
   SocketUpstream(uv_loop_t* loop, Delegate* delegate, std::string path)
-      : loop_(loop), delegate_(delegate), path_(std::move(path)) {}
-  ~SocketUpstream() override = default;
-
-  bool Init() {
-    retry_ = new uv_timer_t;
-    uv_timer_init(loop_, retry_);
-    retry_->data = this;
-    return true;
-  }
+      : UpstreamBase(loop, delegate), path_(std::move(path)) {}
 
   void SetWanted(int count) override {
     wanted_ = count;
-    while (!lost_ && static_cast<int>(pending_.size()) > wanted_) {
+    while (!lost() && static_cast<int>(pending_.size()) > wanted_) {
       Drop(&pending_, pending_.size() - 1);
     }
-    while (!lost_ && loss_.empty() && static_cast<int>(pending_.size()) < wanted_) {
+    while (!losing() && static_cast<int>(pending_.size()) < wanted_) {
       if (!Connect()) break;
     }
   }
 
   bool Release(std::string* err) override {
-    if (lost_) return true;  // the root is gone: there is nobody to give it to
+    if (lost()) return true;  // the root is gone: there is nobody to give it to
     if (leases_.empty()) {
       *err = "internal: a lease was given back that was never taken";
       return false;
@@ -155,13 +222,10 @@ class SocketUpstream : public Upstream {
   }
 
   int leased() const override { return static_cast<int>(leases_.size()); }
-  int64_t total_leased() const override { return total_; }
-  bool lost() const override { return lost_; }
 
   bool Close(std::string* /*err*/) override {
     DropAll();
-    CloseAndDelete(retry_);
-    retry_ = nullptr;
+    CloseTimer();
     return true;
   }
 
@@ -178,11 +242,7 @@ class SocketUpstream : public Upstream {
     connection->owner->ReadFrom(connection);
   }
 
-  static void OnRetry(uv_timer_t* timer) {
-    auto* self = static_cast<SocketUpstream*>(timer->data);
-    if (!self->loss_.empty()) return self->Lose(self->loss_);
-    self->SetWanted(self->wanted_);
-  }
+  void OnTimerFired() override { SetWanted(wanted_); }  // retry connecting
 
   // Starts one request. Returns false when none can be started now.
   bool Connect() {
@@ -196,10 +256,7 @@ class SocketUpstream : public Upstream {
         [&] { return connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address); });
     if (rc != 0 && errno != EISCONN) {
       if (errno == EAGAIN) return RetryLater();  // its backlog is full
-      // Not here: SetWanted runs inside the server's callbacks, and losing
-      // shuts that server down under them. The retry timer reports it.
-      loss_ = std::string("cannot connect to ") + path_ + ": " + strerror(errno);
-      if (retry_) uv_timer_start(retry_, OnRetry, 0, 0);
+      LoseLater("cannot connect to " + path_ + ": " + strerror(errno));
       return false;
     }
     auto connection = std::make_unique<Connection>(Connection{this, std::move(fd)});
@@ -212,9 +269,7 @@ class SocketUpstream : public Upstream {
   }
 
   bool RetryLater() {
-    if (retry_ && !uv_is_active(reinterpret_cast<uv_handle_t*>(retry_))) {
-      uv_timer_start(retry_, OnRetry, 10, 0);
-    }
+    StartTimer(10);
     return false;
   }
 
@@ -222,7 +277,7 @@ class SocketUpstream : public Upstream {
     char byte = 0;
     ssize_t n = RetryOnEintr([&] { return read(connection->fd.get(), &byte, 1); });
     if (n < 0 && errno == EAGAIN) return;
-    bool granted_now = n == 1 && Remove(&pending_, connection, &leases_);
+    bool granted_now = n == 1 && Move(&pending_, connection, &leases_);
     if (granted_now) {
       ++total_;
       delegate_->OnLease();
@@ -231,11 +286,11 @@ class SocketUpstream : public Upstream {
     if (n == 1) return;  // a byte beyond the grant: the protocol has none; ignored
     Lose("the socket root " + path_ + " closed the connection" +
          (n < 0 ? std::string(" (") + strerror(errno) + ")" : std::string()) +
-         ": it has ended or was killed");
+         ": it has ended, was killed, or lost its own budget");
   }
 
   // Moves `connection` from `from` to `to`. Returns false when it is not in `from`.
-  static bool Remove(Connections* from, Connection* connection, Connections* to) {
+  static bool Move(Connections* from, Connection* connection, Connections* to) {
     for (size_t i = 0; i < from->size(); ++i) {
       if ((*from)[i].get() != connection) continue;
       to->push_back(std::move((*from)[i]));
@@ -251,29 +306,15 @@ class SocketUpstream : public Upstream {
     list->erase(list->begin() + static_cast<long>(index));
   }
 
-  void DropAll() {
+  void DropAll() override {
     while (!pending_.empty()) Drop(&pending_, pending_.size() - 1);
     while (!leases_.empty()) Drop(&leases_, leases_.size() - 1);
-    if (retry_) uv_timer_stop(retry_);
   }
 
-  void Lose(const std::string& why) {
-    if (lost_) return;
-    lost_ = true;
-    DropAll();
-    delegate_->OnLost(why);
-  }
-
-  uv_loop_t* loop_;
-  Delegate* delegate_;
   std::string path_;
   Connections pending_;  // requests, oldest first
   Connections leases_;
-  uv_timer_t* retry_ = nullptr;  // freed in its close callback
   int wanted_ = 0;
-  int64_t total_ = 0;
-  std::string loss_;  // why the root is gone, until Lose reports it
-  bool lost_ = false;
 };
 
 }  // namespace
@@ -281,12 +322,13 @@ class SocketUpstream : public Upstream {
 std::unique_ptr<Upstream> Upstream::Create(uv_loop_t* loop, const OuterBudget& outer,
                                            Delegate* delegate, std::string* err) {
   if (outer.kind == OuterBudget::Kind::kSocket) {
-    auto upstream = std::make_unique<SocketUpstream>(loop, delegate, outer.socket_path);
-    upstream->Init();
-    return upstream;
+    return std::make_unique<SocketUpstream>(loop, delegate, outer.socket_path);
   }
   auto upstream = std::make_unique<LegacyUpstream>(loop, delegate);
-  if (!upstream->Open(outer.legacy, err)) return nullptr;
+  if (!upstream->Open(outer.legacy, err)) {
+    upstream->Close(err);
+    return nullptr;
+  }
   return upstream;
 }
 

@@ -215,5 +215,16 @@ TEST_F(OuterBudgetTest, APoolIsRecognizedInTheFormAShimGaveIt) {
   EXPECT_EQ(outer.legacy.kind, JobserverAuth::Kind::kPipe);
 }
 
+TEST_F(OuterBudgetTest, ThePoolOfADeadRootIsNotJoined) {
+  std::string err;
+  ASSERT_TRUE(
+      WriteBudgetFile(dir_, {JobserverAuth::Kind::kPipe, read_.get(), write_.get(), ""}, &err))
+      << err;
+  env_["JOBSERVERV2"] = MakeSocket(false);  // killed: the file stays, nobody listens
+  env_["MAKEFLAGS"] = PipeFlags(read_.get(), write_.get());
+  EXPECT_EQ(Find().kind, Kind::kNone);
+  EXPECT_TRUE(Warned("it is the pool of that socket root")) << testing::PrintToString(warnings_);
+}
+
 }  // namespace
 }  // namespace jobbridge

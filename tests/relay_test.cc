@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -78,6 +79,27 @@ class RelayTest : public ::testing::Test {
     OuterBudget outer;
     outer.kind = OuterBudget::Kind::kLegacy;
     outer.legacy = {JobserverAuth::Kind::kFifo, -1, -1, fifo};
+    StartNested(outer);
+  }
+
+  // A jobbridge root's two pipes after the root ended: tokens are read from
+  // one (here holding `tokens` bytes) and written back into the other. With
+  // `writer_gone` nobody writes the token pipe any more; otherwise nobody
+  // reads the returns pipe. jobbridge ignores SIGPIPE, so this test does too.
+  void StartUnderDeadRootsPool(int tokens, bool writer_gone) {
+    signal(SIGPIPE, SIG_IGN);
+    int token_pipe[2], returns_pipe[2];
+    ASSERT_EQ(pipe2(token_pipe, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(returns_pipe, O_CLOEXEC), 0);
+    outer_read_.Reset(token_pipe[0]);
+    UniqueFd token_write(token_pipe[1]), returns_read(returns_pipe[0]);
+    outer_write_.Reset(returns_pipe[1]);
+    for (int i = 0; i < tokens; ++i) ASSERT_EQ(write(token_write.get(), "+", 1), 1);
+    if (!writer_gone) kept_ = std::move(token_write);
+    if (writer_gone) kept_ = std::move(returns_read);
+    OuterBudget outer;
+    outer.kind = OuterBudget::Kind::kLegacy;
+    outer.legacy = {JobserverAuth::Kind::kPipe, outer_read_.get(), outer_write_.get(), ""};
     StartNested(outer);
   }
 
@@ -164,6 +186,7 @@ class RelayTest : public ::testing::Test {
   uv_loop_t loop_{};
   std::string dir_;
   UniqueFd outer_read_, outer_write_;
+  UniqueFd kept_;  // the other end a dead root's pool still has
   std::unique_ptr<Ledger> root_ledger_;
   std::unique_ptr<LegacyPool> root_pool_;
   std::unique_ptr<Broker> root_broker_;
@@ -310,6 +333,33 @@ TEST_F(RelayTest, ARootGoneBeforeTheFirstRequestIsLostToo) {
   char byte = 0;
   EXPECT_EQ(recv(a.get(), &byte, 1, MSG_DONTWAIT), 0) << "the client must see the server gone";
   EXPECT_FALSE(test_util::ConnectTo(dir_ + "/nested.sock").valid()) << "still accepting";
+  Stop();
+}
+
+TEST_F(RelayTest, APoolNobodyWritesAnyMoreIsLost) {
+  StartUnderDeadRootsPool(1, /*writer_gone=*/true);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = Connect();  // the pool is empty, and nobody can refill it
+  ASSERT_TRUE(RunUntil([&] { return !relay_->lost_reason().empty(); }));
+  EXPECT_NE(relay_->lost_reason().find("no writer left"), std::string::npos)
+      << relay_->lost_reason();
+  ASSERT_TRUE(RunUntil([&] { return Readable(b.get()); }));
+  char byte = 0;
+  EXPECT_EQ(recv(b.get(), &byte, 1, MSG_DONTWAIT), 0) << "the waiter must see the server gone";
+  Stop();
+}
+
+TEST_F(RelayTest, APoolNobodyDrainsAnyMoreIsLostWhenATokenGoesBack) {
+  StartUnderDeadRootsPool(1, /*writer_gone=*/false);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = Connect();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 2; }));
+  a.Reset();  // its token cannot go back: EPIPE, not a dead jobbridge
+  ASSERT_TRUE(RunUntil([&] { return !relay_->lost_reason().empty(); }));
+  EXPECT_NE(relay_->lost_reason().find("nobody reads"), std::string::npos) << relay_->lost_reason();
+  ASSERT_TRUE(RunUntil([&] { return Readable(b.get()); }));
   Stop();
 }
 
