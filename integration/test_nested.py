@@ -217,6 +217,20 @@ class RootOptionTest(NestedTestCase):
         self.assert_overlap_is(intervals, 3)  # more than the outer -j2: the budgets add up
         self.assert_nothing_lost(result, 2)
 
+    def test_root_keeps_the_outer_pipe_from_its_command(self):
+        project = self.sandbox.copy_fixture("nested-own-budget")
+        result = self.sandbox.run(["make", "-j2", f"JB={self.bridge}", "root-fds"], cwd=project,
+                                  timeout=60)
+        self.assert_make_counted_all_back(result)
+        lines = [line.split(" ", 1) for line in result.stdout.splitlines()]
+        outer = [target for who, target in lines if who == "outer"]
+        inner = [target for who, target in lines if who == "inner"]
+        self.assertEqual(len(outer), 1, result.stdout)
+        self.assertTrue(outer[0].startswith("pipe:"), outer)
+        self.assertIn("pipe:", " ".join(inner), "the command has a pool of its own")
+        self.assertNotIn(outer[0], inner, "make's pipe leaked into the --root command")
+        self.assert_no_leftovers()
+
     def test_jobs_given_while_joining_are_ignored_with_a_warning(self):
         project = self.sandbox.copy_fixture("nested-own-budget")
         result = self.sandbox.run(["make", "-j2", f"JB={self.bridge}", "given-j"], cwd=project,

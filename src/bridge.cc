@@ -1,5 +1,6 @@
 #include "bridge.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <uv.h>
@@ -278,12 +279,20 @@ OuterBudget ChooseBudget(const Options& options) {
   for (const std::string& warning : warnings) LogWarning(warning);
   std::string own = "a budget of its own (-j" + std::to_string(options.jobs) + ")";
   if (options.root) {
+    OuterBudget none;
     if (outer.kind != OuterBudget::Kind::kNone) {
+      // The outer budget counts this command as one job (the slot it was
+      // started with); the tree below runs up to N.
       LogWarning("--root: starting " + own + " inside " + outer.Describe() +
-                 ": the two budgets add up, so up to " + std::to_string(options.jobs) +
-                 " jobs more than the outer one allows may run at once");
+                 ": the two budgets add up, so up to " + std::to_string(options.jobs - 1) +
+                 " job(s) more than the outer one allows may run at once");
+      none.unused_fds = outer.unused_fds;
+      if (outer.legacy.kind == JobserverAuth::Kind::kPipe) {
+        none.unused_fds.push_back(outer.legacy.read_fd);
+        none.unused_fds.push_back(outer.legacy.write_fd);
+      }
     }
-    return {};
+    return none;
   }
   if (outer.kind == OuterBudget::Kind::kNone) {
     if (!warnings.empty()) LogWarning("no usable outer budget, so this tree gets " + own);
@@ -359,6 +368,12 @@ int RunBridge(const Options& options) {
     return 1;
   }
   if (!WriteBudgetFile(runtime_dir.path(), pool.auth, &err)) LogWarning(err);
+
+  // Another budget's pipe must not reach the command: it would name a pool
+  // that no MAKEFLAGS below mentions, and keep it open past its owner.
+  for (int fd : outer.unused_fds) {
+    if (int flags = fcntl(fd, F_GETFD); flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  }
 
   Context ctx;
   ctx.outer = outer.Describe();

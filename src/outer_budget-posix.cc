@@ -95,6 +95,18 @@ void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::
   }
 }
 
+// Forgets the legacy pool found; its inherited fds are kept from the command.
+void DropLegacy(OuterBudget* found) {
+  if (found->legacy.kind == JobserverAuth::Kind::kPipe) {
+    found->unused_fds.push_back(found->legacy.read_fd);
+    if (found->legacy.write_fd != found->legacy.read_fd) {
+      found->unused_fds.push_back(found->legacy.write_fd);
+    }
+  }
+  found->legacy = {};
+  found->legacy_source.clear();
+}
+
 }  // namespace
 
 std::string OuterBudget::Describe() const {
@@ -178,8 +190,7 @@ OuterBudget FindOuterBudget(const GetEnvFn& getenv_fn, std::vector<std::string>*
       // and us that started its own): share it only on the root's word.
       if (found.legacy.kind != JobserverAuth::Kind::kNone &&
           !SocketRootSharesPool(found.socket_path, found.legacy)) {
-        found.legacy = {};
-        found.legacy_source.clear();
+        DropLegacy(&found);
       }
       return found;
     }
@@ -189,8 +200,7 @@ OuterBudget FindOuterBudget(const GetEnvFn& getenv_fn, std::vector<std::string>*
         SocketRootSharesPool(socket_path, found.legacy)) {
       warnings->push_back("ignoring the jobserver in " + found.legacy_source +
                           ": it is the pool of that socket root, and went with it");
-      found.legacy = {};
-      found.legacy_source.clear();
+      DropLegacy(&found);
     }
   }
   if (found.legacy.kind != JobserverAuth::Kind::kNone) found.kind = OuterBudget::Kind::kLegacy;

@@ -23,6 +23,9 @@ struct OuterBudget {
   JobserverAuth legacy;
   std::string legacy_source;  // the variable `legacy` came from
   std::optional<int> jobs;    // the -jN beside it, when there was one
+  // Inherited fds of a working legacy jobserver that this jobbridge does not
+  // hand on (another budget's pool): they must not leak into the command.
+  std::vector<int> unused_fds;
 
   // "make's jobserver (MAKEFLAGS, fds 3,4)" or "the socket root PATH".
   std::string Describe() const;

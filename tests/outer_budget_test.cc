@@ -175,7 +175,10 @@ TEST_F(OuterBudgetTest, BrokenSocketRootsFallBackToMakeflags) {
 TEST_F(OuterBudgetTest, PoolBesideASocketRootIsSharedOnlyOnItsWord) {
   env_["JOBSERVERV2"] = MakeSocket(true);
   env_["MAKEFLAGS"] = PipeFlags(read_.get(), write_.get());
-  EXPECT_EQ(Find().legacy.kind, JobserverAuth::Kind::kNone) << "no budget.json: not shared";
+  OuterBudget unshared = Find();
+  EXPECT_EQ(unshared.legacy.kind, JobserverAuth::Kind::kNone) << "no budget.json: not shared";
+  EXPECT_EQ(unshared.unused_fds, (std::vector<int>{read_.get(), write_.get()}))
+      << "another budget's fds must be kept from the command";
 
   int other[2];
   ASSERT_EQ(pipe2(other, O_CLOEXEC), 0);
