@@ -174,21 +174,28 @@ class TerminalTest(BridgeTestCase):
         term.read_until("got:again")
         self.check_end(term, 0)
 
-    def test_ctrl_c_reaches_every_nested_jobbridge_under_make(self):
-        # Joined jobbridges are jobs of the outer build: they must leave the
-        # terminal to it. If each took the foreground for its own command, a
-        # Ctrl-C would reach only the last one's tree, and make would wait
-        # for the others' jobs forever.
+    def ctrl_c_under_make(self, flags):
+        """A jobbridge in each of two make recipes, under a root jobbridge on a
+        terminal. Inside a build a jobbridge must leave the terminal to it: if
+        each took the foreground for its own command, a Ctrl-C would reach
+        only the last one's tree, and make would wait for the others' jobs
+        forever."""
         with open(os.path.join(self.sandbox.root, "Makefile"), "w") as f:
             f.write("all: a b\n"
                     "a b:\n"
-                    f"\t+{self.bridge} -- sh -c 'echo ready-$@; exec sleep 60'\n")
+                    f"\t+{self.bridge} {flags} -- sh -c 'echo ready-$@; exec sleep 60'\n")
         term = PtyBridge([self.bridge, "-v", "-j4", "--", "make", "-s"],
                          self.sandbox.env, self.sandbox.root)
         term.read_until("ready-a")
         term.read_until("ready-b")
         term.type(b"\x03")
         self.check_end(term, -signal.SIGINT, tokens=3)
+
+    def test_ctrl_c_reaches_every_nested_jobbridge_under_make(self):
+        self.ctrl_c_under_make("")  # they join the root's budget
+
+    def test_ctrl_c_reaches_every_root_started_under_make(self):
+        self.ctrl_c_under_make("--root -j2")  # budgets of their own, still jobs of make
 
 
 if __name__ == "__main__":

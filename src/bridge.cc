@@ -47,6 +47,10 @@ struct Context {
   std::unique_ptr<Upstream> upstream;  // a jobbridge that joined an outer budget
   std::unique_ptr<Relay> relay;        // relays them to it
   Ledger* ledger = nullptr;
+  // A root at the top runs the command in a process group of its own and
+  // hands it the terminal; a jobbridge that is a job of a build leaves both
+  // to that build, as a make recipe does (StartedInsideABuild).
+  bool own_group = true;
   std::string outer;  // the outer budget joined, described for messages
   bool verbose = false;
 };
@@ -104,10 +108,10 @@ void StopServing(Context* ctx) {
 void OnForwardedSignal(uv_signal_t* handle, int signum) {
   auto* ctx = static_cast<Context*>(handle->data);
   // A root's command runs in its own process group: signal all of it, as a
-  // terminal's Ctrl-C would. A joined jobbridge's command stays in the outer
-  // build's group, as a make recipe does (a terminal's Ctrl-C reaches it
-  // directly), so the group is not ours to signal: the command alone is.
-  kill(ctx->relay ? ctx->child : -ctx->child, signum);
+  // terminal's Ctrl-C would. Inside a build the command stays in the build's
+  // group (a terminal's Ctrl-C reaches it directly), so the group is not ours
+  // to signal: the command alone is.
+  kill(ctx->own_group ? -ctx->child : ctx->child, signum);
 }
 
 // The command's group was stopped by job control (Ctrl-Z, or reading or
@@ -237,9 +241,9 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
     signal(SIGPIPE, SIG_IGN);
     handled->push_back(SIGPIPE);
   }
-  // A joined jobbridge is one job of a build that owns the terminal; taking
-  // the foreground would take Ctrl-C away from the rest of that build.
-  if (!ctx->relay) ctx->terminal = Terminal::Open();
+  // Inside a build the terminal is the build's: taking the foreground would
+  // take Ctrl-C away from the rest of it.
+  if (ctx->own_group) ctx->terminal = Terminal::Open();
   return true;
 }
 
@@ -376,6 +380,7 @@ int RunBridge(const Options& options) {
   }
 
   Context ctx;
+  ctx.own_group = !StartedInsideABuild(std::getenv);
   ctx.outer = outer.Describe();
   ctx.verbose = options.verbose;
   std::string socket_path = runtime_dir.Join("jobserver.sock");
@@ -394,7 +399,7 @@ int RunBridge(const Options& options) {
                        handled,
                        ctx.terminal.OwnGroupIsForeground() ? ctx.terminal.fd() : -1,
                        original_nofile,
-                       /*new_process_group=*/!joined};
+                       /*new_process_group=*/ctx.own_group};
   int spawn_status = 0;
   if (!SpawnChild(request, &ctx.child, &spawn_status, &err)) {
     LogError(err);

@@ -119,6 +119,23 @@ std::string OuterBudget::Describe() const {
   return "no outer budget";
 }
 
+bool StartedInsideABuild(const GetEnvFn& getenv_fn) {
+  for (const char* name : {"MAKELEVEL", "JOBSERVERV2"}) {
+    const char* value = getenv_fn(name);
+    if (value && *value) return true;
+  }
+  for (const char* variable : kMakeflagsVariables) {
+    const char* value = getenv_fn(variable);
+    Makeflags flags;
+    std::string err;
+    if (!value) continue;
+    if (!ParseMakeflags(value, &flags, &err) || flags.auth.kind != JobserverAuth::Kind::kNone) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool CheckLegacyJobserver(const JobserverAuth& auth, std::string* err) {
   if (auth.kind == JobserverAuth::Kind::kPipe) {
     return CheckInheritedEnd(auth.read_fd, O_RDONLY, "read", err) &&

@@ -38,6 +38,12 @@ struct OuterBudget {
 // *warnings that names the fault; the next one is tried.
 OuterBudget FindOuterBudget(const GetEnvFn& getenv_fn, std::vector<std::string>* warnings);
 
+// Whether jobbridge runs as a job of a build (a make recipe, a cargo build
+// script, a tool under another jobserver): MAKELEVEL, JOBSERVERV2 or a
+// jobserver word in the MAKEFLAGS variables is set, usable or not. Such a
+// jobbridge leaves the process group and the terminal to that build.
+bool StartedInsideABuild(const GetEnvFn& getenv_fn);
+
 // Whether an inherited R,W names open pipe ends that can be read (R) and
 // written (W), or fifo:PATH is a FIFO this user may read and write. Returns
 // false and sets *err, naming the fault and its usual cause, otherwise.

@@ -229,5 +229,25 @@ TEST_F(OuterBudgetTest, ThePoolOfADeadRootIsNotJoined) {
   EXPECT_TRUE(Warned("it is the pool of that socket root")) << testing::PrintToString(warnings_);
 }
 
+TEST_F(OuterBudgetTest, AJobOfABuildIsToldByItsEnvironment) {
+  auto inside = [&] {
+    return StartedInsideABuild([&](const char* name) -> const char* {
+      auto it = env_.find(name);
+      return it == env_.end() ? nullptr : it->second.c_str();
+    });
+  };
+  EXPECT_FALSE(inside());
+  env_["MAKEFLAGS"] = "-k -- V=1";  // make flags, no jobserver: a user's setting
+  EXPECT_FALSE(inside());
+  env_["MAKEFLAGS"] = "-j4 --jobserver-auth=3,4";  // even when unusable
+  EXPECT_TRUE(inside());
+  env_.clear();
+  env_["MAKELEVEL"] = "1";  // make -j1 passes no jobserver
+  EXPECT_TRUE(inside());
+  env_["MAKELEVEL"] = "";
+  env_["JOBSERVERV2"] = "/nowhere";
+  EXPECT_TRUE(inside());
+}
+
 }  // namespace
 }  // namespace jobbridge
