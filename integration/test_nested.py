@@ -203,6 +203,32 @@ class UpstreamLossTest(NestedTestCase):
         self.assert_no_leftovers()
 
 
+    def test_a_jobbridge_started_after_its_root_died_does_not_join_the_dead_pool(self):
+        # The root's pipes outlive it in its tree, but nobody refills or
+        # drains them any more: a jobbridge started then must not join them.
+        go = os.path.join(self.sandbox.root, "go")
+        status = os.path.join(self.sandbox.root, "status")
+        script = ('while [ ! -e "$1" ]; do sleep 0.02; done; '
+                  '"$0" -v -j2 -- "$2" "$3" one 0.2 1; echo $? > "$4"')
+        outer = self.sandbox.start([self.bridge, "-j3", "--", "sh", "-c", script, self.bridge,
+                                    go, sys.executable, CLIENT, status])
+        wait_for(lambda: len(self.sandbox.runtime_leftovers()) == 1, 30, "the root to start")
+        outer.kill()
+        outer.wait(timeout=30)
+        open(go, "w").close()
+        _, stderr = outer.communicate(timeout=60)
+        wait_for(lambda: os.path.exists(status), 30, "the late jobbridge to exit")
+        with open(status) as f:
+            self.assertEqual(f.read().strip(), "0", stderr)
+        self.assertIn("ignoring JOBSERVERV2: nothing listens on", stderr)
+        self.assertRegex(stderr, r"ignoring the jobserver in \w+: it is the pool of that socket "
+                                 r"root, and went with it")
+        self.assertIn(OWN_BUDGET, stderr)
+        self.assertIn("left by a jobbridge that was killed", stderr)  # the root's folder
+        self.assertEqual(len(self.sandbox.intervals()), 1)
+        self.assert_nothing_lost(subprocess.CompletedProcess([], 0, "", stderr), 1)
+
+
 class RootOptionTest(NestedTestCase):
     def test_root_inside_make_j2_starts_a_budget_of_3(self):
         project = self.sandbox.copy_fixture("nested-own-budget")
