@@ -230,11 +230,16 @@ class UpstreamLossTest(NestedTestCase):
 
 
 class RootOptionTest(NestedTestCase):
-    def test_root_inside_make_j2_starts_a_budget_of_3(self):
+    def make_j2(self, target):
+        """Runs one target of nested-own-budget under make -j2, which must end clean."""
         project = self.sandbox.copy_fixture("nested-own-budget")
-        result = self.sandbox.run(["make", "-j2", f"JB={self.bridge}", "root"], cwd=project,
+        result = self.sandbox.run(["make", "-j2", f"JB={self.bridge}", target], cwd=project,
                                   timeout=60)
         self.assert_make_counted_all_back(result)
+        return result
+
+    def test_root_inside_make_j2_starts_a_budget_of_3(self):
+        result = self.make_j2("root")
         self.assertIn("jobbridge: warning: --root: starting a budget of its own (-j3)",
                       result.stderr)
         self.assertNotIn("joining", result.stderr)
@@ -244,10 +249,7 @@ class RootOptionTest(NestedTestCase):
         self.assert_nothing_lost(result, 2)
 
     def test_root_keeps_the_outer_pipe_from_its_command(self):
-        project = self.sandbox.copy_fixture("nested-own-budget")
-        result = self.sandbox.run(["make", "-j2", f"JB={self.bridge}", "root-fds"], cwd=project,
-                                  timeout=60)
-        self.assert_make_counted_all_back(result)
+        result = self.make_j2("root-fds")
         lines = [line.split(" ", 1) for line in result.stdout.splitlines()]
         outer = [target for who, target in lines if who == "outer"]
         inner = [target for who, target in lines if who == "inner"]
@@ -258,10 +260,7 @@ class RootOptionTest(NestedTestCase):
         self.assert_no_leftovers()
 
     def test_jobs_given_while_joining_are_ignored_with_a_warning(self):
-        project = self.sandbox.copy_fixture("nested-own-budget")
-        result = self.sandbox.run(["make", "-j2", f"JB={self.bridge}", "given-j"], cwd=project,
-                                  timeout=60)
-        self.assert_make_counted_all_back(result)
+        result = self.make_j2("given-j")
         self.assertIn("jobbridge: warning: -j8 ignored: joining the make jobserver in MAKEFLAGS",
                       result.stderr)
         intervals = self.sandbox.intervals()

@@ -170,6 +170,23 @@ class RelayTest : public ::testing::Test {
     return ::testing::AssertionSuccess();
   }
 
+  // The relay lost the outer budget for `why`, and the client on `fd` was cut
+  // off: it reads EOF, as docs/PROTOCOL.md says a dead server looks.
+  ::testing::AssertionResult LostAndCutOff(const std::string& why, int fd) {
+    if (!RunUntil([&] { return !relay_->lost_reason().empty(); })) {
+      return ::testing::AssertionFailure() << "the loss was not seen";
+    }
+    if (relay_->lost_reason().find(why) == std::string::npos) {
+      return ::testing::AssertionFailure() << "lost for another reason: " << relay_->lost_reason();
+    }
+    if (!RunUntil([&] { return Readable(fd); })) return ::testing::AssertionFailure() << "no EOF";
+    char byte = 0;
+    if (recv(fd, &byte, 1, MSG_DONTWAIT) != 0) {
+      return ::testing::AssertionFailure() << "the client was not cut off";
+    }
+    return ::testing::AssertionSuccess();
+  }
+
   // The nested server saw every connection go (and so gave its slots back).
   bool AllGone() {
     return RunUntil([&] { return server_->connection_count() == 0; });
@@ -311,12 +328,8 @@ TEST_F(RelayTest, LosingTheRootCutsOffTheClients) {
   ASSERT_TRUE(GetsGrant(b.get()));
   root_server_->Shutdown();  // as the kernel does for a killed root
 
-  ASSERT_TRUE(RunUntil([&] { return !relay_->lost_reason().empty(); }));
-  EXPECT_NE(relay_->lost_reason().find("closed the connection"), std::string::npos)
-      << relay_->lost_reason();
-  ASSERT_TRUE(RunUntil([&] { return Readable(a.get()); }));
-  char byte = 0;
-  EXPECT_EQ(recv(a.get(), &byte, 1, MSG_DONTWAIT), 0) << "the client must see the server gone";
+  EXPECT_TRUE(LostAndCutOff("closed the connection", a.get()));
+  EXPECT_TRUE(LostAndCutOff("closed the connection", b.get()));
   EXPECT_EQ(ledger_->granted(), 0);
   EXPECT_TRUE(upstream_->lost());
   Stop();
@@ -326,12 +339,7 @@ TEST_F(RelayTest, ARootGoneBeforeTheFirstRequestIsLostToo) {
   StartUnderRoot(3);
   root_server_->Shutdown();  // nothing listens; the socket file stays
   UniqueFd a = Connect();    // the relay's connect upstream is refused
-  ASSERT_TRUE(RunUntil([&] { return !relay_->lost_reason().empty(); }));
-  EXPECT_NE(relay_->lost_reason().find("cannot connect"), std::string::npos)
-      << relay_->lost_reason();
-  ASSERT_TRUE(RunUntil([&] { return Readable(a.get()); }));
-  char byte = 0;
-  EXPECT_EQ(recv(a.get(), &byte, 1, MSG_DONTWAIT), 0) << "the client must see the server gone";
+  EXPECT_TRUE(LostAndCutOff("cannot connect", a.get()));
   EXPECT_FALSE(test_util::ConnectTo(dir_ + "/nested.sock").valid()) << "still accepting";
   Stop();
 }
@@ -341,12 +349,7 @@ TEST_F(RelayTest, APoolNobodyWritesAnyMoreIsLost) {
   UniqueFd a = Connect();
   ASSERT_TRUE(GetsGrant(a.get()));
   UniqueFd b = Connect();  // the pool is empty, and nobody can refill it
-  ASSERT_TRUE(RunUntil([&] { return !relay_->lost_reason().empty(); }));
-  EXPECT_NE(relay_->lost_reason().find("no writer left"), std::string::npos)
-      << relay_->lost_reason();
-  ASSERT_TRUE(RunUntil([&] { return Readable(b.get()); }));
-  char byte = 0;
-  EXPECT_EQ(recv(b.get(), &byte, 1, MSG_DONTWAIT), 0) << "the waiter must see the server gone";
+  EXPECT_TRUE(LostAndCutOff("no writer left", b.get()));
   Stop();
 }
 
@@ -357,9 +360,7 @@ TEST_F(RelayTest, APoolNobodyDrainsAnyMoreIsLostWhenATokenGoesBack) {
   UniqueFd b = Connect();
   ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 2; }));
   a.Reset();  // its token cannot go back: EPIPE, not a dead jobbridge
-  ASSERT_TRUE(RunUntil([&] { return !relay_->lost_reason().empty(); }));
-  EXPECT_NE(relay_->lost_reason().find("nobody reads"), std::string::npos) << relay_->lost_reason();
-  ASSERT_TRUE(RunUntil([&] { return Readable(b.get()); }));
+  EXPECT_TRUE(LostAndCutOff("nobody reads", b.get()));
   Stop();
 }
 
