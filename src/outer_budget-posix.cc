@@ -1,5 +1,5 @@
 // Finding and checking the budget jobbridge was started in. Every check is
-// one the failure modes in docs/FACTS call for: make closes the jobserver fds
+// one the failure modes in FACTS.md call for: make closes the jobserver fds
 // of a recipe without '+' (the numbers may then name unrelated files), a FIFO
 // may be gone, a socket root may have died and left its path behind.
 #include <fcntl.h>

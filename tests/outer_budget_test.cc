@@ -12,7 +12,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -216,6 +219,23 @@ TEST_F(OuterBudgetTest, APoolIsRecognizedInTheFormAShimGaveIt) {
   OuterBudget outer = Find();
   EXPECT_EQ(outer.kind, Kind::kSocket);
   EXPECT_EQ(outer.legacy.kind, JobserverAuth::Kind::kPipe);
+}
+
+TEST_F(OuterBudgetTest, BudgetFileFieldByField) {
+  std::string err;
+  ASSERT_TRUE(
+      WriteBudgetFile(dir_, {JobserverAuth::Kind::kPipe, read_.get(), write_.get(), ""}, &err))
+      << err;
+  std::ifstream in(dir_ + "/budget.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  auto doc = nlohmann::json::parse(text.str(), nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << text.str();
+  struct stat info {};
+  ASSERT_EQ(fstat(read_.get(), &info), 0);
+  EXPECT_EQ(doc, (nlohmann::json{
+                     {"version", 1},
+                     {"legacy", std::to_string(info.st_dev) + ":" + std::to_string(info.st_ino)}}));
 }
 
 TEST_F(OuterBudgetTest, ThePoolOfADeadRootIsNotJoined) {
