@@ -16,29 +16,36 @@ void Relay::Stop() {
 void Relay::OnRequest(ConnectionId id) {
   if (!server_) return;
   waiting_.push_back(id);
-  upstream_->SetWanted(static_cast<int>(waiting_.size()));
+  AskForWaiters();
 }
 
 bool Relay::OnRelease(ConnectionId id) {
   std::string err;
   if (!ledger_->Release(SocketOwner(id), 1, &err)) return false;
   GiveBack(1);
+  AskForWaiters();
   return true;
 }
 
 void Relay::OnGone(ConnectionId id) {
-  size_t before = waiting_.size();
   std::erase(waiting_, id);
-  if (waiting_.size() != before) upstream_->SetWanted(static_cast<int>(waiting_.size()));
   int held = ledger_->HeldBy(SocketOwner(id));
   std::string err;
   if (held > 0 && ledger_->Release(SocketOwner(id), held, &err)) GiveBack(held);
+  AskForWaiters();
+}
+
+// One request upstream per waiter. Also after a release: a lease that came
+// while the ledger was full (kMaxBudget slots out) went back unused, and its
+// waiter is asked for again once a slot is free.
+void Relay::AskForWaiters() {
+  if (upstream_) upstream_->SetWanted(static_cast<int>(waiting_.size()));
 }
 
 void Relay::OnLease() {
   std::string err;
   if (!server_ || waiting_.empty() || ledger_->free() == 0) {
-    GiveBack(1);  // its request was withdrawn as the lease arrived
+    GiveBack(1);  // its request was withdrawn as the lease arrived, or no room
     return;
   }
   ConnectionId id = waiting_.front();

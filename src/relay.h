@@ -43,6 +43,7 @@ class Relay : public SocketServer::Delegate, public Upstream::Delegate {
 
  private:
   void GiveBack(int count);
+  void AskForWaiters();
 
   Ledger* ledger_;
   Upstream* upstream_ = nullptr;

@@ -50,7 +50,7 @@ class RelayTest : public ::testing::Test {
 
   // An outer make: a pipe holding `tokens` bytes 'a', 'b', ... (FACTS: the
   // byte read must be the byte written back).
-  void StartUnderPipe(int tokens) {
+  void StartUnderPipe(int tokens, int ceiling = Ledger::kMaxBudget) {
     int fds[2];
     ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
     outer_read_.Reset(fds[0]);
@@ -62,7 +62,7 @@ class RelayTest : public ::testing::Test {
     OuterBudget outer;
     outer.kind = OuterBudget::Kind::kLegacy;
     outer.legacy = {JobserverAuth::Kind::kPipe, outer_read_.get(), outer_write_.get(), ""};
-    StartNested(outer);
+    StartNested(outer, ceiling);
   }
 
   // An outer make 4.4: a FIFO holding `tokens` bytes 'a', 'b', ...; the
@@ -121,9 +121,11 @@ class RelayTest : public ::testing::Test {
     StartNested(outer);
   }
 
-  void StartNested(const OuterBudget& outer) {
+  // `ceiling` stands for Ledger::kMaxBudget, the most a joined jobbridge
+  // lends out at once.
+  void StartNested(const OuterBudget& outer, int ceiling = Ledger::kMaxBudget) {
     std::string err;
-    ledger_ = std::make_unique<Ledger>(Ledger::kMaxBudget);
+    ledger_ = std::make_unique<Ledger>(ceiling);
     relay_ = std::make_unique<Relay>(ledger_.get());
     server_ = std::make_unique<SocketServer>(&loop_, relay_.get());
     upstream_ = Upstream::Create(&loop_, outer, relay_.get(), &err);
@@ -250,6 +252,24 @@ TEST_F(RelayTest, AWaiterGetsTheNextOuterTokenAndAWaiterThatLeavesTakesNone) {
   b.Reset();
   ASSERT_TRUE(AllGone());
   EXPECT_EQ(OuterBytes(), "az");
+  Stop();
+}
+
+TEST_F(RelayTest, AWaiterBeyondTheCeilingIsServedOnceASlotIsFree) {
+  StartUnderPipe(2, /*ceiling=*/1);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  UniqueFd b = Connect();  // its lease comes, finds no room, and goes back
+  ASSERT_TRUE(RunUntil([&] { return upstream_->total_leased() == 2; }));
+  ASSERT_TRUE(RunUntil([&] { return Queued(outer_read_.get()) == 1; }));
+  EXPECT_FALSE(Readable(b.get()));
+
+  ASSERT_EQ(send(a.get(), "-", 1, MSG_NOSIGNAL), 1);  // a release, the connection stays
+  ASSERT_TRUE(GetsGrant(b.get())) << "the waiter was not asked for again";
+  a.Reset();
+  b.Reset();
+  ASSERT_TRUE(AllGone());
+  EXPECT_EQ(OuterBytes(), "ab");
   Stop();
 }
 
