@@ -207,12 +207,15 @@ class UpstreamLossTest(NestedTestCase):
         # The root's pipes outlive it in its tree, but nobody refills or
         # drains them any more: a jobbridge started then must not join them.
         go = os.path.join(self.sandbox.root, "go")
+        started = os.path.join(self.sandbox.root, "started")
         status = os.path.join(self.sandbox.root, "status")
-        script = ('while [ ! -e "$1" ]; do sleep 0.02; done; '
+        script = (': > "$5"; while [ ! -e "$1" ]; do sleep 0.02; done; '
                   '"$0" -v -j2 -- "$2" "$3" one 0.2 1; echo $? > "$4"')
         outer = self.sandbox.start([self.bridge, "-j3", "--", "sh", "-c", script, self.bridge,
-                                    go, sys.executable, CLIENT, status])
-        wait_for(lambda: len(self.sandbox.runtime_leftovers()) == 1, 30, "the root to start")
+                                    go, sys.executable, CLIENT, status, started])
+        # The command's own mark, not the runtime folder: that exists before
+        # the command is started, and a root killed then leaves no tree.
+        wait_for(lambda: os.path.exists(started), 30, "the root's command to start")
         outer.kill()
         outer.wait(timeout=30)
         open(go, "w").close()
