@@ -62,7 +62,10 @@ class UpstreamBase : public Upstream {
 
   bool losing() const { return lost_ || !loss_.empty(); }
 
+  // At Close: a loss still waiting for the timer is reported now (the
+  // server is shut down by then, so it is safe), then the timer closes.
   void CloseTimer() {
+    if (!lost_ && !loss_.empty()) Lose(loss_);
     CloseAndDelete(timer_);
     timer_ = nullptr;
   }
@@ -151,7 +154,10 @@ class LegacyUpstream : public UpstreamBase {
   bool Close(std::string* err) override {
     SetWanted(0);
     bool ok = true;
-    while (!bytes_.empty() && !losing()) ok &= Release(err);
+    while (ok && !bytes_.empty() && !losing()) ok = Release(err);
+    if (!ok) {
+      *err += " (" + std::to_string(bytes_.size()) + " token(s) not given back)";
+    }
     CloseAndDelete(poll_);
     poll_ = nullptr;
     CloseTimer();
