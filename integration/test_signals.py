@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import unittest
 
 from harness import BridgeTestCase, tagged_processes, wait_for
@@ -63,14 +64,15 @@ class KilledBridgeTest(BridgeTestCase):
 
 
 class SignalTest(BridgeTestCase):
-    def start_long_make(self, **popen):
+    def start_long_make(self, env=None, **popen):
         project = self.sandbox.copy_fixture("make-recursive")
         return subprocess.Popen([self.bridge, "-v", "-j3", "--", "make", "JOB_SECONDS=120"],
-                                cwd=project, env=self.sandbox.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, **popen)
+                                cwd=project, env=dict(self.sandbox.env, **(env or {})),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                **popen)
 
-    def interrupt(self, sig, to_group=False):
-        bridge = self.start_long_make(start_new_session=to_group)
+    def interrupt(self, sig, to_group=False, leader=False, env=None):
+        bridge = self.start_long_make(env, start_new_session=to_group or leader)
         try:
             wait_for(lambda: len(self.sandbox.intervals()) == 3, 60, "3 jobs to start")
             if to_group:
@@ -107,6 +109,34 @@ class SignalTest(BridgeTestCase):
 
     def test_sighup_stops_the_tree(self):
         self.interrupt(signal.SIGHUP)
+
+    def test_a_group_leader_is_at_the_top_whatever_the_environment_says(self):
+        # A shell's job leads its own group: a stale MAKELEVEL (or MAKEFLAGS)
+        # must not make jobbridge keep its command in that group, where a
+        # kill of jobbridge alone would reach make but not make's jobs.
+        self.interrupt(signal.SIGINT, leader=True, env={"MAKELEVEL": "1"})
+
+    def test_inside_a_build_sigterm_to_the_bridge_reaches_the_command(self):
+        # As make passes SIGTERM to a recipe: jobbridge (not a group leader,
+        # MAKELEVEL set) shares the build's group, so it passes the signal to
+        # its command alone, which is then the one to stop its own jobs.
+        got = os.path.join(self.sandbox.root, "got")
+        ready = os.path.join(self.sandbox.root, "ready")
+        script = ("import os, signal, sys\n"
+                  "signal.signal(signal.SIGTERM, lambda *_: (open(sys.argv[1], 'w').close(),"
+                  " os._exit(143)))\n"
+                  "open(sys.argv[2], 'w').close()\n"
+                  "while True:\n"
+                  "    signal.pause()\n")
+        bridge = self.sandbox.start([self.bridge, "-v", "-j2", "--", sys.executable, "-c", script,
+                                     got, ready], env=dict(self.sandbox.env, MAKELEVEL="1"))
+        wait_for(lambda: os.path.exists(ready), 30, "the command to start")
+        os.kill(bridge.pid, signal.SIGTERM)
+        _, stderr = bridge.communicate(timeout=60)
+        self.assertEqual(bridge.returncode, 143, stderr)
+        self.assertTrue(os.path.exists(got), "the command did not get the SIGTERM")
+        result = subprocess.CompletedProcess(bridge.args, bridge.returncode, "", stderr)
+        self.assert_nothing_lost(result, 1)
 
 
 if __name__ == "__main__":

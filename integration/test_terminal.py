@@ -191,6 +191,41 @@ class TerminalTest(BridgeTestCase):
         term.type(b"\x03")
         self.check_end(term, -signal.SIGINT, tokens=3)
 
+    def ctrl_c_count(self, flags):
+        """How many SIGINTs a jobbridge's command in a make recipe gets from
+        one Ctrl-C. Inside a build it shares the build's process group, so the
+        terminal's signal reaches it directly; jobbridge must not add one."""
+        counter = os.path.join(self.sandbox.root, "counter.py")
+        count = os.path.join(self.sandbox.root, "count")
+        with open(counter, "w") as f:
+            f.write("import signal, sys, time\n"
+                    "got = []\n"
+                    "signal.signal(signal.SIGINT, lambda *_: got.append(1))\n"
+                    "print('ready', flush=True)\n"
+                    "while not got:\n"
+                    "    signal.pause()\n"
+                    "# A forwarded second signal comes within milliseconds; allow 1 s.\n"
+                    "end = time.monotonic() + 1\n"
+                    "while time.monotonic() < end:\n"
+                    "    time.sleep(0.02)\n"
+                    "open(sys.argv[1], 'w').write(str(len(got)))\n"
+                    "sys.exit(130)\n")
+        with open(os.path.join(self.sandbox.root, "Makefile"), "w") as f:
+            f.write(f"all:\n\t+{self.bridge} {flags} -- {sys.executable} {counter} {count}\n")
+        term = PtyBridge([self.bridge, "-v", "-j4", "--", "make", "-s"],
+                         self.sandbox.env, self.sandbox.root)
+        term.read_until("ready")
+        term.type(b"\x03")
+        self.check_end(term, -signal.SIGINT, tokens=3)
+        with open(count) as f:
+            return int(f.read())
+
+    def test_one_ctrl_c_is_one_sigint_for_a_nested_jobbridge_s_command(self):
+        self.assertEqual(self.ctrl_c_count(""), 1)
+
+    def test_one_ctrl_c_is_one_sigint_for_a_root_s_command_inside_make(self):
+        self.assertEqual(self.ctrl_c_count("--root -j2"), 1)
+
     def test_ctrl_c_reaches_every_nested_jobbridge_under_make(self):
         self.ctrl_c_under_make("")  # they join the root's budget
 

@@ -5,7 +5,7 @@
 #include <sys/resource.h>
 #include <uv.h>
 
-#include <array>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -21,6 +21,7 @@
 #include "outer_budget.h"
 #include "relay.h"
 #include "runtime_dir-posix.h"
+#include "signal_forwarder.h"
 #include "socket_server.h"
 #include "subprocess-posix.h"
 #include "terminal-posix.h"
@@ -30,13 +31,13 @@ namespace jobbridge {
 
 namespace {
 
-constexpr std::array<int, 3> kForwardedSignals = {SIGINT, SIGTERM, SIGHUP};
+const std::vector<int> kForwardedSignals = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 
 // The event loop's state. Lives on the stack of RunBridge and outlives every
 // handle: uv_run returns only after all of them are closed.
 struct Context {
   uv_loop_t loop;
-  std::vector<std::unique_ptr<uv_signal_t>> forwarders;
+  SignalForwarder forwarder;
   uv_signal_t child_changed;
   pid_t child = -1;
   Terminal terminal;
@@ -64,9 +65,7 @@ struct ChildPool {
 };
 
 void CloseSignalHandles(Context* ctx) {
-  for (auto& handle : ctx->forwarders) {
-    uv_close(reinterpret_cast<uv_handle_t*>(handle.get()), nullptr);
-  }
+  ctx->forwarder.Stop();
   uv_close(reinterpret_cast<uv_handle_t*>(&ctx->child_changed), nullptr);
 }
 
@@ -105,13 +104,17 @@ void StopServing(Context* ctx) {
   if (ctx->upstream) ReturnLeases(ctx);
 }
 
-void OnForwardedSignal(uv_signal_t* handle, int signum) {
-  auto* ctx = static_cast<Context*>(handle->data);
+void ForwardSignal(Context* ctx, int sig, bool from_terminal) {
   // A root's command runs in its own process group: signal all of it, as a
-  // terminal's Ctrl-C would. Inside a build the command stays in the build's
-  // group (a terminal's Ctrl-C reaches it directly), so the group is not ours
-  // to signal: the command alone is.
-  kill(ctx->own_group ? -ctx->child : ctx->child, signum);
+  // terminal's Ctrl-C would. Inside a build the command shares the build's
+  // group: a terminal's signal reached it already (a second Ctrl-C would cut
+  // its cleanup short), and one sent to jobbridge alone goes to the command
+  // alone, as make passes SIGTERM to its recipes.
+  if (ctx->own_group) {
+    kill(-ctx->child, sig);
+  } else if (!from_terminal) {
+    kill(ctx->child, sig);
+  }
 }
 
 // The command's group was stopped by job control (Ctrl-Z, or reading or
@@ -145,22 +148,6 @@ void OnChildChanged(uv_signal_t* handle, int /*signum*/) {
 bool IsIgnored(int sig) {
   struct sigaction action;
   return sigaction(sig, nullptr, &action) == 0 && action.sa_handler == SIG_IGN;
-}
-
-// Watches the signals to forward. One ignored when jobbridge started (nohup)
-// stays ignored, for jobbridge and the command alike.
-std::vector<int> StartForwarders(Context* ctx) {
-  std::vector<int> watched;
-  for (int sig : kForwardedSignals) {
-    if (IsIgnored(sig)) continue;
-    auto handle = std::make_unique<uv_signal_t>();
-    uv_signal_init(&ctx->loop, handle.get());
-    handle->data = ctx;
-    uv_signal_start(handle.get(), OnForwardedSignal, sig);
-    ctx->forwarders.push_back(std::move(handle));
-    watched.push_back(sig);
-  }
-  return watched;
 }
 
 // Raises the soft fd limit to the hard one (every socket client costs an
@@ -228,7 +215,9 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
   }
   if (ctx->broker) ctx->broker->Start(ctx->server.get());
   if (ctx->relay) ctx->relay->Start(ctx->server.get(), ctx->upstream.get());
-  *handled = StartForwarders(ctx);
+  *handled = ctx->forwarder.Start(&ctx->loop, kForwardedSignals, [ctx](int sig, bool terminal) {
+    ForwardSignal(ctx, sig, terminal);
+  });
   // Watched before the fork, so an exit right after it is not missed.
   uv_signal_init(&ctx->loop, &ctx->child_changed);
   ctx->child_changed.data = ctx;
@@ -283,20 +272,14 @@ OuterBudget ChooseBudget(const Options& options) {
   for (const std::string& warning : warnings) LogWarning(warning);
   std::string own = "a budget of its own (-j" + std::to_string(options.jobs) + ")";
   if (options.root) {
-    OuterBudget none;
     if (outer.kind != OuterBudget::Kind::kNone) {
       // The outer budget counts this command as one job (the slot it was
       // started with); the tree below runs up to N.
       LogWarning("--root: starting " + own + " inside " + outer.Describe() +
                  ": the two budgets add up, so up to " + std::to_string(options.jobs - 1) +
                  " job(s) more than the outer one allows may run at once");
-      none.unused_fds = outer.unused_fds;
-      if (outer.legacy.kind == JobserverAuth::Kind::kPipe) {
-        none.unused_fds.push_back(outer.legacy.read_fd);
-        none.unused_fds.push_back(outer.legacy.write_fd);
-      }
     }
-    return none;
+    return {};
   }
   if (outer.kind == OuterBudget::Kind::kNone) {
     if (!warnings.empty()) LogWarning("no usable outer budget, so this tree gets " + own);
@@ -375,12 +358,18 @@ int RunBridge(const Options& options) {
 
   // Another budget's pipe must not reach the command: it would name a pool
   // that no MAKEFLAGS below mentions, and keep it open past its owner.
-  for (int fd : outer.unused_fds) {
-    if (int flags = fcntl(fd, F_GETFD); flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  for (int fd : JobserverFdsInEnvironment(std::getenv)) {
+    bool handed_on = std::ranges::find(pool.inherited_fds, fd) != pool.inherited_fds.end();
+    if (int flags = fcntl(fd, F_GETFD); flags >= 0 && !handed_on) {
+      fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
   }
 
   Context ctx;
-  ctx.own_group = !StartedInsideABuild(std::getenv);
+  // A process group leader heads a job of its own (a shell's job, setsid, a
+  // ninja command): it is at the top of that job, whatever the environment
+  // says; make never makes a recipe a group leader.
+  ctx.own_group = getpgrp() == getpid() || !StartedInsideABuild(std::getenv);
   ctx.outer = outer.Describe();
   ctx.verbose = options.verbose;
   std::string socket_path = runtime_dir.Join("jobserver.sock");

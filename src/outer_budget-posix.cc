@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -95,14 +96,8 @@ void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::
   }
 }
 
-// Forgets the legacy pool found; its inherited fds are kept from the command.
+// Forgets the legacy pool found (it is another budget's, or dead).
 void DropLegacy(OuterBudget* found) {
-  if (found->legacy.kind == JobserverAuth::Kind::kPipe) {
-    found->unused_fds.push_back(found->legacy.read_fd);
-    if (found->legacy.write_fd != found->legacy.read_fd) {
-      found->unused_fds.push_back(found->legacy.write_fd);
-    }
-  }
   found->legacy = {};
   found->legacy_source.clear();
 }
@@ -134,6 +129,23 @@ bool StartedInsideABuild(const GetEnvFn& getenv_fn) {
     }
   }
   return false;
+}
+
+std::vector<int> JobserverFdsInEnvironment(const GetEnvFn& getenv_fn) {
+  std::vector<int> fds;
+  for (const char* variable : kMakeflagsVariables) {
+    const char* value = getenv_fn(variable);
+    Makeflags flags;
+    std::string err;
+    if (!value || !ParseMakeflags(value, &flags, &err)) continue;
+    if (flags.auth.kind != JobserverAuth::Kind::kPipe) continue;
+    for (int fd : {flags.auth.read_fd, flags.auth.write_fd}) {
+      struct stat info {};
+      bool pipe = fcntl(fd, F_GETFD) >= 0 && fstat(fd, &info) == 0 && S_ISFIFO(info.st_mode);
+      if (pipe && std::find(fds.begin(), fds.end(), fd) == fds.end()) fds.push_back(fd);
+    }
+  }
+  return fds;
 }
 
 bool CheckLegacyJobserver(const JobserverAuth& auth, std::string* err) {

@@ -23,9 +23,6 @@ struct OuterBudget {
   JobserverAuth legacy;
   std::string legacy_source;  // the variable `legacy` came from
   std::optional<int> jobs;    // the -jN beside it, when there was one
-  // Inherited fds of a working legacy jobserver that this jobbridge does not
-  // hand on (another budget's pool): they must not leak into the command.
-  std::vector<int> unused_fds;
 
   // "make's jobserver (MAKEFLAGS, fds 3,4)" or "the socket root PATH".
   std::string Describe() const;
@@ -43,6 +40,12 @@ OuterBudget FindOuterBudget(const GetEnvFn& getenv_fn, std::vector<std::string>*
 // jobserver word in the MAKEFLAGS variables is set, usable or not. Such a
 // jobbridge leaves the process group and the terminal to that build.
 bool StartedInsideABuild(const GetEnvFn& getenv_fn);
+
+// Every open pipe or FIFO fd that a jobserver word in CARGO_MAKEFLAGS,
+// MAKEFLAGS or MFLAGS names (R,W forms). Those jobbridge does not hand on to
+// its command (another budget's pool: an outer make's under --root, a make
+// in between that started its own) must not leak into it.
+std::vector<int> JobserverFdsInEnvironment(const GetEnvFn& getenv_fn);
 
 // Whether an inherited R,W names open pipe ends that can be read (R) and
 // written (W), or fifo:PATH is a FIFO this user may read and write. Returns
