@@ -384,5 +384,20 @@ TEST_F(RelayTest, APoolNobodyDrainsAnyMoreIsLostWhenATokenGoesBack) {
   Stop();
 }
 
+TEST_F(RelayTest, ALossFoundWhileClosingIsReportedToo) {
+  StartUnderDeadRootsPool(1, /*writer_gone=*/false);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  // The command ended while `a` held its slot: shutting down gives it back,
+  // which meets EPIPE; the loss must not vanish with the closing timer.
+  relay_->Stop();
+  server_->Shutdown();
+  std::string err;
+  EXPECT_TRUE(upstream_->Close(&err)) << err;
+  EXPECT_NE(relay_->lost_reason().find("nobody reads"), std::string::npos)
+      << "lost: '" << relay_->lost_reason() << "'";
+  Stop();
+}
+
 }  // namespace
 }  // namespace jobbridge
