@@ -78,7 +78,7 @@ class AdaptTest(BridgeTestCase):
         result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "make", "no-plus"],
                                   cwd=project)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertIn("a make recipe without '+' closes it", result.stderr)
+        self.assertIn("is not open: a make recipe without '+'", result.stderr)
         self.assertIn("running ninja with it unchanged", result.stderr)
         self.assertEqual(len(self.sandbox.intervals()), 8)
         self.assert_nothing_lost(result, 1)

@@ -14,6 +14,7 @@
 #include "core/numbers.h"
 #include "log.h"
 #include "subprocess-posix.h"
+#include "util/signals.h"
 
 extern char** environ;
 
@@ -44,9 +45,7 @@ std::vector<int> InstallHandlers() {
   sigemptyset(&action.sa_mask);
   std::vector<int> handled;
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
-    struct sigaction old {};
-    sigaction(sig, nullptr, &old);
-    if (old.sa_handler == SIG_IGN) continue;
+    if (IsIgnored(sig)) continue;
     sigaction(sig, &action, nullptr);
     handled.push_back(sig);
   }

@@ -11,6 +11,7 @@
 #include "adapt.h"
 #include "core/makeflags.h"
 #include "log.h"
+#include "outer_budget.h"
 #include "util/c_strings.h"
 #include "util/eintr.h"
 
@@ -61,19 +62,9 @@ bool Convert(const JobserverAuth& auth, Form form, JobserverAuth* out, std::stri
     // path of its own in /proc, and it is a real FIFO to stat(): opening it
     // opens the same pipe. (With jobbridge's two pipes ninja then writes its
     // tokens back into the token pipe, which keeps the budget; only the
-    // broker's sharing of returned tokens is bypassed.)
-    struct stat info {};
-    if (fcntl(auth.read_fd, F_GETFD) < 0) {
-      *err = "fd " + std::to_string(auth.read_fd) +
-             " of the jobserver is not open (a make recipe without '+' closes it)";
-      return false;
-    }
-    if (fstat(auth.read_fd, &info) != 0 || !S_ISFIFO(info.st_mode)) {
-      *err = "fd " + std::to_string(auth.read_fd) +
-             " is not the jobserver's pipe (a make recipe without '+' closed it, and the " +
-             "number now names another file)";
-      return false;
-    }
+    // broker's sharing of returned tokens is bypassed.) The fds are checked
+    // as a joining jobbridge checks them: a recipe without '+' closes them.
+    if (!CheckLegacyJobserver(auth, err)) return false;
     *out = {JobserverAuth::Kind::kFifo, -1, -1, "/proc/self/fd/" + std::to_string(auth.read_fd)};
     return true;
   }

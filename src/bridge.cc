@@ -26,6 +26,7 @@
 #include "subprocess-posix.h"
 #include "terminal-posix.h"
 #include "upstream.h"
+#include "util/signals.h"
 
 namespace jobbridge {
 
@@ -72,13 +73,11 @@ void CloseSignalHandles(Context* ctx) {
 // Gives back every slot borrowed from the outer budget, and says so.
 void ReturnLeases(Context* ctx) {
   std::string err;
-  int held = ctx->upstream->leased();
   if (!ctx->upstream->Close(&err)) {
     LogWarning(err);
   } else if (ctx->verbose && !ctx->upstream->lost()) {
     LogInfo("borrowed " + std::to_string(ctx->upstream->total_leased()) + " slot(s) from " +
-            ctx->outer + " for socket clients; all given back" +
-            (held > 0 ? " (" + std::to_string(held) + " at exit)" : ""));
+            ctx->outer + " for socket clients; all given back");
   }
 }
 
@@ -143,11 +142,6 @@ void OnChildChanged(uv_signal_t* handle, int /*signum*/) {
     CloseSignalHandles(ctx);
     StopServing(ctx);
   }
-}
-
-bool IsIgnored(int sig) {
-  struct sigaction action;
-  return sigaction(sig, nullptr, &action) == 0 && action.sa_handler == SIG_IGN;
 }
 
 // Raises the soft fd limit to the hard one (every socket client costs an
@@ -303,7 +297,7 @@ OuterBudget ChooseBudget(const Options& options) {
 // when there is none to share, an empty pool of its own.
 bool MakeChildPool(const Options& options, const OuterBudget& outer, Ledger* ledger,
                    const RuntimeDir& runtime_dir, ChildPool* pool, std::string* err) {
-  if (outer.legacy.kind != JobserverAuth::Kind::kNone && outer.kind != OuterBudget::Kind::kNone) {
+  if (outer.legacy.kind != JobserverAuth::Kind::kNone) {  // set only when joining
     pool->auth = outer.legacy;
     if (outer.legacy.kind == JobserverAuth::Kind::kPipe) {
       pool->inherited_fds = {outer.legacy.read_fd, outer.legacy.write_fd};

@@ -3,9 +3,7 @@
 // of a recipe without '+' (the numbers may then name unrelated files), a FIFO
 // may be gone, a socket root may have died and left its path behind.
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,9 +14,8 @@
 #include <sstream>
 
 #include "outer_budget.h"
-#include "socket_server.h"
-#include "util/eintr.h"
 #include "util/unique_fd.h"
+#include "util/unix_socket.h"
 
 namespace jobbridge {
 
@@ -179,24 +176,13 @@ bool CheckSocketRoot(const std::string& path, std::string* err) {
     *err = "'" + path + "' is not an absolute path";
     return false;
   }
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.size() > SocketServer::kMaxPathLength) {
-    *err = path + " is longer than the " + std::to_string(SocketServer::kMaxPathLength) +
-           " bytes a socket path may have";
-    return false;
-  }
-  std::memcpy(address.sun_path, path.data(), path.size());
-  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid()) {
-    *err = std::string("cannot create a socket: ") + strerror(errno);
-    return false;
-  }
-  int rc = RetryOnEintr(
-      [&] { return connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address); });
+  // Connected, the root sees a request withdrawn when the fd closes here.
   // EAGAIN: the backlog is full, so something listens.
-  if (rc == 0 || errno == EAGAIN) return true;
-  if (errno == ENOENT) {
+  if (ConnectUnix(path).valid() || errno == EAGAIN) return true;
+  if (errno == ENAMETOOLONG) {
+    *err = path + " is longer than the " + std::to_string(kMaxSocketPathLength) +
+           " bytes a socket path may have";
+  } else if (errno == ENOENT) {
     *err = "no socket at " + path + " (its root has ended?)";
   } else if (errno == ECONNREFUSED) {
     *err = "nothing listens on " + path + " (its root was killed?)";

@@ -1,8 +1,6 @@
 #include "runtime_dir-posix.h"
 
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +13,8 @@
 #include <system_error>
 #include <utility>
 #include <vector>
+
+#include "util/unix_socket.h"
 
 namespace jobbridge {
 
@@ -54,17 +54,11 @@ std::string OwnerLine(pid_t pid) { return std::to_string(pid) + " " + StartTime(
 // True when someone listens on the folder's socket: a jobbridge in another
 // pid namespace that shares this /tmp looks gone from here, but answers.
 bool SocketAnswers(const std::filesystem::path& folder) {
-  std::string path = (folder / "jobserver.sock").string();
-  sockaddr_un address{};
-  if (path.size() >= sizeof address.sun_path) return false;
-  address.sun_family = AF_UNIX;
-  memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return true;  // cannot tell: keep the folder
-  bool answers = connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 ||
-                 errno == EAGAIN;  // a full backlog is someone listening too
-  close(fd);
-  return answers;
+  // Only a clear "nobody" counts: a full backlog (EAGAIN) is someone
+  // listening, and anything else (no fds left, say) cannot tell, so the
+  // folder is kept.
+  if (ConnectUnix((folder / "jobserver.sock").string()).valid()) return true;
+  return errno != ECONNREFUSED && errno != ENOENT && errno != ENAMETOOLONG;
 }
 
 // True when the folder's owner file names a process that is gone and its

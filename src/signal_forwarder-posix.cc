@@ -6,6 +6,7 @@
 
 #include "signal_forwarder.h"
 #include "util/eintr.h"
+#include "util/signals.h"
 #include "util/uv_handle.h"
 
 namespace jobbridge {
@@ -20,11 +21,6 @@ void OnSignal(int sig, siginfo_t* info, void* /*context*/) {
                              static_cast<unsigned char>(info->si_code == SI_KERNEL)};
   (void)!write(g_write_end, record, sizeof record);
   errno = saved;
-}
-
-bool IsIgnored(int sig) {
-  struct sigaction action {};
-  return sigaction(sig, nullptr, &action) == 0 && action.sa_handler == SIG_IGN;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "util/unique_fd.h"
+#include "util/unix_socket.h"
 
 namespace jobbridge {
 
@@ -36,7 +37,7 @@ class SocketServer {
   };
 
   // The longest socket path Linux accepts in sockaddr_un.
-  static constexpr size_t kMaxPathLength = 107;
+  static constexpr size_t kMaxPathLength = kMaxSocketPathLength;
 
   SocketServer(uv_loop_t* loop, Delegate* delegate);
   ~SocketServer();

@@ -1,8 +1,6 @@
 // The two kinds of upstream (upstream.h): a legacy pool read through private
 // descriptions, and a socket root with one connection per lease.
 #include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 #include "util/eintr.h"
 #include "util/private_description.h"
 #include "util/unique_fd.h"
+#include "util/unix_socket.h"
 #include "util/uv_handle.h"
 
 namespace jobbridge {
@@ -252,16 +251,10 @@ class SocketUpstream : public UpstreamBase {
 
   // Starts one request. Returns false when none can be started now.
   bool Connect() {
-    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd.valid()) return RetryLater();
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path, path_.data(),
-                std::min(path_.size(), sizeof address.sun_path - 1));
-    int rc = RetryOnEintr(
-        [&] { return connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address); });
-    if (rc != 0 && errno != EISCONN) {
-      if (errno == EAGAIN) return RetryLater();  // its backlog is full
+    UniqueFd fd = ConnectUnix(path_);
+    if (!fd.valid()) {
+      // A full backlog, or out of fds for a moment: try again soon.
+      if (errno == EAGAIN || errno == EMFILE || errno == ENFILE) return RetryLater();
       LoseLater("cannot connect to " + path_ + ": " + strerror(errno));
       return false;
     }

@@ -18,12 +18,11 @@
 
 #include "client/transport.h"
 #include "util/eintr.h"
+#include "util/unix_socket.h"
 
 namespace jobbridge::client {
 
 namespace {
-
-constexpr size_t kMaxPathLength = sizeof(sockaddr_un::sun_path) - 1;  // 107 on Linux
 
 class SocketTransport : public Transport {
  public:
@@ -45,16 +44,8 @@ class SocketTransport : public Transport {
     }
     // Non-blocking: a blocking connect() to a full backlog cannot be
     // interrupted by anything but a signal (docs/PROTOCOL.md, FACTS.md).
-    UniqueFd connection(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!connection.valid()) return -errno;
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path, path_.data(), path_.size());
-    int rc = RetryOnEintr([&] {
-      return connect(connection.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address);
-    });
-    // A connect() interrupted and retried may find itself already done.
-    if (rc != 0 && errno != EISCONN) {
+    UniqueFd connection = ConnectUnix(path_);
+    if (!connection.valid()) {
       if (errno == ECONNREFUSED || errno == ENOENT) return -EPIPE;
       return -errno;  // EAGAIN: the backlog is full
     }
@@ -117,9 +108,9 @@ int OpenSocketTransport(const std::string& path, const std::string& origin, bool
     *why = named + " '" + path + "' is not an absolute path";
     return -EINVAL;
   }
-  if (path.size() > kMaxPathLength) {
+  if (path.size() > kMaxSocketPathLength) {
     *why = named + " is " + std::to_string(path.size()) +
-           " bytes long; a socket path has at most " + std::to_string(kMaxPathLength);
+           " bytes long; a socket path has at most " + std::to_string(kMaxSocketPathLength);
     return -EINVAL;
   }
   if (path.find('\0') != std::string::npos) {

@@ -1,0 +1,47 @@
+// Connecting to a jobserver socket without ever blocking: a blocking
+// connect() to a listener whose backlog is full cannot be interrupted but by
+// a signal (FACTS.md), so every connect in jobbridge goes through here.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "util/eintr.h"
+#include "util/unique_fd.h"
+
+namespace jobbridge {
+
+// The longest socket path sun_path holds on Linux.
+inline constexpr size_t kMaxSocketPathLength = sizeof(sockaddr_un::sun_path) - 1;  // 107
+
+// A new non-blocking, close-on-exec stream socket connected to `path` (or
+// with its connection queued at the listener). On failure returns an invalid
+// fd with errno set: ENAMETOOLONG (the path does not fit), ENOENT (no socket
+// there), ECONNREFUSED (nobody listens), EAGAIN (the listener's backlog is
+// full: somebody listens), or what socket() said.
+inline UniqueFd ConnectUnix(const std::string& path) {
+  sockaddr_un address{};
+  if (path.size() > kMaxSocketPathLength) {
+    errno = ENAMETOOLONG;
+    return UniqueFd();
+  }
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return fd;
+  int rc = RetryOnEintr(
+      [&] { return connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address); });
+  // A connect interrupted and retried may find itself already done.
+  if (rc != 0 && errno != EISCONN) {
+    int error = errno;
+    fd.Reset();
+    errno = error;
+  }
+  return fd;
+}
+
+}  // namespace jobbridge
