@@ -166,6 +166,14 @@ bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
     LogWarning(err);
     return false;
   }
+  if (ledger->HeldBy(kCommandOwner) == 0) {
+    // The command's implicit slot is lent to the pool (Broker::
+    // SettleLegacyBooks): it is the command's again, whether its lender
+    // took it back before the end or it sits in the pool.
+    ledger->Transfer(kLegacyOwner, kCommandOwner, 1, &err);
+    --expected;
+    if (back > expected) --back;
+  }
   if (expected > 0) ledger->Release(kLegacyOwner, expected, &err);
   if (back < expected) {
     LogWarning(std::to_string(expected - back) + " of " + std::to_string(expected) +
@@ -245,7 +253,9 @@ void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_d
   std::string err;
   if (ctx->broker && !ctx->broker->ReturnFreeSlots(&err)) LogWarning(err);
   if (pool->own) CloseLegacyPool(pool->own.get(), ledger, verbose && !ctx->upstream);
-  ledger->Release(kCommandOwner, 1, &err);
+  if (int held = ledger->HeldBy(kCommandOwner); held > 0) {
+    ledger->Release(kCommandOwner, held, &err);
+  }
   if (!ledger->CheckInvariants(&err) || ledger->granted() != 0) {
     LogWarning("internal: the ledger does not balance at exit: " + err);
   }

@@ -129,21 +129,14 @@ void Broker::Pump() {
       LogWarning(err);
       returned = 0;
     }
-    // Only tokens the legacy side took out can come back; more is a client
-    // writing bytes it never read (FACTS: over-release happens), and the
-    // pool must never hold more than the budget.
     in_pool_ = PoolCount();
-    int out = ledger_->HeldBy(kLegacyOwner) - in_pool_;
-    if (returned > out) {
-      DropSurplus(returned - out, "wrote back");
-      returned = std::max(out, 0);
-    }
-  } else if (!returns_poll_) {
-    // A FIFO: surplus lands in the pool itself.
+    returned -= SettleLegacyBooks(in_pool_ + returned, "wrote back");
+  } else if (!returns_poll_ || ledger_->HeldBy(kCommandOwner) == 0) {
+    // A FIFO: surplus lands in the pool itself. With pipes, a lent slot is
+    // taken back from a pool that lost a token since.
     in_pool_ = PoolCount();
-    if (int surplus = in_pool_ - ledger_->HeldBy(kLegacyOwner); surplus > 0) {
-      int taken = pool_->Take(surplus, &err);
-      if (taken > 0) DropSurplus(taken, "wrote into the FIFO");
+    if (int surplus = SettleLegacyBooks(in_pool_, "wrote into the FIFO"); surplus > 0) {
+      pool_->Take(surplus, &err);
       in_pool_ = -1;
     }
   }
@@ -183,7 +176,31 @@ void Broker::Pump() {
   pumping_ = false;
 }
 
+int Broker::SettleLegacyBooks(int back, const char* how) {
+  std::string err;
+  int out = ledger_->HeldBy(kLegacyOwner) - back;  // tokens in clients' hands
+  if (out < 0) {
+    // More came back than went out: the command's implicit slot, lent by a
+    // client that writes a token it never read and reads one back later
+    // (cc-rs 1.0). Only one slot in the tree is not a token taken out, so
+    // anything beyond it is a rogue writer's (docs/ARCHITECTURE.md, "Lent
+    // slots and surplus").
+    int lent = std::min(-out, ledger_->HeldBy(kCommandOwner));
+    if (lent > 0) ledger_->Transfer(kCommandOwner, kLegacyOwner, lent, &err);
+    if (int surplus = -out - lent; surplus > 0) {
+      DropSurplus(surplus, how);
+      return surplus;
+    }
+  } else if (out > 0 && ledger_->HeldBy(kCommandOwner) == 0) {
+    // A token went out again while the slot was lent: the tree uses that
+    // slot once more, and may lend it again.
+    ledger_->Transfer(kLegacyOwner, kCommandOwner, 1, &err);
+  }
+  return 0;
+}
+
 void Broker::DropSurplus(int count, const char* how) {
+  surplus_dropped_ += count;
   LogWarning("a legacy client " + std::string(how) + " " + std::to_string(count) +
              " token(s) it never took; dropped, so the pool stays within the budget");
 }

@@ -16,6 +16,8 @@
 //   one released slot is offered to the legacy pool (reserved for
 //   kIdleTokenMs), so a legacy client blocked on an empty pool is noticed.
 // - A free slot nobody waits for goes back into the legacy pool.
+// - The legacy side may give back one token more than it took (the command's
+//   implicit slot, lent, as cc-rs does); more than that is dropped.
 #pragma once
 
 #include <uv.h>
@@ -50,6 +52,8 @@ class Broker : public SocketServer::Delegate {
   bool ReturnFreeSlots(std::string* err);
 
   size_t waiting() const { return waiting_.size(); }
+  // Tokens dropped so far because a client wrote back more than it took.
+  int surplus_dropped() const { return surplus_dropped_; }
 
   // SocketServer::Delegate
   void OnRequest(ConnectionId id) override;
@@ -68,6 +72,12 @@ class Broker : public SocketServer::Delegate {
   int SocketShare();
   int PoolCount();
   void WatchPool(bool readable, bool idle_timer);
+  // Balances the legacy side's books given `back`, the tokens in the pool
+  // and in the bridge's hands: more than went out is first the command's
+  // implicit slot lent (moved to the legacy pool's share), then surplus,
+  // reported. A lent slot goes back to the command once a token is out
+  // again. Returns the surplus, which the caller must drop.
+  int SettleLegacyBooks(int back, const char* how);
   void DropSurplus(int count, const char* how);
 
   uv_loop_t* loop_;
@@ -76,6 +86,7 @@ class Broker : public SocketServer::Delegate {
   SocketServer* server_ = nullptr;
   std::deque<ConnectionId> waiting_;  // one entry per waiting request, oldest first
   int socket_held_ = 0;
+  int surplus_dropped_ = 0;
   uint64_t legacy_seen_until_ = 0;  // uv_now() until which the legacy side counts as active
   uint64_t reserved_until_ = 0;     // the pool's tokens are the legacy side's until then
   uint64_t pool_nonempty_since_ = 0;

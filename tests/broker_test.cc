@@ -54,7 +54,9 @@ class BrokerTest : public ::testing::Test {
     std::string err;
     ledger_ = std::make_unique<Ledger>(budget);
     ASSERT_TRUE(ledger_->Grant(kCommandOwner, 1, &err)) << err;
-    ASSERT_TRUE(ledger_->Grant(kLegacyOwner, budget - 1, &err)) << err;
+    if (budget > 1) {
+      ASSERT_TRUE(ledger_->Grant(kLegacyOwner, budget - 1, &err)) << err;
+    }
     pool_ = LegacyPool::Create(LegacyStyle::kPipe, budget - 1, dir_, &err);
     ASSERT_NE(pool_, nullptr) << err;
     broker_ = std::make_unique<Broker>(&loop_, ledger_.get(), pool_.get());
@@ -191,15 +193,49 @@ TEST_F(BrokerTest, ReturnedLegacyTokenReachesWaitingSocketClient) {
   Finish();
 }
 
-TEST_F(BrokerTest, OverReleaseIsDropped) {
+TEST_F(BrokerTest, OverReleaseBeyondTheLentSlotIsDropped) {
   Start(3);
   ASSERT_EQ(write(LegacyWriteFd(), "+++++", 5), 5);  // 5 tokens nobody took
   EXPECT_TRUE(RunUntil([&] { return Queued(LegacyWriteFd()) == 0; }))
       << "returns pipe not drained: " << Queued(LegacyWriteFd());
   for (int i = 0; i < 5; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
-  EXPECT_EQ(PoolAvailable(), 2);
-  EXPECT_EQ(PoolCount(), 2);
-  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 2);
+  // One is the command's implicit slot, lent; the other 4 are a rogue's.
+  EXPECT_EQ(broker_->surplus_dropped(), 4);
+  EXPECT_EQ(PoolAvailable(), 3);
+  EXPECT_EQ(PoolCount(), 3);
+  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 3);
+  EXPECT_EQ(ledger_->HeldBy(kCommandOwner), 0);
+  Finish();
+}
+
+// cc-rs 1.0 with a jobserver: it writes a token it never read before it
+// spawns its compilers, and reads one back when they are done. At -j1 the
+// pool is empty, so that token is the tree's only slot: dropping it
+// deadlocks the read back (jobbridge -j1 -- cargo build hung before).
+TEST_F(BrokerTest, AClientMayLendTheImplicitSlot) {
+  Start(1);
+  char token = '|';
+  ASSERT_EQ(write(LegacyWriteFd(), &token, 1), 1);  // lent before spawning
+  ASSERT_TRUE(RunUntil([&] { return PoolAvailable() == 1; })) << "the lent token was dropped";
+  EXPECT_EQ(broker_->surplus_dropped(), 0);
+  EXPECT_EQ(ledger_->HeldBy(kCommandOwner), 0);
+  ASSERT_EQ(read(LegacyReadFd(), &token, 1), 1);    // a compiler runs on it
+  ASSERT_EQ(write(LegacyWriteFd(), &token, 1), 1);  // and ends
+  ASSERT_TRUE(RunUntil([&] { return PoolAvailable() == 1; }));
+  ASSERT_EQ(read(LegacyReadFd(), &token, 1), 1);  // the lender takes its slot back
+  // The next look at the books (any event) gives the slot back to the command.
+  UniqueFd probe = Connect();
+  ASSERT_TRUE(RunUntil([&] { return ledger_->HeldBy(kCommandOwner) == 1; }));
+  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 0);
+  EXPECT_EQ(broker_->surplus_dropped(), 0);
+  probe.Reset();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 0; }));
+  // Lent once and taken back, the slot can be lent again; a second token
+  // beyond it is a rogue's.
+  ASSERT_EQ(write(LegacyWriteFd(), "++", 2), 2);
+  ASSERT_TRUE(RunUntil([&] { return broker_->surplus_dropped() == 1; }));
+  EXPECT_EQ(PoolAvailable(), 1);
+  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 1);
   Finish();
 }
 
