@@ -252,8 +252,7 @@ TEST(WithJobserverTest, ReplacesEveryJobserverWordInPlace) {
       << err;
   JobserverAuth fifo{JobserverAuth::Kind::kFifo, -1, -1, "/proc/self/fd/3"};
   EXPECT_EQ(WithJobserver(flags.words, fifo),
-            "k -j --jobserver-auth=fifo:/proc/self/fd/3 --jobserver-auth=fifo:/proc/self/fd/3 -- "
-            "V=--jobserver-auth=1,2");
+            "k -j --jobserver-auth=fifo:/proc/self/fd/3 -- V=--jobserver-auth=1,2");
   Makeflags back;
   ASSERT_TRUE(ParseMakeflags(WithJobserver(flags.words, fifo), &back, &err)) << err;
   EXPECT_EQ(back.auth, fifo);
@@ -263,6 +262,62 @@ TEST(WithJobserverTest, LeavesWordsWithoutAJobserverAlone) {
   JobserverAuth pipe{JobserverAuth::Kind::kPipe, 5, 5, ""};
   EXPECT_EQ(WithJobserver({"k", "-j4"}, pipe), "k -j4");
   EXPECT_EQ(WithJobserver({}, pipe), "");
+}
+
+}  // namespace
+}  // namespace jobbridge
+
+namespace jobbridge {
+namespace {
+
+const JobserverAuth kPipe34{JobserverAuth::Kind::kPipe, 3, 4, ""};
+const JobserverAuth kFifo{JobserverAuth::Kind::kFifo, -1, -1, "/run/jb/pool.fifo"};
+
+TEST(JobserverWordsTest, OneNameIsOneWord) {
+  EXPECT_EQ(JobserverWords({kPipe34, {}}), std::vector<std::string>{"--jobserver-auth=3,4"});
+  EXPECT_EQ(JobserverWords({{}, kFifo}),
+            std::vector<std::string>{"--jobserver-auth=fifo:/run/jb/pool.fifo"});
+  EXPECT_TRUE(JobserverWords({}).empty());
+}
+
+// Each client finds its own form in one MAKEFLAGS: gcc the first
+// --jobserver-auth=, ninja and jobserver-rs the last, make the last of
+// --jobserver-auth/--jobserver-fds/--jobserver-a (its getopt abbreviation).
+TEST(JobserverWordsTest, BothNamesServeEveryReader) {
+  std::string text = FormatMakeflagsForPool({"k"}, 3, {kPipe34, kFifo});
+  EXPECT_EQ(text,
+            "k -j3 --jobserver-auth=3,4 --jobserver-auth=fifo:/run/jb/pool.fifo "
+            "--jobserver-a=3,4");
+  size_t first = text.find("--jobserver-auth=");
+  EXPECT_EQ(text.substr(first, 20), "--jobserver-auth=3,4");  // gcc 12's strstr
+  Makeflags flags;
+  std::string err;
+  ASSERT_TRUE(ParseMakeflags(text, &flags, &err)) << err;
+  EXPECT_EQ(flags.auth, kFifo);         // ninja, jobserver-rs
+  EXPECT_EQ(flags.make_auth, kPipe34);  // make
+  EXPECT_EQ(flags.jobs, 3);
+  // Rewritten for make alone, every jobserver word goes, R,W stays.
+  EXPECT_EQ(WithJobserver(flags.words, kPipe34), "k -j3 --jobserver-auth=3,4");
+  EXPECT_EQ(WordsWithoutJobserver(flags.words), std::vector<std::string>{"k"});
+}
+
+TEST(JobserverWordsTest, TheMakeOnlyWordIsAJobserverWord) {
+  Makeflags flags;
+  std::string err;
+  ASSERT_TRUE(ParseMakeflags(" -j2 --jobserver-auth=fifo:/x --jobserver-a=5,6", &flags, &err));
+  EXPECT_EQ(flags.auth.kind, JobserverAuth::Kind::kFifo);
+  EXPECT_EQ(flags.make_auth, (JobserverAuth{JobserverAuth::Kind::kPipe, 5, 6, ""}));
+  EXPECT_FALSE(ParseMakeflags("--jobserver-a=5", &flags, &err));
+  EXPECT_NE(err.find("--jobserver-a=5"), std::string::npos) << err;
+  // Words that only begin alike are not jobserver words.
+  ASSERT_TRUE(ParseMakeflags("--jobserver-auth=3,4 --jobserver-ab=1,2", &flags, &err)) << err;
+  EXPECT_EQ(flags.make_auth, kPipe34);
+}
+
+TEST(WithJobserverTest, PutsEveryNameWhereTheFirstJobserverWordWas) {
+  std::vector<std::string> words = {"k", "--jobserver-fds=3,4", "-j3", "--jobserver-auth=3,4"};
+  EXPECT_EQ(WithJobserver(words, JobserverWords({kPipe34, kFifo})),
+            "k --jobserver-auth=3,4 --jobserver-auth=fifo:/run/jb/pool.fifo --jobserver-a=3,4 -j3");
 }
 
 }  // namespace

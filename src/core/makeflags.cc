@@ -8,6 +8,9 @@ namespace {
 
 constexpr std::string_view kAuthPrefix = "--jobserver-auth=";
 constexpr std::string_view kFdsPrefix = "--jobserver-fds=";
+// make's getopt reads this abbreviation as --jobserver-auth=; ninja, gcc and
+// jobserver-rs do not look at it (JobserverWords).
+constexpr std::string_view kMakeOnlyPrefix = "--jobserver-a=";
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n'; }
 
@@ -88,7 +91,17 @@ bool IsJobsWord(std::string_view word) {
 }
 
 bool IsJobserverWord(std::string_view word) {
-  return word.starts_with(kAuthPrefix) || word.starts_with(kFdsPrefix);
+  return word.starts_with(kAuthPrefix) || word.starts_with(kFdsPrefix) ||
+         word.starts_with(kMakeOnlyPrefix);
+}
+
+std::string JoinWords(const std::vector<std::string>& words) {
+  std::string text;
+  for (const std::string& word : words) {
+    if (!text.empty()) text += ' ';
+    text += word;
+  }
+  return text;
 }
 
 }  // namespace
@@ -103,11 +116,12 @@ bool ParseMakeflags(std::string_view text, Makeflags* out, std::string* err) {
       result.dry_run = word.find('n') != std::string::npos;
       continue;
     }
-    if (word.starts_with(kAuthPrefix) || word.starts_with(kFdsPrefix)) {
+    if (IsJobserverWord(word)) {
       size_t eq = word.find('=');
-      if (!ParseAuthValue(word, std::string_view(word).substr(eq + 1), &result.auth, err)) {
+      if (!ParseAuthValue(word, std::string_view(word).substr(eq + 1), &result.make_auth, err)) {
         return false;
       }
+      if (!word.starts_with(kMakeOnlyPrefix)) result.auth = result.make_auth;
     } else if (IsJobsWord(word)) {
       int n = 0;
       std::string_view digits = word.starts_with("--jobs=") ? std::string_view(word).substr(7)
@@ -140,16 +154,34 @@ std::vector<std::string> WordsWithoutJobserver(const std::vector<std::string>& w
   return kept;
 }
 
-std::string WithJobserver(const std::vector<std::string>& words, const JobserverAuth& auth) {
-  std::string text;
-  bool in_assignments = false;
+std::vector<std::string> JobserverWords(const PoolNames& names) {
+  bool pipe = names.pipe.kind == JobserverAuth::Kind::kPipe;
+  bool fifo = names.fifo.kind == JobserverAuth::Kind::kFifo;
+  std::vector<std::string> words;
+  if (pipe) words.push_back(std::string(kAuthPrefix) + FormatAuth(names.pipe));
+  if (fifo) words.push_back(std::string(kAuthPrefix) + FormatAuth(names.fifo));
+  if (pipe && fifo) words.push_back(std::string(kMakeOnlyPrefix) + FormatAuth(names.pipe));
+  return words;
+}
+
+std::string WithJobserver(const std::vector<std::string>& words,
+                          const std::vector<std::string>& jobserver_words) {
+  std::vector<std::string> out;
+  bool in_assignments = false, replaced = false;
   for (const std::string& word : words) {
     if (word == "--") in_assignments = true;
-    if (!text.empty()) text += ' ';
-    text +=
-        !in_assignments && IsJobserverWord(word) ? "--jobserver-auth=" + FormatAuth(auth) : word;
+    if (in_assignments || !IsJobserverWord(word)) {
+      out.push_back(word);
+    } else if (!replaced) {
+      out.insert(out.end(), jobserver_words.begin(), jobserver_words.end());
+      replaced = true;
+    }
   }
-  return text;
+  return JoinWords(out);
+}
+
+std::string WithJobserver(const std::vector<std::string>& words, const JobserverAuth& auth) {
+  return WithJobserver(words, {std::string(kAuthPrefix) + FormatAuth(auth)});
 }
 
 std::string FormatAuth(const JobserverAuth& auth) {
@@ -165,22 +197,34 @@ std::string FormatAuth(const JobserverAuth& auth) {
   return "";
 }
 
-std::string FormatMakeflags(const std::vector<std::string>& kept, int jobs,
-                            const JobserverAuth& auth) {
+namespace {
+
+std::string FormatMakeflagsWords(const std::vector<std::string>& kept, int jobs,
+                                 const std::vector<std::string>& jobserver_words) {
   std::vector<std::string> words;
   auto assignments = kept.begin();
   while (assignments != kept.end() && *assignments != "--") ++assignments;
   words.insert(words.end(), kept.begin(), assignments);
   words.push_back(jobs > 0 ? "-j" + std::to_string(jobs) : "-j");
-  if (auth.kind != JobserverAuth::Kind::kNone)
-    words.push_back("--jobserver-auth=" + FormatAuth(auth));
+  words.insert(words.end(), jobserver_words.begin(), jobserver_words.end());
   words.insert(words.end(), assignments, kept.end());
-  std::string text;
-  for (const std::string& word : words) {
-    if (!text.empty()) text += ' ';
-    text += word;
+  return JoinWords(words);
+}
+
+}  // namespace
+
+std::string FormatMakeflags(const std::vector<std::string>& kept, int jobs,
+                            const JobserverAuth& auth) {
+  std::vector<std::string> jobserver_words;
+  if (auth.kind != JobserverAuth::Kind::kNone) {
+    jobserver_words.push_back(std::string(kAuthPrefix) + FormatAuth(auth));
   }
-  return text;
+  return FormatMakeflagsWords(kept, jobs, jobserver_words);
+}
+
+std::string FormatMakeflagsForPool(const std::vector<std::string>& kept, int jobs,
+                                   const PoolNames& names) {
+  return FormatMakeflagsWords(kept, jobs, JobserverWords(names));
 }
 
 }  // namespace jobbridge

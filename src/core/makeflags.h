@@ -33,7 +33,12 @@ struct JobserverAuth {
 
 struct Makeflags {
   std::vector<std::string> words;  // as written, escapes kept
+  // What ninja and jobserver-rs read: the last --jobserver-auth= or
+  // --jobserver-fds= word.
   JobserverAuth auth;
+  // What make reads: the last of those and of --jobserver-a=, which make's
+  // getopt takes as an abbreviation of --jobserver-auth= (see JobserverWords).
+  JobserverAuth make_auth;
   bool dry_run = false;
   std::optional<int> jobs;  // from -jN / --jobs=N; 0 for a bare -j
 };
@@ -58,12 +63,33 @@ inline constexpr const char* kMakeflagsVariables[] = {"CARGO_MAKEFLAGS", "MAKEFL
 std::vector<std::string> SplitMakeflags(std::string_view text);
 
 // `words` without anything that speaks of parallelism: -j, -jN, --jobs[=N],
-// and every --jobserver-auth= / --jobserver-fds= word.
+// and every --jobserver-auth= / --jobserver-fds= / --jobserver-a= word.
 std::vector<std::string> WordsWithoutJobserver(const std::vector<std::string>& words);
 
-// `words` with every jobserver word (--jobserver-auth=, --jobserver-fds=)
-// replaced by --jobserver-auth= naming `auth`; every other word stays where
-// it was. What an adapter hands a tool that needs another form.
+// One pool as jobbridge names it to a tree: by two fds (`pipe`, kind kPipe),
+// by a path (`fifo`, kind kFifo), or by both (two names of the same pool).
+struct PoolNames {
+  JobserverAuth pipe;
+  JobserverAuth fifo;
+};
+
+// The jobserver words that name `names` to every client at once. With one
+// name, its --jobserver-auth= word. With both,
+//   --jobserver-auth=R,W --jobserver-auth=fifo:PATH --jobserver-a=R,W
+// because the clients read different words (docs/ARCHITECTURE.md, "Legacy
+// forms"): gcc's lto-wrapper the first --jobserver-auth= (R,W), ninja and
+// jobserver-rs the last --jobserver-auth= (fifo), make the last of
+// --jobserver-auth=, --jobserver-fds= and --jobserver-a= (R,W; make 4.3 takes
+// fifo: as a fatal error). Empty when `names` holds neither.
+std::vector<std::string> JobserverWords(const PoolNames& names);
+
+// `words` with the first jobserver word (--jobserver-auth=, --jobserver-fds=,
+// --jobserver-a=) replaced by `jobserver_words` and the other jobserver words
+// dropped; every other word stays where it was. What an adapter hands a tool
+// that needs another form.
+std::string WithJobserver(const std::vector<std::string>& words,
+                          const std::vector<std::string>& jobserver_words);
+// The same with the one word that names `auth`.
 std::string WithJobserver(const std::vector<std::string>& words, const JobserverAuth& auth);
 
 // "R,W" or "fifo:PATH" (PATH must not contain whitespace or backslashes).
@@ -74,5 +100,8 @@ std::string FormatAuth(const JobserverAuth& auth);
 // known). Variable assignments after a "--" word stay last.
 std::string FormatMakeflags(const std::vector<std::string>& kept, int jobs,
                             const JobserverAuth& auth);
+// The same with every name in `names` (JobserverWords).
+std::string FormatMakeflagsForPool(const std::vector<std::string>& kept, int jobs,
+                                   const PoolNames& names);
 
 }  // namespace jobbridge
