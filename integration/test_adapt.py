@@ -84,11 +84,9 @@ class AdaptTest(BridgeTestCase):
         self.assert_nothing_lost(result, 1)
 
     def test_adapt_errors(self):
-        for args, fragment in ((["adapt"], "no tool given"),
-                               (["adapt", "--", "cc"], "not 'cc'")):
-            result = self.sandbox.run([self.bridge, *args])
-            self.assertEqual(result.returncode, 2)
-            self.assertIn(fragment, result.stderr)
+        result = self.sandbox.run([self.bridge, "adapt"])
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("no tool given", result.stderr)
         env = dict(self.sandbox.env, PATH="/nonexistent")
         result = self.sandbox.run([self.bridge, "adapt", "--", "ninja"], env=env)
         self.assertEqual(result.returncode, 127)

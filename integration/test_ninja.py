@@ -31,7 +31,7 @@ class NinjaTest(BridgeTestCase):
         self.assert_nothing_lost(result, 0)
 
     def test_fifo_is_a_real_fifo_in_a_private_folder(self):
-        probe = ('p="${MAKEFLAGS##*fifo:}"; stat -c "%F %a" "$p"; '
+        probe = ('p="${MAKEFLAGS#*fifo:}"; p="${p%% *}"; stat -c "%F %a" "$p"; '
                  'stat -c "%a" "$(dirname "$p")"')
         result = self.sandbox.run([self.bridge, "-j2", "--legacy-style=fifo", "--", "sh", "-c",
                                    probe])

@@ -7,13 +7,16 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "adapt.h"
+#include "child_env.h"
 #include "core/makeflags.h"
 #include "log.h"
 #include "outer_budget.h"
 #include "util/c_strings.h"
 #include "util/eintr.h"
+#include "util/fifo_pair.h"
 
 extern char** environ;
 
@@ -21,20 +24,29 @@ namespace jobbridge {
 
 namespace {
 
-enum class Form { kPipe, kFifo };
+// make (by any of its names) reads one R,W; every other tool gets every name
+// of the pool (JobserverWords), which serves ninja, make by any name, gcc and
+// jobserver-rs alike.
+enum class Form { kMake, kEvery };
 
-Form FormFor(const std::string& tool) { return tool == "ninja" ? Form::kFifo : Form::kPipe; }
+Form FormFor(const std::string& tool) {
+  return tool == "make" || tool == "gmake" ? Form::kMake : Form::kEvery;
+}
 
 std::string SelfPath() {
   std::error_code error;
   return std::filesystem::read_symlink("/proc/self/exe", error).string();
 }
 
-// Finds `name` in PATH, skipping anything that is jobbridge itself (its own
-// shims, or those of a jobbridge further out). "" when none.
-std::string FindRealTool(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  std::string self = SelfPath();
+bool IsSelf(const std::string& candidate, const std::string& self) {
+  std::error_code error;
+  auto real = std::filesystem::canonical(candidate, error);
+  return !error && real.string() == self;
+}
+
+// Finds `name` (a basename) in PATH, skipping anything that is jobbridge
+// itself (its own shims, or those of a jobbridge further out). "" when none.
+std::string FindInPath(const std::string& name, const std::string& self) {
   const char* path = std::getenv("PATH");
   std::string rest = path ? path : "/usr/local/bin:/usr/bin:/bin";
   size_t start = 0;
@@ -44,59 +56,111 @@ std::string FindRealTool(const std::string& name) {
     std::string folder = rest.substr(start, end - start);
     start = end + 1;
     std::string candidate = (folder.empty() ? "." : folder) + "/" + name;
-    if (access(candidate.c_str(), X_OK) != 0) continue;
-    std::error_code error;
-    auto real = std::filesystem::canonical(candidate, error);
-    if (error || real.string() == self) continue;
+    if (access(candidate.c_str(), X_OK) != 0 || IsSelf(candidate, self)) continue;
     return candidate;
   }
   return "";
 }
 
-// The jobserver in `form`, reaching the same pool as `auth`. Opens fds for a
-// FIFO turned into R,W (not close-on-exec: they are for the tool). Returns
-// false and sets *err when that cannot be done.
-bool Convert(const JobserverAuth& auth, Form form, JobserverAuth* out, std::string* err) {
-  if (form == Form::kFifo && auth.kind == JobserverAuth::Kind::kPipe) {
-    // ninja opens the path for reading and writing. An inherited pipe has a
-    // path of its own in /proc, and it is a real FIFO to stat(): opening it
-    // opens the same pipe. (With jobbridge's two pipes ninja then writes its
-    // tokens back into the token pipe, which keeps the budget; only the
-    // broker's sharing of returned tokens is bypassed.) The fds are checked
-    // as a joining jobbridge checks them: a recipe without '+' closes them.
-    if (!CheckLegacyJobserver(auth, err)) return false;
-    *out = {JobserverAuth::Kind::kFifo, -1, -1, "/proc/self/fd/" + std::to_string(auth.read_fd)};
-    return true;
-  }
-  if (form == Form::kPipe && auth.kind == JobserverAuth::Kind::kFifo) {
-    // make 4.3 wants two fds: one read-write description of the FIFO serves
-    // as both (O_RDWR: opening never waits for a writer).
-    int fd = RetryOnEintr([&] { return open(auth.fifo_path.c_str(), O_RDWR); });
-    if (fd < 0) {
-      *err = "cannot open the jobserver FIFO " + auth.fifo_path + ": " + strerror(errno);
-      return false;
+// The real tool for `argv0`. A path that is not jobbridge is that tool
+// (`jobbridge adapt -- ./debian/rules`). A shim, however it was started (by
+// name, or by the full path CMake caches or `command -v make` prints), looks
+// for its name in PATH past every jobbridge; gmake falls back to make. ""
+// when none.
+std::string FindRealTool(const std::string& argv0) {
+  std::string self = SelfPath();
+  if (argv0.find('/') != std::string::npos && !IsSelf(argv0, self)) return argv0;
+  std::string name = std::filesystem::path(argv0).filename().string();
+  std::string found = FindInPath(name, self);
+  if (found.empty() && name == "gmake") found = FindInPath("make", self);
+  return found;
+}
+
+// Fds opened for the tool: a FIFO's R,W, opened once for all the variables
+// that name it, and inherited by the tool (FD_CLOEXEC cleared).
+struct OpenedFifos {
+  std::map<std::string, JobserverAuth> by_path;
+
+  bool PipeFor(const std::string& path, JobserverAuth* pipe, std::string* err) {
+    if (auto found = by_path.find(path); found != by_path.end()) {
+      *pipe = found->second;
+      return true;
     }
-    *out = {JobserverAuth::Kind::kPipe, fd, fd, ""};
+    FifoPair pair;
+    if (!OpenFifoPair(path, &pair, err)) return false;
+    for (const UniqueFd* end : {&pair.read_end, &pair.write_end}) {
+      fcntl(end->get(), F_SETFD, 0);
+    }
+    *pipe = {JobserverAuth::Kind::kPipe, pair.read_end.Release(), pair.write_end.Release(), ""};
+    by_path[path] = *pipe;
     return true;
   }
-  *out = auth;
+};
+
+// Every name of the pool that `flags` names, as `form` wants them: R,W always
+// (opened on the FIFO when only a path is given), and a path for kEvery
+// (/proc/self/fd/R of a pipe: stat() calls it a FIFO, and opening it opens
+// the pipe itself). The names given are checked as a joining jobbridge
+// checks them: a recipe without '+' closes fds, a FIFO may be gone or
+// replaced. Returns false and sets *err when that cannot be done.
+bool NamesFor(const Makeflags& flags, Form form, OpenedFifos* fifos, PoolNames* names,
+              std::string* err) {
+  using Kind = JobserverAuth::Kind;
+  for (const JobserverAuth& auth : {flags.make_auth, flags.auth}) {
+    if (auth.kind == Kind::kPipe && names->pipe.kind == Kind::kNone) names->pipe = auth;
+    if (auth.kind == Kind::kFifo && names->fifo.kind == Kind::kNone) names->fifo = auth;
+  }
+  for (const JobserverAuth* auth : {&names->pipe, &names->fifo}) {
+    if (auth->kind != Kind::kNone && !CheckLegacyJobserver(*auth, err)) return false;
+  }
+  if (names->pipe.kind == Kind::kNone &&
+      !fifos->PipeFor(names->fifo.fifo_path, &names->pipe, err)) {
+    return false;
+  }
+  if (form == Form::kMake) {
+    names->fifo = {};
+  } else if (names->fifo.kind == Kind::kNone) {
+    names->fifo = {Kind::kFifo, -1, -1, "/proc/self/fd/" + std::to_string(names->pipe.read_fd)};
+  }
   return true;
 }
 
-// Rewrites one variable's value in place: every jobserver word becomes
-// --jobserver-auth= in the tool's form; every other word stays.
-bool AdaptValue(const std::string& value, Form form, std::string* adapted, std::string* err) {
+// Rewrites one variable's value: its jobserver words become the names `form`
+// wants; every other word stays. *names is what the tool is given (kind kNone
+// when the value names no jobserver).
+bool AdaptValue(const std::string& value, Form form, OpenedFifos* fifos, std::string* adapted,
+                PoolNames* names, int* jobs, std::string* err) {
   Makeflags flags;
   if (!ParseMakeflags(value, &flags, err)) return false;
-  auto kind = flags.auth.kind;
-  if (kind != JobserverAuth::Kind::kPipe && kind != JobserverAuth::Kind::kFifo) {
+  auto usable = [](const JobserverAuth& auth) {
+    return auth.kind == JobserverAuth::Kind::kPipe || auth.kind == JobserverAuth::Kind::kFifo;
+  };
+  if (!usable(flags.auth) && !usable(flags.make_auth)) {
     *adapted = value;  // no jobserver, or make's "-2,-2": nothing to adapt
     return true;
   }
-  JobserverAuth converted;
-  if (!Convert(flags.auth, form, &converted, err)) return false;
-  *adapted = WithJobserver(flags.words, converted);
+  if (!NamesFor(flags, form, fifos, names, err)) return false;
+  *adapted = WithJobserver(flags.words, JobserverWords(*names));
+  *jobs = flags.jobs.value_or(0);
   return true;
+}
+
+// CARGO_MAKEFLAGS below the tool. make sets MAKEFLAGS for its children (its
+// own pool when it starts one), so one that jobbridge wrote must not outrank
+// it; cargo's own stays. Below any other tool it gives jobserver-rs R,W,
+// as the root does when MAKEFLAGS names a path (child_env.h).
+void AdaptCargoMakeflags(Form form, const PoolNames& names, int jobs) {
+  const char* cargo = std::getenv("CARGO_MAKEFLAGS");
+  const char* mark = std::getenv(kCargoMakeflagsMark);
+  if (form == Form::kMake) {
+    if (cargo && mark && std::string(cargo) == mark) unsetenv("CARGO_MAKEFLAGS");
+    unsetenv(kCargoMakeflagsMark);
+    return;
+  }
+  if (cargo || names.pipe.kind != JobserverAuth::Kind::kPipe) return;
+  std::string value = FormatMakeflags({}, jobs, names.pipe);
+  setenv("CARGO_MAKEFLAGS", value.c_str(), 1);
+  setenv(kCargoMakeflagsMark, value.c_str(), 1);
 }
 
 }  // namespace
@@ -111,29 +175,29 @@ bool IsAdaptedTool(const std::string& name) {
 int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
   std::string real = FindRealTool(argv[0]);
   if (real.empty()) {
-    LogError("adapt: no '" + argv[0] + "' in PATH besides jobbridge's own shim; install it " +
+    LogError("adapt: no '" + tool + "' in PATH besides jobbridge's own shim; install it " +
              "or check PATH");
     return 127;
   }
   Form form = FormFor(tool);
-  // A FIFO opened for one variable serves the others too: convert once.
-  std::string cache_in, cache_out;
-  for (const char* variable : kMakeflagsVariables) {
+  OpenedFifos fifos;
+  PoolNames given;
+  int jobs = 0;
+  for (const char* variable : {"MAKEFLAGS", "MFLAGS"}) {  // what make, ninja and gcc read
     const char* value = std::getenv(variable);
     if (!value) continue;
     std::string adapted, err;
-    if (value == cache_in) {
-      adapted = cache_out;
-    } else if (!AdaptValue(value, form, &adapted, &err)) {
+    PoolNames names;
+    if (!AdaptValue(value, form, &fifos, &adapted, &names, &jobs, &err)) {
       // As make does with a jobserver it cannot use: say so, run the tool.
       LogWarning("adapt: cannot give " + tool + " the jobserver in " + variable + ": " + err +
                  "; running " + tool + " with it unchanged");
-      adapted = value;
+      continue;
     }
-    cache_in = value;
-    cache_out = adapted;
+    if (given.pipe.kind == JobserverAuth::Kind::kNone) given = names;
     setenv(variable, adapted.c_str(), 1);
   }
+  AdaptCargoMakeflags(form, given, jobs);
   std::vector<char*> args = CStrings(argv);
   execv(real.c_str(), args.data());
   LogError("adapt: cannot run " + real + ": " + strerror(errno));
@@ -143,33 +207,46 @@ int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
 int AdaptMain(const std::vector<std::string>& args) {
   size_t first = !args.empty() && args[0] == "--" ? 1 : 0;
   if (first >= args.size()) {
-    LogError("adapt: no tool given; usage: jobbridge adapt [--] TOOL [ARGS...] (TOOL: make, " +
-             std::string("gmake or ninja)"));
+    LogError("adapt: no tool given; usage: jobbridge adapt [--] TOOL [ARGS...]");
     return 2;
   }
   std::vector<std::string> argv(args.begin() + static_cast<long>(first), args.end());
-  std::string tool = std::filesystem::path(argv[0]).filename().string();
-  if (!IsAdaptedTool(tool)) {
-    LogError("adapt: jobbridge knows the jobserver form of make, gmake and ninja, not '" + tool +
-             "'");
-    return 2;
-  }
-  return RunAdapted(tool, argv);
+  return RunAdapted(std::filesystem::path(argv[0]).filename().string(), argv);
 }
 
-bool CreateShims(const std::string& dir, std::string* err) {
+namespace {
+
+// The folder the build (and `cmake --install`) puts beside the binary, when
+// it holds a link to this very binary for every adapted tool.
+std::string InstalledShims(const std::string& self) {
+  std::string dir = std::filesystem::path(self).parent_path().string() + "/" + kShimFolderName;
+  for (const char* tool : kAdaptedTools) {
+    if (!IsSelf(dir + "/" + tool, self)) return "";
+  }
+  return dir;
+}
+
+}  // namespace
+
+bool CreateShims(const std::string& fallback, std::string* dir, std::string* err) {
   std::string self = SelfPath();
-  if (self.empty() || mkdir(dir.c_str(), 0700) != 0) {
-    *err = "cannot create the adapter folder " + dir + ": " + strerror(errno);
+  if (self.empty()) {
+    *err = "cannot find jobbridge's own binary in /proc/self/exe";
+    return false;
+  }
+  if (*dir = InstalledShims(self); !dir->empty()) return true;
+  if (mkdir(fallback.c_str(), 0700) != 0) {
+    *err = "cannot create the adapter folder " + fallback + ": " + strerror(errno);
     return false;
   }
   for (const char* tool : kAdaptedTools) {
-    std::string link = dir + "/" + tool;
+    std::string link = fallback + "/" + tool;
     if (symlink(self.c_str(), link.c_str()) != 0) {
       *err = "cannot create the adapter " + link + ": " + strerror(errno);
       return false;
     }
   }
+  *dir = fallback;
   return true;
 }
 

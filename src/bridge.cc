@@ -26,6 +26,7 @@
 #include "subprocess-posix.h"
 #include "terminal-posix.h"
 #include "upstream.h"
+#include "util/fifo_pair.h"
 #include "util/signals.h"
 
 namespace jobbridge {
@@ -61,8 +62,10 @@ struct Context {
 // (when it joined an outer legacy pool) that pool itself.
 struct ChildPool {
   std::unique_ptr<LegacyPool> own;
-  JobserverAuth auth;
+  JobserverAuth identity;  // for budget.json
+  PoolNames names;         // for MAKEFLAGS
   std::vector<int> inherited_fds;
+  FifoPair outer_fifo;  // R,W of an outer FIFO, for the clients that need fds
 };
 
 void CloseSignalHandles(Context* ctx) {
@@ -241,8 +244,8 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
 // The shim folder for the adapters, or "" when they are off or cannot be made.
 std::string MakeShims(const Options& options, const RuntimeDir& runtime_dir) {
   if (!options.adapters) return "";
-  std::string dir = runtime_dir.Join("bin"), err;
-  if (CreateShims(dir, &err)) return dir;
+  std::string dir, err;
+  if (CreateShims(runtime_dir.Join("bin"), &dir, &err)) return dir;
   LogWarning(err + "; running without adapters");
   return "";
 }
@@ -307,18 +310,26 @@ OuterBudget ChooseBudget(const Options& options) {
 // when there is none to share, an empty pool of its own.
 bool MakeChildPool(const Options& options, const OuterBudget& outer, Ledger* ledger,
                    const RuntimeDir& runtime_dir, ChildPool* pool, std::string* err) {
-  if (outer.legacy.kind != JobserverAuth::Kind::kNone) {  // set only when joining
-    pool->auth = outer.legacy;
-    if (outer.legacy.kind == JobserverAuth::Kind::kPipe) {
-      pool->inherited_fds = {outer.legacy.read_fd, outer.legacy.write_fd};
-    }
+  if (outer.legacy.kind == JobserverAuth::Kind::kPipe) {  // set only when joining
+    pool->identity = outer.legacy;
+    pool->names = {outer.legacy, {}};
+    pool->inherited_fds = {outer.legacy.read_fd, outer.legacy.write_fd};
+    return true;
+  }
+  if (outer.legacy.kind == JobserverAuth::Kind::kFifo) {
+    if (!OpenFifoPair(outer.legacy.fifo_path, &pool->outer_fifo, err)) return false;
+    int r = pool->outer_fifo.read_end.get(), w = pool->outer_fifo.write_end.get();
+    pool->identity = outer.legacy;
+    pool->names = {{JobserverAuth::Kind::kPipe, r, w, ""}, outer.legacy};
+    pool->inherited_fds = {r, w};
     return true;
   }
   int tokens = outer.kind == OuterBudget::Kind::kNone ? options.jobs - 1 : 0;
   if (tokens > 0) ledger->Grant(kLegacyOwner, tokens, err);
   pool->own = LegacyPool::Create(options.legacy_style, tokens, runtime_dir.path(), err);
   if (!pool->own) return false;
-  pool->auth = pool->own->Auth();
+  pool->identity = pool->own->Auth();
+  pool->names = pool->own->Names();
   pool->inherited_fds = pool->own->InheritedFds();
   return true;
 }
@@ -358,7 +369,7 @@ int RunBridge(const Options& options) {
     LogError(err);
     return 1;
   }
-  if (!WriteBudgetFile(runtime_dir.path(), pool.auth, &err)) LogWarning(err);
+  if (!WriteBudgetFile(runtime_dir.path(), pool.identity, &err)) LogWarning(err);
 
   // Another budget's pipe must not reach the command: it would name a pool
   // that no MAKEFLAGS below mentions, and keep it open past its owner.
@@ -386,7 +397,7 @@ int RunBridge(const Options& options) {
   std::string shim_dir = MakeShims(options, runtime_dir);
   int jobs = joined ? outer.jobs.value_or(0) : options.jobs;
   SpawnRequest request{options.command,
-                       ChildEnvironment(jobs, pool.auth, socket_path, shim_dir),
+                       ChildEnvironment(jobs, pool.names, socket_path, shim_dir),
                        pool.inherited_fds,
                        original_mask,
                        handled,

@@ -7,7 +7,7 @@ extern char** environ;
 
 namespace jobbridge {
 
-std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth,
+std::vector<std::string> ChildEnvironment(int jobs, const PoolNames& names,
                                           const std::string& socket_path,
                                           const std::string& shim_dir) {
   // A malformed jobserver word was reported already and is dropped with the
@@ -24,11 +24,17 @@ std::vector<std::string> ChildEnvironment(int jobs, const JobserverAuth& auth,
     for (const char* name : kMakeflagsVariables) {
       replaced |= text.starts_with(std::string(name) + "=");
     }
+    replaced |= text.starts_with(std::string(kCargoMakeflagsMark) + "=");
     if (!replaced) env.emplace_back(text);
   }
-  env.push_back("MAKEFLAGS=" + FormatMakeflags(kept, jobs, auth));
-  env.push_back("MFLAGS=" + FormatMakeflags({}, jobs, auth));
-  env.push_back("CARGO_MAKEFLAGS=" + FormatMakeflags({}, jobs, auth));
+  env.push_back("MAKEFLAGS=" + FormatMakeflagsForPool(kept, jobs, names));
+  env.push_back("MFLAGS=" + FormatMakeflagsForPool({}, jobs, names));
+  if (names.fifo.kind == JobserverAuth::Kind::kFifo &&
+      names.pipe.kind == JobserverAuth::Kind::kPipe) {
+    std::string cargo = FormatMakeflags({}, jobs, names.pipe);
+    env.push_back("CARGO_MAKEFLAGS=" + cargo);
+    env.push_back(std::string(kCargoMakeflagsMark) + "=" + cargo);
+  }
   env.push_back("JOBSERVERV2=" + socket_path);
   if (!shim_dir.empty()) {
     const char* path = std::getenv("PATH");

@@ -10,6 +10,7 @@
 
 #include "legacy_pool.h"
 #include "util/eintr.h"
+#include "util/fifo_pair.h"
 #include "util/private_description.h"
 #include "util/unique_fd.h"
 
@@ -101,6 +102,7 @@ class PipePool : public LegacyPool {
   JobserverAuth Auth() const override {
     return {JobserverAuth::Kind::kPipe, shared_read_.get(), shared_write_.get(), ""};
   }
+  PoolNames Names() const override { return {Auth(), {}}; }
   std::vector<int> InheritedFds() const override {
     if (!shared_read_.valid()) return {};
     return {shared_read_.get(), shared_write_.get()};
@@ -162,11 +164,17 @@ class FifoPool : public LegacyPool {
       return false;
     }
     private_.Reset(fd);
-    return true;
+    return OpenFifoPair(path, &inherited_, err);
   }
 
   JobserverAuth Auth() const override { return {JobserverAuth::Kind::kFifo, -1, -1, path_}; }
-  std::vector<int> InheritedFds() const override { return {}; }
+  PoolNames Names() const override {
+    return {{JobserverAuth::Kind::kPipe, inherited_.read_end.get(), inherited_.write_end.get(), ""},
+            Auth()};
+  }
+  std::vector<int> InheritedFds() const override {
+    return {inherited_.read_end.get(), inherited_.write_end.get()};
+  }
   int Count(std::string* err) const override { return CountIn(private_.get(), err); }
   int Drain(std::string* err) override { return DrainFd(private_.get(), err); }
   int Available(std::string* err) const override { return CountIn(private_.get(), err); }
@@ -179,11 +187,13 @@ class FifoPool : public LegacyPool {
     // Children open the FIFO by path; removing it stops newcomers.
     if (!path_.empty()) unlink(path_.c_str());
     path_.clear();
+    inherited_ = {};
   }
 
  private:
   std::string path_;
   UniqueFd private_;
+  FifoPair inherited_;  // R,W for the clients that cannot open a path
 };
 
 }  // namespace

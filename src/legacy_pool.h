@@ -31,10 +31,15 @@ class LegacyPool {
   static std::unique_ptr<LegacyPool> Create(LegacyStyle style, int tokens, const std::string& dir,
                                             std::string* err);
 
-  // What goes into MAKEFLAGS for the children; meaningless after CloseInherited.
+  // The pool's identity (budget.json): R,W of the pipes, or the FIFO's path.
   virtual JobserverAuth Auth() const = 0;
 
-  // The fds a child must inherit (R and W for a pipe, none for a FIFO).
+  // What goes into MAKEFLAGS for the children: R,W for pipes; for a FIFO its
+  // path and R,W of two descriptions of it (make 4.3, gcc 12 and jobserver-rs
+  // 0.1 read only R,W). Meaningless after CloseInherited.
+  virtual PoolNames Names() const = 0;
+
+  // The fds a child must inherit (R and W of Names().pipe).
   virtual std::vector<int> InheritedFds() const = 0;
 
   // Tokens in the pool right now (FIONREAD; returned ones included), or -1.

@@ -75,18 +75,23 @@ void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::
       warnings->push_back("ignoring the jobserver in " + std::string(variable) + ": " + err);
       continue;
     }
-    auto kind = flags.auth.kind;
-    if (kind != JobserverAuth::Kind::kPipe && kind != JobserverAuth::Kind::kFifo) continue;
-    if (!CheckLegacyJobserver(flags.auth, &err)) {
-      // make sets MAKEFLAGS and MFLAGS alike: one warning for one fault.
-      if (flags.auth != warned) {
-        warnings->push_back("ignoring the jobserver in " + std::string(variable) + " (" +
-                            FormatAuth(flags.auth) + "): " + err);
-      }
-      warned = flags.auth;
+    // Named both ways (JobserverWords), the pool is joined by its fds, as
+    // make joins it.
+    JobserverAuth auth =
+        flags.make_auth.kind == JobserverAuth::Kind::kPipe ? flags.make_auth : flags.auth;
+    if (auth.kind != JobserverAuth::Kind::kPipe && auth.kind != JobserverAuth::Kind::kFifo) {
       continue;
     }
-    found->legacy = flags.auth;
+    if (!CheckLegacyJobserver(auth, &err)) {
+      // make sets MAKEFLAGS and MFLAGS alike: one warning for one fault.
+      if (auth != warned) {
+        warnings->push_back("ignoring the jobserver in " + std::string(variable) + " (" +
+                            FormatAuth(auth) + "): " + err);
+      }
+      warned = auth;
+      continue;
+    }
+    found->legacy = auth;
     found->legacy_source = variable;
     found->jobs = flags.jobs;
     return;
@@ -135,11 +140,13 @@ std::vector<int> JobserverFdsInEnvironment(const GetEnvFn& getenv_fn) {
     Makeflags flags;
     std::string err;
     if (!value || !ParseMakeflags(value, &flags, &err)) continue;
-    if (flags.auth.kind != JobserverAuth::Kind::kPipe) continue;
-    for (int fd : {flags.auth.read_fd, flags.auth.write_fd}) {
-      struct stat info {};
-      bool pipe = fcntl(fd, F_GETFD) >= 0 && fstat(fd, &info) == 0 && S_ISFIFO(info.st_mode);
-      if (pipe && std::find(fds.begin(), fds.end(), fd) == fds.end()) fds.push_back(fd);
+    for (const JobserverAuth& auth : {flags.auth, flags.make_auth}) {
+      if (auth.kind != JobserverAuth::Kind::kPipe) continue;
+      for (int fd : {auth.read_fd, auth.write_fd}) {
+        struct stat info {};
+        bool pipe = fcntl(fd, F_GETFD) >= 0 && fstat(fd, &info) == 0 && S_ISFIFO(info.st_mode);
+        if (pipe && std::find(fds.begin(), fds.end(), fd) == fds.end()) fds.push_back(fd);
+      }
     }
   }
   return fds;

@@ -256,9 +256,23 @@ TEST_F(LegacyPoolTest, FifoPoolIsAFifoInTheDir) {
   JobserverAuth auth = pool->Auth();
   EXPECT_EQ(auth.kind, JobserverAuth::Kind::kFifo);
   EXPECT_EQ(auth.fifo_path.rfind(dir_ + "/", 0), 0u) << auth.fifo_path;
-  EXPECT_TRUE(pool->InheritedFds().empty());
   struct stat st {};
   ASSERT_EQ(stat(auth.fifo_path.c_str(), &st), 0) << strerror(errno);
+  // R,W for the clients that read only that form: two descriptions of the
+  // FIFO, one for each direction (one fd as both ends is closed twice by
+  // jobserver-rs 0.1.24).
+  PoolNames names = pool->Names();
+  EXPECT_EQ(names.fifo, auth);
+  ASSERT_EQ(names.pipe.kind, JobserverAuth::Kind::kPipe);
+  EXPECT_NE(names.pipe.read_fd, names.pipe.write_fd);
+  EXPECT_EQ(pool->InheritedFds(), (std::vector<int>{names.pipe.read_fd, names.pipe.write_fd}));
+  for (auto [fd, mode] :
+       {std::pair{names.pipe.read_fd, O_RDONLY}, std::pair{names.pipe.write_fd, O_WRONLY}}) {
+    struct stat end {};
+    ASSERT_EQ(fstat(fd, &end), 0) << strerror(errno);
+    EXPECT_EQ(end.st_ino, st.st_ino);
+    EXPECT_EQ(fcntl(fd, F_GETFL) & (O_ACCMODE | O_NONBLOCK), mode);
+  }
   EXPECT_TRUE(S_ISFIFO(st.st_mode));
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   EXPECT_EQ(st.st_uid, getuid());

@@ -167,6 +167,22 @@ TEST_F(OuterBudgetTest, FifoMustExist) {
   EXPECT_EQ(outer.legacy.fifo_path, fifo);
 }
 
+TEST_F(OuterBudgetTest, APoolNamedBothWaysIsJoinedByItsFds) {
+  // What fifo style and the ninja shim give: R,W, the path, and make's word.
+  std::string r = std::to_string(read_.get()), w = std::to_string(write_.get());
+  env_["MAKEFLAGS"] = "-j3 --jobserver-auth=" + r + "," + w +
+                      " --jobserver-auth=fifo:/proc/self/fd/" + r + " --jobserver-a=" + r + "," + w;
+  OuterBudget outer = Find();
+  ASSERT_EQ(outer.kind, Kind::kLegacy);
+  EXPECT_EQ(outer.legacy,
+            (JobserverAuth{JobserverAuth::Kind::kPipe, read_.get(), write_.get(), ""}));
+  EXPECT_EQ(JobserverFdsInEnvironment([&](const char* name) -> const char* {
+              return std::string(name) == "MAKEFLAGS" ? env_["MAKEFLAGS"].c_str() : nullptr;
+            }),
+            (std::vector<int>{read_.get(), write_.get()}));
+  EXPECT_TRUE(warnings_.empty()) << testing::PrintToString(warnings_);
+}
+
 TEST_F(OuterBudgetTest, SocketRootComesFirst) {
   env_["JOBSERVERV2"] = MakeSocket(true);
   OuterBudget outer = Find();
