@@ -114,6 +114,33 @@ class OverReleaseTest(BridgeTestCase):
         self.assert_no_leftovers()
 
 
+LEND_AND_EXIT_PROBE = """
+import os
+auth = os.environ["MAKEFLAGS"].split("--jobserver-auth=")[1].split()[0]
+os.write(int(auth.split(",")[1]), b"|")  # lends the implicit slot, never takes it back
+"""
+
+
+class LentSlotTest(BridgeTestCase):
+    def check_one_unpaired_lend_is_not_surplus(self, style):
+        # A lender that ended before taking its slot back (killed, say) left
+        # the command's own slot in the pool: it came back, it is no surplus.
+        probe = os.path.join(self.sandbox.root, "probe.py")
+        with open(probe, "w") as f:
+            f.write(LEND_AND_EXIT_PROBE)
+        result = self.sandbox.run([self.bridge, "-v", "-j2", f"--legacy-style={style}", "--",
+                                   sys.executable, probe])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("never took", result.stderr)
+        self.assert_nothing_lost(result, 1)
+
+    def test_one_unpaired_lend_is_not_surplus_in_pipe_style(self):
+        self.check_one_unpaired_lend_is_not_surplus("pipe")
+
+    def test_one_unpaired_lend_is_not_surplus_in_fifo_style(self):
+        self.check_one_unpaired_lend_is_not_surplus("fifo")
+
+
 class CrashSafetyTest(BridgeTestCase):
     def test_killed_holder_hands_its_slot_to_the_next_waiter_at_once(self):
         driver = os.path.join(HERE, "socket_driver.py")

@@ -169,14 +169,16 @@ bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
     LogWarning(err);
     return false;
   }
+  // The command's implicit slot may have been lent to the pool (Broker::
+  // SettleLegacyBooks; a FIFO is looked at only on events, so the broker
+  // may not have seen it yet): it is the command's again, whether its
+  // lender took it back or it sits in the pool. One token beyond the count
+  // is that slot, not surplus.
   if (ledger->HeldBy(kCommandOwner) == 0) {
-    // The command's implicit slot is lent to the pool (Broker::
-    // SettleLegacyBooks): it is the command's again, whether its lender
-    // took it back before the end or it sits in the pool.
     ledger->Transfer(kLegacyOwner, kCommandOwner, 1, &err);
     --expected;
-    if (back > expected) --back;
   }
+  if (back > expected) --back;
   if (expected > 0) ledger->Release(kLegacyOwner, expected, &err);
   if (back < expected) {
     LogWarning(std::to_string(expected - back) + " of " + std::to_string(expected) +
