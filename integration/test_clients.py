@@ -350,11 +350,11 @@ class MatrixTest(ClientTestCase):
 
     def test_cargo_build_script_runs_make_pipe(self):
         self.matrix("cargo build script runs make", "pipe", ["cargo", "build", "--offline"],
-                    "clients-cargo-make", count=4)
+                    "cargo-runs-make", count=4)
 
     def test_cargo_build_script_runs_make_fifo(self):
         self.matrix("cargo build script runs make", "fifo", ["cargo", "build", "--offline"],
-                    "clients-cargo-make", count=4)
+                    "cargo-runs-make", count=4)
 
     def jsclient_direct(self, style):
         # NUM_JOBS=5: the pool it would make of its own without a usable jobserver.
