@@ -20,7 +20,7 @@ bool ParseJobs(const std::string& text, int* jobs, std::string* err) {
 
 bool ParseStyle(const std::string& text, Options* options, std::string* err) {
   if (ParseLegacyStyle(text, &options->legacy_style)) return true;
-  *err = "--legacy-style must be 'pipe' (make 4.3, cargo) or 'fifo' (ninja 1.13, make 4.4), not '" +
+  *err = "--legacy-style must be 'pipe' (make's R,W) or 'fifo' (a FIFO named every way), not '" +
          text + "'";
   return false;
 }
@@ -94,7 +94,7 @@ std::string UsageText() {
   return "usage: jobbridge [OPTIONS] [--] COMMAND [ARGS...]\n"
          "\n"
          "Runs COMMAND with a job budget of N slots, served to everything below it both\n"
-         "as the GNU make jobserver (MAKEFLAGS, MFLAGS, CARGO_MAKEFLAGS) and as the\n"
+         "as the GNU make jobserver (MAKEFLAGS, MFLAGS) and as the\n"
          "socket protocol (JOBSERVERV2). Started inside another budget (an outer make,\n"
          "cargo or jobbridge), it joins that budget instead of starting one.\n"
          "\n"
@@ -103,9 +103,10 @@ std::string UsageText() {
          "                         ignored when joining an outer budget\n"
          "  --root                 start a budget of its own even inside another (the two\n"
          "                         budgets then add up: more jobs than either allows)\n"
-         "  --legacy-style=STYLE   pipe: --jobserver-auth=R,W (make 4.3+, cargo, rustc, gcc;\n"
-         "                         the default) or fifo: --jobserver-auth=fifo:PATH\n"
-         "                         (ninja 1.13, make 4.4+, cargo)\n"
+         "  --legacy-style=STYLE   pipe: --jobserver-auth=R,W, as make gives it (the\n"
+         "                         default; ninja gets its form from its shim) or fifo:\n"
+         "                         a FIFO named every way at once (R,W, fifo:PATH and\n"
+         "                         make's --jobserver-a=R,W), for ninja run by path\n"
          "  --no-adapters          do not put shims for make, gmake and ninja first in\n"
          "                         COMMAND's PATH (they give each tool the jobserver form\n"
          "                         it understands)\n"
@@ -114,7 +115,7 @@ std::string UsageText() {
          "  --version              print the version and exit\n"
          "\n"
          "Also: jobbridge acquire [-n K] -- COMMAND   (take K slots for COMMAND)\n"
-         "      jobbridge adapt -- TOOL [ARGS...]      (run make/ninja with its form)\n"
+         "      jobbridge adapt -- TOOL [ARGS...]      (run any tool with the form it reads)\n"
          "\n"
          "Exit status: COMMAND's; 128+N when it died of signal N; 127 when it cannot be\n"
          "found; 126 when it cannot be run; 2 for a bad command line.\n";
