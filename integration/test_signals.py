@@ -63,13 +63,22 @@ class KilledBridgeTest(BridgeTestCase):
         self.assert_no_leftovers()
 
 
+def default_interrupt_signals():
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class SignalTest(BridgeTestCase):
     def start_long_make(self, env=None, **popen):
         project = self.sandbox.copy_fixture("make-recursive")
+        # A runner started in the background (`cmd &` without job control)
+        # ignores SIGINT and SIGQUIT, and jobbridge rightly keeps a signal
+        # ignored at start ignored: give the tree the default, as a terminal
+        # session would, so these tests do not depend on how they were run.
         return subprocess.Popen([self.bridge, "-v", "-j3", "--", "make", "JOB_SECONDS=120"],
                                 cwd=project, env=dict(self.sandbox.env, **(env or {})),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                **popen)
+                                preexec_fn=default_interrupt_signals, **popen)
 
     def interrupt(self, sig, to_group=False, leader=False, env=None):
         bridge = self.start_long_make(env, start_new_session=to_group or leader)
