@@ -2,6 +2,7 @@
 one budget (make 4.3 needs R,W; ninja 1.13 needs fifo:PATH)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import unittest
@@ -82,6 +83,46 @@ class AdaptTest(BridgeTestCase):
         self.assertIn("running ninja with it unchanged", result.stderr)
         self.assertEqual(len(self.sandbox.intervals()), 8)
         self.assert_nothing_lost(result, 1)
+
+    def test_shims_of_two_jobbridge_binaries_do_not_exec_each_other(self):
+        # A second jobbridge binary (an installed copy beside a build) with
+        # shims of its own: each shim used to skip only its own binary, so
+        # one's shim, found by the other (by full path, as a CMake cache made
+        # under it names it, or further down PATH when nested), exec'd the
+        # other's forever.
+        other = os.path.join(self.sandbox.root, "other")
+        os.makedirs(os.path.join(other, "jobbridge-shims"))
+        shutil.copy2(self.bridge, os.path.join(other, "jobbridge"))
+        for tool in ("make", "gmake", "ninja"):
+            os.symlink("../jobbridge", os.path.join(other, "jobbridge-shims", tool))
+        with open(os.path.join(self.sandbox.root, "Makefile"), "w") as f:
+            f.write('all: a b\na b:\n\t@"$(JOB)" $@ 0.2\n')
+        other_bridge = os.path.join(other, "jobbridge")
+        other_make = os.path.join(other, "jobbridge-shims", "make")
+        for args in ([self.bridge, "-v", "-j2", "--", other_make, "-s"],
+                     [other_bridge, "-v", "-j2", "--", self.bridge, "--root", "-j2", "--",
+                      "make", "-s"]):
+            with self.subTest(args=args):
+                if os.path.exists(self.sandbox.log):
+                    os.unlink(self.sandbox.log)
+                result = self.sandbox.run(args, timeout=60)
+                self.assertEqual(self.check_budget(result, 2, 2), 2)
+                self.assertIn("jobbridge: all 1 jobserver tokens came back", result.stderr)
+        self.assert_no_leftovers()
+
+    def test_make_below_a_process_that_closed_the_fds_uses_the_fifo_path(self):
+        # Python's subprocess closes inherited fds (close_fds=True): in fifo
+        # style R,W are gone below it, and the make shim opens the FIFO anew
+        # instead of handing make dead fds ("jobserver unavailable": -j1).
+        with open(os.path.join(self.sandbox.root, "Makefile"), "w") as f:
+            f.write('all: a b c\na b c:\n\t@"$(JOB)" $@ 0.3\n')
+        driver = "import subprocess, sys; sys.exit(subprocess.run(['make', '-s']).returncode)"
+        result = self.sandbox.run([self.bridge, "-v", "-j3", "--legacy-style=fifo", "--",
+                                   sys.executable, "-c", driver])
+        self.assertNotIn("jobserver unavailable", result.stderr)
+        self.assertNotIn("cannot give make", result.stderr)
+        self.assertEqual(self.check_budget(result, 3, 3), 3)
+        self.assert_nothing_lost(result, 2)
 
     def test_adapt_errors(self):
         result = self.sandbox.run([self.bridge, "adapt"])

@@ -2,12 +2,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <string_view>
 
 #include "adapt.h"
 #include "child_env.h"
@@ -38,15 +40,56 @@ std::string SelfPath() {
   return std::filesystem::read_symlink("/proc/self/exe", error).string();
 }
 
-bool IsSelf(const std::string& candidate, const std::string& self) {
-  std::error_code error;
-  auto real = std::filesystem::canonical(candidate, error);
-  return !error && real.string() == self;
+// The jobbridge binaries whose shims this process has passed through: its
+// own, and those of the shims that exec'd it (exec keeps the pid, so a trail
+// written by another pid is a parent's, not ours). Without it, two jobbridge
+// binaries (a build and an installed copy, or a copy of the binary) whose
+// shims each skip only their own would exec each other forever.
+class ShimTrail {
+ public:
+  ShimTrail() {
+    binaries_.push_back(SelfPath());
+    const char* trail = std::getenv(kVariable);
+    std::string pid = std::to_string(getpid());
+    if (!trail || !std::string_view(trail).starts_with(pid + "\n")) return;
+    std::string text = trail;
+    for (size_t start = pid.size() + 1; start < text.size();) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      binaries_.push_back(text.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+
+  // Whether `candidate` resolves to a jobbridge binary on the trail.
+  bool Contains(const std::string& candidate) const {
+    std::error_code error;
+    auto real = std::filesystem::canonical(candidate, error);
+    return !error && std::ranges::find(binaries_, real.string()) != binaries_.end();
+  }
+
+  // Written before the exec, for a shim of another binary that it may reach.
+  void Export() const {
+    std::string text = std::to_string(getpid());
+    for (const std::string& binary : binaries_) text += "\n" + binary;
+    setenv(kVariable, text.c_str(), 1);
+  }
+
+ private:
+  static constexpr const char* kVariable = "JOBBRIDGE_SHIM_TRAIL";
+  std::vector<std::string> binaries_;
+};
+
+bool IsExecutableFile(const std::string& path) {
+  struct stat info {};
+  return stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode) && access(path.c_str(), X_OK) == 0;
 }
 
-// Finds `name` (a basename) in PATH, skipping anything that is jobbridge
-// itself (its own shims, or those of a jobbridge further out). "" when none.
-std::string FindInPath(const std::string& name, const std::string& self) {
+// Finds `name` (a basename) in PATH, skipping anything that is a jobbridge
+// on the trail (its own shims, those of a jobbridge further out or of one
+// that exec'd this one) and anything that is not an executable file. ""
+// when none.
+std::string FindInPath(const std::string& name, const ShimTrail& trail) {
   const char* path = std::getenv("PATH");
   std::string rest = path ? path : "/usr/local/bin:/usr/bin:/bin";
   size_t start = 0;
@@ -56,23 +99,23 @@ std::string FindInPath(const std::string& name, const std::string& self) {
     std::string folder = rest.substr(start, end - start);
     start = end + 1;
     std::string candidate = (folder.empty() ? "." : folder) + "/" + name;
-    if (access(candidate.c_str(), X_OK) != 0 || IsSelf(candidate, self)) continue;
+    if (!IsExecutableFile(candidate) || trail.Contains(candidate)) continue;
     return candidate;
   }
   return "";
 }
 
-// The real tool for `argv0`. A path that is not jobbridge is that tool
-// (`jobbridge adapt -- ./debian/rules`). A shim, however it was started (by
+// The real tool for `argv0`. A path that is not a jobbridge on the trail is
+// that tool (`jobbridge adapt -- ./debian/rules`, or another jobbridge's
+// shim, which then looks further itself). A shim, however it was started (by
 // name, or by the full path CMake caches or `command -v make` prints), looks
-// for its name in PATH past every jobbridge; gmake falls back to make. ""
-// when none.
-std::string FindRealTool(const std::string& argv0) {
-  std::string self = SelfPath();
-  if (argv0.find('/') != std::string::npos && !IsSelf(argv0, self)) return argv0;
+// for its name in PATH past every jobbridge on the trail; gmake falls back
+// to make. "" when none.
+std::string FindRealTool(const std::string& argv0, const ShimTrail& trail) {
+  if (argv0.find('/') != std::string::npos && !trail.Contains(argv0)) return argv0;
   std::string name = std::filesystem::path(argv0).filename().string();
-  std::string found = FindInPath(name, self);
-  if (found.empty() && name == "gmake") found = FindInPath("make", self);
+  std::string found = FindInPath(name, trail);
+  if (found.empty() && name == "gmake") found = FindInPath("make", trail);
   return found;
 }
 
@@ -110,8 +153,19 @@ bool NamesFor(const Makeflags& flags, Form form, OpenedFifos* fifos, PoolNames* 
     if (auth.kind == Kind::kPipe && names->pipe.kind == Kind::kNone) names->pipe = auth;
     if (auth.kind == Kind::kFifo && names->fifo.kind == Kind::kNone) names->fifo = auth;
   }
-  for (const JobserverAuth* auth : {&names->pipe, &names->fifo}) {
-    if (auth->kind != Kind::kNone && !CheckLegacyJobserver(*auth, err)) return false;
+  // A name that fails its check is dropped while another is left: a process
+  // that closes inherited fds (Python's subprocess does) cuts R,W, and the
+  // FIFO's path still reaches the pool.
+  std::string first_err;
+  for (JobserverAuth* auth : {&names->pipe, &names->fifo}) {
+    std::string check_err;
+    if (auth->kind == Kind::kNone || CheckLegacyJobserver(*auth, &check_err)) continue;
+    if (first_err.empty()) first_err = check_err;
+    *auth = {};
+  }
+  if (names->pipe.kind == Kind::kNone && names->fifo.kind == Kind::kNone) {
+    *err = first_err;
+    return false;
   }
   if (names->pipe.kind == Kind::kNone &&
       !fifos->PipeFor(names->fifo.fifo_path, &names->pipe, err)) {
@@ -173,7 +227,8 @@ bool IsAdaptedTool(const std::string& name) {
 }
 
 int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
-  std::string real = FindRealTool(argv[0]);
+  ShimTrail trail;
+  std::string real = FindRealTool(argv[0], trail);
   if (real.empty()) {
     LogError("adapt: no '" + tool + "' in PATH besides jobbridge's own shim; install it " +
              "or check PATH");
@@ -198,6 +253,7 @@ int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
     setenv(variable, adapted.c_str(), 1);
   }
   AdaptCargoMakeflags(form, given, jobs);
+  trail.Export();
   std::vector<char*> args = CStrings(argv);
   execv(real.c_str(), args.data());
   LogError("adapt: cannot run " + real + ": " + strerror(errno));
@@ -221,7 +277,9 @@ namespace {
 std::string InstalledShims(const std::string& self) {
   std::string dir = std::filesystem::path(self).parent_path().string() + "/" + kShimFolderName;
   for (const char* tool : kAdaptedTools) {
-    if (!IsSelf(dir + "/" + tool, self)) return "";
+    std::error_code error;
+    auto real = std::filesystem::canonical(dir + "/" + tool, error);
+    if (error || real.string() != self) return "";
   }
   return dir;
 }

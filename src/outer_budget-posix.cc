@@ -76,11 +76,16 @@ void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::
       continue;
     }
     // Named both ways (JobserverWords), the pool is joined by its fds, as
-    // make joins it.
+    // make joins it, or by its path when the fds were closed on the way.
     JobserverAuth auth =
         flags.make_auth.kind == JobserverAuth::Kind::kPipe ? flags.make_auth : flags.auth;
     if (auth.kind != JobserverAuth::Kind::kPipe && auth.kind != JobserverAuth::Kind::kFifo) {
       continue;
+    }
+    std::string fifo_err;
+    if (auth != flags.auth && flags.auth.kind == JobserverAuth::Kind::kFifo &&
+        !CheckLegacyJobserver(auth, &err) && CheckLegacyJobserver(flags.auth, &fifo_err)) {
+      auth = flags.auth;
     }
     if (!CheckLegacyJobserver(auth, &err)) {
       // make sets MAKEFLAGS and MFLAGS alike: one warning for one fault.

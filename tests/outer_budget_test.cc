@@ -183,6 +183,22 @@ TEST_F(OuterBudgetTest, APoolNamedBothWaysIsJoinedByItsFds) {
   EXPECT_TRUE(warnings_.empty()) << testing::PrintToString(warnings_);
 }
 
+TEST_F(OuterBudgetTest, APoolNamedBothWaysIsJoinedByItsPathWhenItsFdsWereClosed) {
+  // Python's subprocess closes inherited fds: R,W are gone, the FIFO is not.
+  std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  int r = read_.get(), w = write_.get();
+  read_.Reset();
+  write_.Reset();
+  std::string pair = std::to_string(r) + "," + std::to_string(w);
+  env_["MAKEFLAGS"] =
+      "-j3 --jobserver-auth=" + pair + " --jobserver-auth=fifo:" + fifo + " --jobserver-a=" + pair;
+  OuterBudget outer = Find();
+  ASSERT_EQ(outer.kind, Kind::kLegacy);
+  EXPECT_EQ(outer.legacy, (JobserverAuth{JobserverAuth::Kind::kFifo, -1, -1, fifo}));
+  EXPECT_TRUE(warnings_.empty()) << testing::PrintToString(warnings_);
+}
+
 TEST_F(OuterBudgetTest, SocketRootComesFirst) {
   env_["JOBSERVERV2"] = MakeSocket(true);
   OuterBudget outer = Find();
