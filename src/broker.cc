@@ -169,10 +169,12 @@ void Broker::Pump() {
   } else if (pool_nonempty_since_ == 0) {
     pool_nonempty_since_ = now;
   }
-  // With split pipes tokens reach the pool only from the bridge, so only a
-  // FIFO pool needs watching for returns.
+  // Watched for a token while requests wait on an empty pool: a FIFO's
+  // clients write theirs back into it, and so do the clients that reach a
+  // pipe through its path (ninja and the tools below it open
+  // fifo:/proc/self/fd/R, which writes into the token pipe itself).
   bool waiting = !waiting_.empty();
-  WatchPool(waiting && in_pool == 0 && !returns_poll_, waiting && in_pool > 0);
+  WatchPool(waiting && in_pool == 0, waiting && in_pool > 0);
   pumping_ = false;
 }
 

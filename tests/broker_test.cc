@@ -5,6 +5,7 @@
 // ends by counting every token back.
 #include "broker.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <uv.h>
@@ -190,6 +191,26 @@ TEST_F(BrokerTest, ReturnedLegacyTokenReachesWaitingSocketClient) {
   EXPECT_EQ(PoolCount(), 0);
   ASSERT_TRUE(GetsGrant(a.get()));
   EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 0);
+  Finish();
+}
+
+// ninja (and everything below the ninja shim) opens the token pipe by its
+// path, fifo:/proc/self/fd/R, and writes its tokens back into it rather than
+// into the returns pipe: a socket client waiting on an empty pool must see
+// them too.
+TEST_F(BrokerTest, ATokenWrittenIntoTheTokenPipeReachesAWaiter) {
+  Start(2);
+  char token = 0;
+  ASSERT_EQ(read(LegacyReadFd(), &token, 1), 1);  // ninja takes the only token
+  UniqueFd waiter = ConnectAndWait(1);
+  std::string path = "/proc/self/fd/" + std::to_string(LegacyReadFd());
+  UniqueFd by_path(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(by_path.valid()) << strerror(errno);
+  ASSERT_EQ(write(by_path.get(), &token, 1), 1);  // and gives it back by the path
+  ASSERT_TRUE(GetsGrant(waiter.get()));
+  EXPECT_EQ(ledger_->HeldBy(kLegacyOwner), 0);
+  waiter.Reset();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 0; }));
   Finish();
 }
 
