@@ -135,7 +135,8 @@ void Broker::Pump() {
     // A FIFO: surplus lands in the pool itself. With pipes, a lent slot is
     // taken back from a pool that lost a token since.
     in_pool_ = PoolCount();
-    if (int surplus = SettleLegacyBooks(in_pool_, "wrote into the FIFO"); surplus > 0) {
+    const char* how = returns_poll_ ? "wrote into the token pipe" : "wrote into the FIFO";
+    if (int surplus = SettleLegacyBooks(in_pool_, how); surplus > 0) {
       pool_->Take(surplus, &err);
       in_pool_ = -1;
     }

@@ -82,12 +82,13 @@ void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::
     if (auth.kind != JobserverAuth::Kind::kPipe && auth.kind != JobserverAuth::Kind::kFifo) {
       continue;
     }
-    std::string fifo_err;
-    if (auth != flags.auth && flags.auth.kind == JobserverAuth::Kind::kFifo &&
-        !CheckLegacyJobserver(auth, &err) && CheckLegacyJobserver(flags.auth, &fifo_err)) {
-      auth = flags.auth;
+    bool usable = CheckLegacyJobserver(auth, &err);
+    if (!usable && auth != flags.auth && flags.auth.kind == JobserverAuth::Kind::kFifo) {
+      std::string fifo_err;
+      usable = CheckLegacyJobserver(flags.auth, &fifo_err);
+      if (usable) auth = flags.auth;
     }
-    if (!CheckLegacyJobserver(auth, &err)) {
+    if (!usable) {
       // make sets MAKEFLAGS and MFLAGS alike: one warning for one fault.
       if (auth != warned) {
         warnings->push_back("ignoring the jobserver in " + std::string(variable) + " (" +
