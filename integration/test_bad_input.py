@@ -3,7 +3,22 @@
 import os
 import unittest
 
-from harness import BridgeTestCase
+from harness import BridgeTestCase, max_overlap
+
+
+# What the command got on 0-2 and in MAKEFLAGS; then a protocol error on the
+# socket, which makes jobbridge write a warning to its stderr.
+STANDARD_STREAMS_PROBE = """
+import os, socket, sys
+with open(sys.argv[1], "w") as report:
+    for fd in range(3):
+        report.write(os.readlink(f"/proc/self/fd/{fd}") + "\\n")
+    report.write(os.environ["MAKEFLAGS"] + "\\n")
+client = socket.socket(socket.AF_UNIX)
+client.connect(os.environ["JOBSERVERV2"])
+client.sendall(b"x")
+client.recv(1)
+"""
 
 
 class BadInputTest(BridgeTestCase):
@@ -87,6 +102,31 @@ class BadInputTest(BridgeTestCase):
         self.assertIn("a budget of its own (-j2)", result.stderr)
         self.assertRegex(result.stdout.strip(), r"^-j2 --jobserver-auth=\d+,\d+\nunset$")
         self.assert_nothing_lost(result, 1)
+
+    def test_closed_standard_streams_stay_out_of_the_pool(self):
+        # Started with 0-2 closed, jobbridge's own pipes used to take those
+        # numbers: its stderr became the pool's write end (one warning wrote
+        # 141 tokens into it: 40 jobs at once under -j4), its stdin the
+        # command's token source. It opens /dev/null on 0-2 first, as a
+        # daemon does, and the command gets those.
+        project = self.sandbox.copy_fixture("make-many")
+        report = os.path.join(self.sandbox.root, "report")
+        probe = os.path.join(self.sandbox.root, "probe.py")
+        with open(probe, "w") as f:
+            f.write(STANDARD_STREAMS_PROBE)
+        script = f'python3 {probe} {report} && exec make JOB_SECONDS=0.1'
+        result = self.sandbox.run(["sh", "-c", 'exec "$0" -j4 -- sh -c "$1" <&- >&- 2>&-',
+                                   self.bridge, script], cwd=project)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(report) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[:3], ["/dev/null"] * 3)
+        fds = [int(fd) for fd in lines[3].split("--jobserver-auth=")[1].split(",")]
+        self.assertTrue(all(fd > 2 for fd in fds), lines[3])
+        intervals = self.sandbox.intervals()
+        self.assertEqual(len(intervals), 40)
+        self.assertLessEqual(max_overlap(intervals), 4)
+        self.assert_no_leftovers()
 
     def test_help_and_version_succeed(self):
         for flag, text in (("--help", "usage: jobbridge"), ("--version", "jobbridge ")):

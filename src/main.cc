@@ -10,6 +10,7 @@
 #include "bridge.h"
 #include "cli.h"
 #include "log.h"
+#include "util/std_streams.h"
 
 namespace {
 
@@ -30,6 +31,10 @@ int AcquireMain(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!jobbridge::OpenMissingStandardStreams()) {
+    // Not a message: stderr may be one of the closed ones.
+    return 1;
+  }
   std::vector<std::string> args(argv + 1, argv + argc);
   // Run as one of the shims (make, gmake, ninja): adapt the jobserver, exec the tool.
   std::string name = argv[0];
