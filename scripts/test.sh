@@ -19,6 +19,12 @@ run_suite() {
 }
 
 echo "== tests (build/)"
-run_suite build
+run_suite build -DJOBBRIDGE_WERROR=ON
 echo "== tests under ASan + UBSan (build-asan/)"
-run_suite build-asan -DJOBBRIDGE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+run_suite build-asan -DJOBBRIDGE_WERROR=ON -DJOBBRIDGE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+# What a user or a packager builds: Release, warnings not fatal. It must
+# build and run.
+echo "== Release build (build-release/)"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DJOBBRIDGE_TESTS=OFF >/dev/null
+cmake --build build-release -j "$jobs"
+build-release/jobbridge -v -j2 -- true
