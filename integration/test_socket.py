@@ -98,6 +98,33 @@ open(os.environ["JOBLOG"], "w").write(str(got))
 """
 
 
+# Connects, and must not be granted within the window: the command (this
+# script) holds the budget's only slot.
+NO_SLOT_PROBE = """
+import os, select, socket, sys
+client = socket.socket(socket.AF_UNIX)
+client.connect(os.environ["JOBSERVERV2"])
+readable, _, _ = select.select([client], [], [], 1.0)
+sys.exit(3 if readable else 0)
+"""
+
+
+class BudgetOfOneTest(BridgeTestCase):
+    def test_a_socket_client_under_j1_is_told_why_it_waits(self):
+        # The command holds the only slot: the client waits until it ends,
+        # which used to look like a hang without a word.
+        probe = os.path.join(self.sandbox.root, "probe.py")
+        with open(probe, "w") as f:
+            f.write(NO_SLOT_PROBE)
+        result = self.sandbox.run([self.bridge, "-v", "-j1", "--", sys.executable, probe])
+        self.assertEqual(result.returncode, 0, "granted under -j1: " + result.stderr)
+        self.assertRegex(result.stderr, r"a socket client \(pid \d+\) waits for a slot, but "
+                                        r"with a budget of 1 the command holds the only one")
+        self.assertIn("(-j2)", result.stderr)
+        self.assertEqual(result.stderr.count("waits for a slot"), 1)
+        self.assert_nothing_lost(result, 0)
+
+
 class OverReleaseTest(BridgeTestCase):
     def test_tokens_written_back_without_taking_are_dropped(self):
         # A legacy client writes 5 bytes it never read into a -j3 pool. One

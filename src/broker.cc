@@ -68,6 +68,15 @@ int Broker::SocketShare() {
 
 void Broker::OnRequest(ConnectionId id) {
   waiting_.push_back(id);
+  // Under -j1 the command holds the only slot: a socket client would wait
+  // until the command ends, which looks like a hang. Say so, once.
+  if (!warned_no_shared_slot_ && ledger_->budget() - ledger_->HeldBy(kCommandOwner) <= 0) {
+    warned_no_shared_slot_ = true;
+    LogWarning("a socket client (pid " + std::to_string(server_->PeerPid(id)) +
+               ") waits for a slot, but with a budget of " + std::to_string(ledger_->budget()) +
+               " the command holds the only one: it gets a slot only when the command ends; " +
+               "give a budget of 2 or more (-j2)");
+  }
   Pump();
 }
 

@@ -87,6 +87,7 @@ class Broker : public SocketServer::Delegate {
   std::deque<ConnectionId> waiting_;  // one entry per waiting request, oldest first
   int socket_held_ = 0;
   int surplus_dropped_ = 0;
+  bool warned_no_shared_slot_ = false;
   uint64_t legacy_seen_until_ = 0;  // uv_now() until which the legacy side counts as active
   uint64_t reserved_until_ = 0;     // the pool's tokens are the legacy side's until then
   uint64_t pool_nonempty_since_ = 0;
