@@ -128,6 +128,26 @@ class BadInputTest(BridgeTestCase):
         self.assertLessEqual(max_overlap(intervals), 4)
         self.assert_no_leftovers()
 
+    def test_few_free_fds_is_a_clear_error_never_a_crash(self):
+        # Under a low open-file limit jobbridge died of SIGSEGV or SIGABRT (an
+        # unchecked uv_loop_init, libuv aborting) and left its runtime folder.
+        outcomes = {}
+        for limit in (4, 8, 10, 12, 16, 21, 22, 26, 40):
+            result = self.sandbox.run(["prlimit", f"--nofile={limit}:{limit}", self.bridge,
+                                       "-v", "-j2", "--", "true"])
+            outcomes[limit] = result.returncode
+            self.assertIn(result.returncode, (0, 1), f"limit {limit}: {result.stderr}")
+            if result.returncode == 1:
+                self.assertIn("(ulimit -n)", result.stderr)
+                self.assertIn("raise the limit", result.stderr)
+                self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+            else:
+                self.assertIn("jobbridge: all 1 jobserver tokens came back", result.stderr)
+            self.assertEqual(self.sandbox.runtime_leftovers(), [], f"limit {limit}")
+        self.assertEqual(outcomes[4], 1)
+        self.assertEqual(outcomes[40], 0)
+        self.assert_no_leftovers()
+
     def test_help_and_version_succeed(self):
         for flag, text in (("--help", "usage: jobbridge"), ("--version", "jobbridge ")):
             result = self.sandbox.run([self.bridge, flag])

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <set>
 #include <vector>
@@ -39,6 +40,7 @@ const std::vector<int> kForwardedSignals = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 // handle: uv_run returns only after all of them are closed.
 struct Context {
   uv_loop_t loop;
+  bool loop_started = false;  // uv_loop_init succeeded
   SignalForwarder forwarder;
   uv_signal_t child_changed;
   pid_t child = -1;
@@ -158,6 +160,31 @@ rlimit RaiseFdLimit() {
   return original;
 }
 
+// jobbridge's pipes, socket, FIFO descriptions, shim lookups and libuv's own
+// fds, with room to spare; below this libuv aborts or a half-made runtime
+// folder stays behind.
+constexpr rlim_t kMinFreeFds = 16;
+
+// Whether enough fds are free under the (raised) open-file limit. Returns
+// false and sets *err, naming the limit and the fix, otherwise.
+bool EnoughFreeFds(std::string* err) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return true;
+  std::error_code error;
+  rlim_t open = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    ++open;
+  }
+  if (error) open = 3;  // /proc unreadable: count the standard streams only
+  rlim_t free = limit.rlim_cur > open ? limit.rlim_cur - open : 0;
+  if (free >= kMinFreeFds) return true;
+  *err = "only " + std::to_string(free) + " file descriptors are free under the open-file " +
+         "limit of " + std::to_string(limit.rlim_cur) + " (ulimit -n); jobbridge needs " +
+         std::to_string(kMinFreeFds) + ": raise the limit (ulimit -n 1024) or close inherited fds";
+  return false;
+}
+
 // Counts the tokens back and says what is missing or extra. Returns false
 // when the pool does not hold what the ledger says it should.
 bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
@@ -206,7 +233,11 @@ bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
 bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget& outer,
                const std::string& socket_path, std::vector<int>* handled, std::string* err) {
   ctx->ledger = ledger;
-  uv_loop_init(&ctx->loop);
+  if (int status = uv_loop_init(&ctx->loop); status != 0) {
+    *err = std::string("cannot start the event loop: ") + uv_strerror(status);
+    return false;
+  }
+  ctx->loop_started = true;
   if (outer.kind == OuterBudget::Kind::kNone) {
     ctx->broker = std::make_unique<Broker>(&ctx->loop, ledger, pool);
     ctx->server = std::make_unique<SocketServer>(&ctx->loop, ctx->broker.get());
@@ -269,6 +300,7 @@ void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_d
 }
 
 void RunLoopToEnd(Context* ctx) {
+  if (!ctx->loop_started) return;
   uv_run(&ctx->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&ctx->loop) != 0) LogWarning("internal: event loop closed with open handles");
 }
@@ -351,10 +383,14 @@ int RunBridge(const Options& options) {
   sigset_t original_mask;
   sigprocmask(SIG_BLOCK, nullptr, &original_mask);
   rlimit original_nofile = RaiseFdLimit();
+  std::string err;
+  if (!EnoughFreeFds(&err)) {
+    LogError(err);
+    return 1;
+  }
   OuterBudget outer = ChooseBudget(options);
   bool joined = outer.kind != OuterBudget::Kind::kNone;
 
-  std::string err;
   for (const std::string& stale : RuntimeDir::SweepStale()) {
     LogWarning("removed " + stale + ", left by a jobbridge that was killed");
   }
