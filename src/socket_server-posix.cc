@@ -1,3 +1,4 @@
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -27,10 +28,31 @@ struct SocketServer::Connection {
   // slots already; they are written, together, when the socket is writable.
   int unsent = 0;
   bool watching_writable = false;
+  // The client shut its write side (shutdown(SHUT_WR)) but keeps the
+  // connection: it still holds its slots, and only a full close (or its
+  // death) gives them back. Watched for that close only.
+  bool half_closed = false;
   uv_poll_t poll;
 };
 
 namespace {
+
+// What a connection is watched for. A half-closed one is not watched for
+// reading (its EOF would be reported again and again): UV_PRIORITIZED never
+// fires on a unix socket by itself, but the kernel reports a full close
+// (POLLHUP) whatever is watched, and libuv passes it on as those events.
+int WatchedEvents(bool half_closed, bool writable) {
+  int events = half_closed ? UV_PRIORITIZED : UV_READABLE | UV_DISCONNECT;
+  return writable ? events | UV_WRITABLE : events;
+}
+
+// Whether both directions of the connection are shut: the client closed it
+// (or died), as opposed to shutting down only its write side.
+bool PeerClosed(int fd) {
+  pollfd probe{fd, 0, 0};
+  return RetryOnEintr([&] { return poll(&probe, 1, 0); }) != 0 &&
+         (probe.revents & (POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
 
 constexpr char kGrantByte = '+';
 constexpr char kRequestByte = '+';
@@ -134,7 +156,7 @@ void SocketServer::Accept(UniqueFd fd) {
   auto* connection = new Connection{this, next_id_++, std::move(fd), peer.pid, 0, false, {}};
   uv_poll_init(loop_, &connection->poll, connection->fd.get());
   connection->poll.data = connection;
-  uv_poll_start(&connection->poll, UV_READABLE | UV_DISCONNECT, OnConnectionReadable);
+  uv_poll_start(&connection->poll, WatchedEvents(false, false), OnConnectionReadable);
   connections_[connection->id] = connection;
   delegate_->OnRequest(connection->id);  // connecting asks for the first slot
 }
@@ -146,6 +168,10 @@ void SocketServer::OnConnectionReadable(uv_poll_t* handle, int status, int event
   // stopped the handle and passes status < 0 and no events: the read below
   // sees the error and closes the connection, which gives its slots back.
   if (status == 0 && (events & UV_WRITABLE) && !server->Flush(connection)) return;
+  if (connection->half_closed) {
+    if (status < 0 || PeerClosed(connection->fd.get())) server->Close(connection, "");
+    return;
+  }
   if (status < 0 || (events & (UV_READABLE | UV_DISCONNECT))) server->ReadFrom(connection);
 }
 
@@ -153,6 +179,13 @@ void SocketServer::ReadFrom(Connection* connection) {
   unsigned char buffer[256];
   for (;;) {
     ssize_t n = RetryOnEintr([&] { return read(connection->fd.get(), buffer, sizeof buffer); });
+    if (n == 0 && !PeerClosed(connection->fd.get())) {
+      // EOF on the client's write side only: not a release (docs/PROTOCOL.md).
+      connection->half_closed = true;
+      uv_poll_start(&connection->poll, WatchedEvents(true, connection->watching_writable),
+                    OnConnectionReadable);
+      return;
+    }
     if (n == 0 || (n < 0 && errno != EAGAIN)) {
       Close(connection, "");
       return;
@@ -195,7 +228,7 @@ bool SocketServer::Flush(Connection* connection) {
       // merely slow to read.
       if (!connection->watching_writable) {
         connection->watching_writable = true;
-        uv_poll_start(&connection->poll, UV_READABLE | UV_WRITABLE | UV_DISCONNECT,
+        uv_poll_start(&connection->poll, WatchedEvents(connection->half_closed, true),
                       OnConnectionReadable);
       }
       return true;
@@ -208,7 +241,8 @@ bool SocketServer::Flush(Connection* connection) {
   }
   if (connection->watching_writable) {
     connection->watching_writable = false;
-    uv_poll_start(&connection->poll, UV_READABLE | UV_DISCONNECT, OnConnectionReadable);
+    uv_poll_start(&connection->poll, WatchedEvents(connection->half_closed, false),
+                  OnConnectionReadable);
   }
   return true;
 }

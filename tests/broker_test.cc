@@ -214,6 +214,28 @@ TEST_F(BrokerTest, ATokenWrittenIntoTheTokenPipeReachesAWaiter) {
   Finish();
 }
 
+// shutdown(SHUT_WR) while working is not a release: the client still holds
+// its slot (a waiter used to get it: budget 4 ran 5). Only the full close
+// gives it back.
+TEST_F(BrokerTest, HalfCloseKeepsTheSlot) {
+  Start(2);
+  UniqueFd holder = Connect();  // takes the one shared slot
+  ASSERT_TRUE(GetsGrant(holder.get()));
+  UniqueFd waiter = ConnectAndWait(1);
+  ASSERT_EQ(shutdown(holder.get(), SHUT_WR), 0);
+  // The server sees the EOF (it stops reading) but keeps the connection.
+  for (int i = 0; i < 20; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  pollfd p{waiter.get(), POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 50), 0) << "granted the slot a half-closed client still holds";
+  EXPECT_EQ(server_->connection_count(), 2u);
+  EXPECT_EQ(ledger_->free(), 0);
+  holder.Reset();  // the full close gives it back
+  ASSERT_TRUE(GetsGrant(waiter.get()));
+  waiter.Reset();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 0; }));
+  Finish();
+}
+
 TEST_F(BrokerTest, OverReleaseBeyondTheLentSlotIsDropped) {
   Start(3);
   ASSERT_EQ(write(LegacyWriteFd(), "+++++", 5), 5);  // 5 tokens nobody took
