@@ -124,6 +124,30 @@ class AdaptTest(BridgeTestCase):
         self.assertEqual(self.check_budget(result, 3, 3), 3)
         self.assert_nothing_lost(result, 2)
 
+    def test_a_regular_file_in_place_of_the_fifo_is_not_handed_on(self):
+        # The FIFO replaced by a regular file mid-build: the make shim used to
+        # open it as the pool (make spun at 99% CPU, or ran beyond -j3). It
+        # checks the type now: the fds that still reach the pool are used.
+        with open(os.path.join(self.sandbox.root, "Makefile"), "w") as f:
+            f.write("all: " + " ".join(f"j{i}" for i in range(6)) +
+                    '\nj%:\n\t@"$(JOB)" $@ 0.3\n')
+        script = ('p="${MAKEFLAGS#*fifo:}"; p="${p%% *}"; rm "$p" && echo junk > "$p" && '
+                  'exec make -s')
+        result = self.sandbox.run([self.bridge, "-v", "-j3", "--legacy-style=fifo", "--",
+                                   "sh", "-c", script], timeout=60)
+        self.assertEqual(self.check_budget(result, 3, 6), 3)
+        self.assert_nothing_lost(result, 2)
+        # Named only by that path, the jobserver is refused with the reason,
+        # and make runs as it would have (make 4.3 then stops on the fifo:).
+        regular = os.path.join(self.sandbox.root, "not-a-fifo")
+        with open(regular, "w") as f:
+            f.write("junk")
+        env = dict(self.sandbox.env, MAKEFLAGS=f"-j3 --jobserver-auth=fifo:{regular}")
+        result = self.sandbox.run([self.bridge, "adapt", "--", "make", "-s"], env=env,
+                                  timeout=60)
+        self.assertIn(f"{regular} is not a FIFO; running make with it unchanged", result.stderr)
+        self.assert_no_leftovers()
+
     def test_adapt_errors(self):
         result = self.sandbox.run([self.bridge, "adapt"])
         self.assertEqual(result.returncode, 2)
