@@ -125,6 +125,79 @@ class BudgetOfOneTest(BridgeTestCase):
         self.assert_nothing_lost(result, 0)
 
 
+ROGUE_PROBE = """
+import fcntl, os, struct, sys, termios, time
+auth = os.environ["MAKEFLAGS"].split("--jobserver-auth=")[1].split()[0]
+w = int(auth.split(",")[1])
+os.write(w, b"x" * 100)
+if sys.argv[1] == "pipe":  # wait until jobbridge has read its returns pipe
+    def queued():
+        return struct.unpack("i", fcntl.ioctl(w, termios.FIONREAD, b"\\0" * 4))[0]
+    deadline = time.monotonic() + 30
+    while queued() and time.monotonic() < deadline:
+        time.sleep(0.001)
+"""
+
+
+class RogueWriterTest(BridgeTestCase):
+    def check_report(self, style):
+        # A client writes 100 tokens it never took. Whatever was contained
+        # during the run, the exit report must not say "all came back".
+        probe = os.path.join(self.sandbox.root, "probe.py")
+        with open(probe, "w") as f:
+            f.write(ROGUE_PROBE)
+        result = self.sandbox.run([self.bridge, "-v", "-j3", f"--legacy-style={style}", "--",
+                                   sys.executable, probe, style])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("all 2 jobserver tokens came back", result.stderr)
+        self.assertRegex(result.stderr, r"(wrote back 99 token\(s\) they never took during the "
+                                        r"run, the first \d+\.\d s after the start|held 99 "
+                                        r"token\(s\) more than)")
+        self.assert_no_leftovers()
+
+    def test_the_exit_report_counts_surplus_dropped_during_the_run(self):
+        self.check_report("pipe")
+
+    def test_the_exit_report_counts_surplus_left_in_a_fifo(self):
+        self.check_report("fifo")
+
+
+FIFO_ROGUE_PROBE = """
+import fcntl, os, struct, sys, termios, time
+auth = os.environ["MAKEFLAGS"].split("--jobserver-auth=")[1].split()[0]
+r, w = (int(fd) for fd in auth.split(","))
+os.write(w, b"x" * 100)
+def in_fifo():
+    return struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\\0" * 4))[0]
+deadline = time.monotonic() + 30  # jobbridge drops the surplus as it lands
+while in_fifo() > 3 and time.monotonic() < deadline:
+    time.sleep(0.001)
+os.execvp("make", ["make", "-s", "JOB_SECONDS=0.3"])
+"""
+
+
+class FifoSurplusTest(BridgeTestCase):
+    def test_surplus_written_into_the_fifo_is_dropped_as_it_lands(self):
+        # In fifo style clients write tokens back into the pool itself. The
+        # broker looked only at socket events, so 100 tokens written there
+        # stayed for make to read (13 jobs at once under -j3).
+        project = self.sandbox.copy_fixture("make-many")
+        probe = os.path.join(self.sandbox.root, "probe.py")
+        with open(probe, "w") as f:
+            f.write(FIFO_ROGUE_PROBE)
+        result = self.sandbox.run([self.bridge, "-v", "-j3", "--legacy-style=fifo", "--",
+                                   sys.executable, probe], cwd=project)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        intervals = self.sandbox.intervals()
+        self.assertEqual(len(intervals), 40)
+        # One token may be the command's lent slot (the budget's documented
+        # ambiguity): at most one job beyond the budget, not 13.
+        self.assertLessEqual(max_overlap(intervals), 4)
+        self.assertIn("wrote into the FIFO 99 token(s) it never took", result.stderr)
+        self.assertNotIn("all 2 jobserver tokens came back", result.stderr)
+        self.assert_no_leftovers()
+
+
 class OverReleaseTest(BridgeTestCase):
     def test_tokens_written_back_without_taking_are_dropped(self):
         # A legacy client writes 5 bytes it never read into a -j3 pool. One

@@ -187,7 +187,14 @@ bool EnoughFreeFds(std::string* err) {
 
 // Counts the tokens back and says what is missing or extra. Returns false
 // when the pool does not hold what the ledger says it should.
-bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
+// Tokens a client wrote back without taking them, dropped while the tree ran
+// (Broker::DropSurplus): until then the pool held more than the budget.
+struct SurplusSeen {
+  int tokens = 0;
+  uint64_t first_ms = 0;  // after the start
+};
+
+bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, const SurplusSeen& surplus, bool verbose) {
   pool->CloseInherited();
   std::string err;
   int back = pool->Drain(&err);
@@ -217,6 +224,16 @@ bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, bool verbose) {
     LogWarning("the jobserver pool held " + std::to_string(back - expected) +
                " token(s) more than the " + std::to_string(expected) +
                " it handed out: a client wrote back tokens it never took");
+    return false;
+  }
+  if (surplus.tokens > 0) {
+    char when[32];
+    std::snprintf(when, sizeof when, "%.1f", static_cast<double>(surplus.first_ms) / 1000);
+    LogWarning("the " + std::to_string(expected) + " jobserver tokens came back, but legacy " +
+               "clients wrote back " + std::to_string(surplus.tokens) +
+               " token(s) they never took during the run, the first " + when +
+               " s after the start; they were dropped, and until each was, more jobs than the " +
+               "budget could run");
     return false;
   }
   if (verbose) {
@@ -288,7 +305,9 @@ std::string MakeShims(const Options& options, const RuntimeDir& runtime_dir) {
 void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_dir, bool verbose) {
   std::string err;
   if (ctx->broker && !ctx->broker->ReturnFreeSlots(&err)) LogWarning(err);
-  if (pool->own) CloseLegacyPool(pool->own.get(), ledger, verbose && !ctx->upstream);
+  SurplusSeen surplus;
+  if (ctx->broker) surplus = {ctx->broker->surplus_dropped(), ctx->broker->first_surplus_ms()};
+  if (pool->own) CloseLegacyPool(pool->own.get(), ledger, surplus, verbose && !ctx->upstream);
   if (int held = ledger->HeldBy(kCommandOwner); held > 0) {
     ledger->Release(kCommandOwner, held, &err);
   }

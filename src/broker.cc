@@ -13,12 +13,27 @@ Broker::Broker(uv_loop_t* loop, Ledger* ledger, LegacyPool* pool)
 
 void Broker::Start(SocketServer* server) {
   server_ = server;
+  started_ms_ = uv_now(loop_);
   if (pool_->ReturnsFd() >= 0) {
     // Every token a legacy client writes back passes through here.
     returns_poll_ = new uv_poll_t;
     uv_poll_init(loop_, returns_poll_, pool_->ReturnsFd());
     returns_poll_->data = this;
     uv_poll_start(returns_poll_, UV_READABLE, OnReturnsReadable);
+  }
+  if (pool_->ReturnsFd() < 0) {
+    // A FIFO: clients write tokens back into the pool itself, and a
+    // readable poll cannot tell a write from a token that sits there.
+    // inotify reports each write (IN_MODIFY) by any process, so surplus is
+    // dropped the moment it lands, not at the next socket event.
+    fifo_watch_ = new uv_fs_event_t;
+    uv_fs_event_init(loop_, fifo_watch_);
+    fifo_watch_->data = this;
+    std::string path = pool_->Auth().fifo_path;
+    if (uv_fs_event_start(fifo_watch_, OnFifoWritten, path.c_str(), 0) != 0) {
+      LogWarning("cannot watch the jobserver FIFO " + path + " for writes: tokens written " +
+                 "back without being taken are found only at the next socket request");
+    }
   }
   pool_poll_ = new uv_poll_t;
   uv_poll_init(loop_, pool_poll_, pool_->PrivateReadFd());
@@ -36,6 +51,8 @@ void Broker::Start(SocketServer* server) {
 void Broker::Stop() {
   CloseAndDelete(returns_poll_);
   returns_poll_ = nullptr;
+  CloseAndDelete(fifo_watch_);
+  fifo_watch_ = nullptr;
   CloseAndDelete(pool_poll_);
   CloseAndDelete(idle_timer_);
   CloseAndDelete(probe_timer_);
@@ -212,6 +229,7 @@ int Broker::SettleLegacyBooks(int back, const char* how) {
 }
 
 void Broker::DropSurplus(int count, const char* how) {
+  if (surplus_dropped_ == 0) first_surplus_ms_ = uv_now(loop_) - started_ms_;
   surplus_dropped_ += count;
   LogWarning("a legacy client " + std::string(how) + " " + std::to_string(count) +
              " token(s) it never took; dropped, so the pool stays within the budget");
@@ -245,6 +263,11 @@ void Broker::OnReturnsReadable(uv_poll_t* handle, int /*status*/, int /*events*/
 }
 
 void Broker::OnTimer(uv_timer_t* timer) { static_cast<Broker*>(timer->data)->Pump(); }
+
+void Broker::OnFifoWritten(uv_fs_event_t* handle, const char* /*name*/, int /*events*/,
+                           int /*status*/) {
+  static_cast<Broker*>(handle->data)->Pump();
+}
 
 void Broker::OnProbe(uv_timer_t* timer) {
   auto* broker = static_cast<Broker*>(timer->data);

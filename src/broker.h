@@ -52,8 +52,10 @@ class Broker : public SocketServer::Delegate {
   bool ReturnFreeSlots(std::string* err);
 
   size_t waiting() const { return waiting_.size(); }
-  // Tokens dropped so far because a client wrote back more than it took.
+  // Tokens dropped so far because a client wrote back more than it took,
+  // and when the first was dropped (ms after Start).
   int surplus_dropped() const { return surplus_dropped_; }
+  uint64_t first_surplus_ms() const { return first_surplus_ms_; }
 
   // SocketServer::Delegate
   void OnRequest(ConnectionId id) override;
@@ -65,6 +67,7 @@ class Broker : public SocketServer::Delegate {
   static void OnReturnsReadable(uv_poll_t* handle, int status, int events);
   static void OnTimer(uv_timer_t* timer);
   static void OnProbe(uv_timer_t* timer);
+  static void OnFifoWritten(uv_fs_event_t* handle, const char* name, int events, int status);
 
   void Pump();
   bool TakeSlotFor(ConnectionId id, int* returned);
@@ -87,6 +90,8 @@ class Broker : public SocketServer::Delegate {
   std::deque<ConnectionId> waiting_;  // one entry per waiting request, oldest first
   int socket_held_ = 0;
   int surplus_dropped_ = 0;
+  uint64_t started_ms_ = 0;
+  uint64_t first_surplus_ms_ = 0;
   bool warned_no_shared_slot_ = false;
   uint64_t legacy_seen_until_ = 0;  // uv_now() until which the legacy side counts as active
   uint64_t reserved_until_ = 0;     // the pool's tokens are the legacy side's until then
@@ -97,6 +102,7 @@ class Broker : public SocketServer::Delegate {
   bool pumping_ = false;
   uv_poll_t* pool_poll_ = nullptr;  // handles are freed in their close callbacks
   uv_poll_t* returns_poll_ = nullptr;
+  uv_fs_event_t* fifo_watch_ = nullptr;  // a FIFO pool: one event per client write
   uv_timer_t* idle_timer_ = nullptr;
   uv_timer_t* probe_timer_ = nullptr;
   bool pool_polling_ = false;
