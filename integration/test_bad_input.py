@@ -1,9 +1,10 @@
 """Bad command lines and environments: one clear line, non-zero exit, nothing left."""
 
 import os
+import re
 import unittest
 
-from harness import BridgeTestCase, max_overlap
+from harness import HERE, BridgeTestCase, max_overlap
 
 
 # What the command got on 0-2 and in MAKEFLAGS; then a protocol error on the
@@ -147,6 +148,20 @@ class BadInputTest(BridgeTestCase):
         self.assertEqual(outcomes[4], 1)
         self.assertEqual(outcomes[40], 0)
         self.assert_no_leftovers()
+
+    def test_the_man_page_names_every_option_of_the_help(self):
+        # docs/jobbridge.1 is installed beside the binary: keep it true.
+        with open(os.path.join(HERE, "..", "docs", "jobbridge.1")) as f:
+            page = f.read().replace("\\-", "-").replace("\\fR", "").replace("\\fB", "")
+        help_text = self.sandbox.run([self.bridge, "--help"]).stdout
+        options = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[a-zA-Z])\b", help_text))
+        self.assertGreaterEqual(len(options), 10, options)
+        for option in sorted(options):
+            self.assertTrue(option in page, f"{option} is in --help but not in docs/jobbridge.1")
+        for word in ("acquire", "adapt", "EXIT STATUS", "JOBSERVERV2"):
+            self.assertIn(word, page)
+        version = self.sandbox.run([self.bridge, "--version"]).stdout.split()[1]
+        self.assertIn(f'"jobbridge {version}"', page)
 
     def test_help_and_version_succeed(self):
         for flag, text in (("--help", "usage: jobbridge"), ("--version", "jobbridge ")):

@@ -28,3 +28,5 @@ echo "== Release build (build-release/)"
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DJOBBRIDGE_TESTS=OFF >/dev/null
 cmake --build build-release -j "$jobs"
 build-release/jobbridge -v -j2 -- true
+# The Debian package of that build, unpacked and run as a user would get it.
+scripts/check-package.sh build-release
