@@ -78,6 +78,20 @@ class AcquireTest(BridgeTestCase):
         self.assertIn("fd 97", result.stderr)
         self.assertIn("not open", result.stderr)
 
+    def test_a_stale_jobserverv2_is_named_not_called_gone(self):
+        # A JOBSERVERV2 left over from an ended jobbridge, or mistyped: the
+        # jobserver did not "go away", there was none; say what is there.
+        marker = os.path.join(self.sandbox.root, "ran")
+        missing = os.path.join(self.sandbox.root, "no.sock")
+        env = dict(self.sandbox.env, JOBSERVERV2=missing)
+        result = self.sandbox.run([self.bridge, "acquire", "--", "touch", marker], env=env)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"JOBSERVERV2 names no live jobserver: no socket at {missing}",
+                      result.stderr)
+        self.assertNotIn("went away", result.stderr)
+        self.assertFalse(os.path.exists(marker))
+        self.assert_no_leftovers()
+
     def test_no_jobserver_runs_the_command_with_a_warning(self):
         result = self.sandbox.run([self.bridge, "acquire", "--", "sh", "-c", "echo ran"])
         self.assertEqual(result.returncode, 0)

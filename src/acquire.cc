@@ -13,6 +13,7 @@
 #include "core/makeflags.h"
 #include "core/numbers.h"
 #include "log.h"
+#include "outer_budget.h"
 #include "subprocess-posix.h"
 #include "util/signals.h"
 
@@ -201,7 +202,16 @@ int RunAcquire(const AcquireOptions& options) {
   g_waiting_client = nullptr;
   if (rc == -ECANCELED) return 128 + g_signal;
   if (rc < 0) {
-    LogError(std::string("acquire: no slot: ") + jobbridge_strerror(rc));
+    // "The jobserver went away" is wrong for a JOBSERVERV2 that never
+    // named a live one (a stale export, a typo): say which.
+    std::string socket_fault;
+    const char* socket = std::getenv("JOBSERVERV2");
+    if (rc == -EPIPE && socket && *socket && !CheckSocketRoot(socket, &socket_fault)) {
+      LogError("acquire: no slot: JOBSERVERV2 names no live jobserver: " + socket_fault +
+               "; unset it, or run this inside the jobbridge that serves it");
+    } else {
+      LogError(std::string("acquire: no slot: ") + jobbridge_strerror(rc));
+    }
     return 1;
   }
   int status = RunCommand(options, options.slots, handled);
