@@ -163,6 +163,18 @@ class BadInputTest(BridgeTestCase):
         version = self.sandbox.run([self.bridge, "--version"]).stdout.split()[1]
         self.assertIn(f'"jobbridge {version}"', page)
 
+    def test_a_huge_fifo_path_makes_a_short_warning(self):
+        # A 5000-byte path named twice used to make a 10 KB line.
+        path = "/tmp/" + "a" * 5000
+        env = dict(self.sandbox.env, MAKEFLAGS=f"-j2 --jobserver-auth=fifo:{path}")
+        result = self.sandbox.run([self.bridge, "-v", "-j2", "--", "true"], env=env)
+        self.assertEqual(result.returncode, 0, result.stderr[:2000])
+        self.assertIn("ignoring the jobserver in MAKEFLAGS (fifo:/tmp/aaa", result.stderr)
+        self.assertIn("bytes)...", result.stderr)
+        for line in result.stderr.splitlines():
+            self.assertLess(len(line), 700, line[:200])
+        self.assert_nothing_lost(result, 1)
+
     def test_help_and_version_succeed(self):
         for flag, text in (("--help", "usage: jobbridge"), ("--version", "jobbridge ")):
             result = self.sandbox.run([self.bridge, flag])

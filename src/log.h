@@ -6,6 +6,15 @@
 
 namespace jobbridge {
 
+// A path or value for a message: whole up to 200 bytes, else its start and
+// its end around "..." (a 5000-byte FIFO path named twice made a 10 KB line).
+inline std::string Shortened(const std::string& text) {
+  constexpr size_t kMax = 200, kHead = 120, kTail = 60;
+  if (text.size() <= kMax) return text;
+  return text.substr(0, kHead) + "...(" + std::to_string(text.size() - kHead - kTail) +
+         " bytes)..." + text.substr(text.size() - kTail);
+}
+
 inline void LogError(const std::string& message) {
   std::fprintf(stderr, "jobbridge: %s\n", message.c_str());
 }

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "log.h"
 #include "outer_budget.h"
 #include "util/unique_fd.h"
 #include "util/unix_socket.h"
@@ -92,7 +93,7 @@ void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::
       // make sets MAKEFLAGS and MFLAGS alike: one warning for one fault.
       if (auth != warned) {
         warnings->push_back("ignoring the jobserver in " + std::string(variable) + " (" +
-                            FormatAuth(auth) + "): " + err);
+                            Shortened(FormatAuth(auth)) + "): " + err);
       }
       warned = auth;
       continue;
@@ -166,16 +167,16 @@ bool CheckLegacyJobserver(const JobserverAuth& auth, std::string* err) {
   if (auth.kind == JobserverAuth::Kind::kFifo) {
     struct stat info {};
     if (stat(auth.fifo_path.c_str(), &info) != 0) {
-      *err = "the FIFO " + auth.fifo_path + " is missing: " + strerror(errno) +
+      *err = "the FIFO " + Shortened(auth.fifo_path) + " is missing: " + strerror(errno) +
              " (the make that made it has ended?)";
       return false;
     }
     if (!S_ISFIFO(info.st_mode)) {
-      *err = auth.fifo_path + " is not a FIFO";
+      *err = Shortened(auth.fifo_path) + " is not a FIFO";
       return false;
     }
     if (access(auth.fifo_path.c_str(), R_OK | W_OK) != 0) {
-      *err = "cannot read and write the FIFO " + auth.fifo_path + ": " + strerror(errno);
+      *err = "cannot read and write the FIFO " + Shortened(auth.fifo_path) + ": " + strerror(errno);
       return false;
     }
     return true;
