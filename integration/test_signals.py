@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import unittest
 
 from harness import BridgeTestCase, tagged_processes, wait_for
@@ -66,6 +67,22 @@ class KilledBridgeTest(BridgeTestCase):
 def default_interrupt_signals():
     for sig in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
+
+
+class EarlySignalTest(BridgeTestCase):
+    def test_a_sigterm_as_the_runtime_folder_appears_leaves_nothing_behind(self):
+        # Sent the moment the folder exists, before the signal handlers were
+        # in place, SIGTERM killed jobbridge and left the folder behind.
+        for _ in range(10):
+            bridge = self.sandbox.start([self.bridge, "-j2", "--", "sleep", "30"])
+            deadline = time.monotonic() + 10
+            while not self.sandbox.runtime_leftovers() and time.monotonic() < deadline:
+                pass  # the event is the folder's creation: look for it without pausing
+            bridge.send_signal(signal.SIGTERM)
+            bridge.communicate(timeout=30)
+            self.assertIn(bridge.returncode, (128 + signal.SIGTERM, -signal.SIGTERM))
+            self.assertEqual(self.sandbox.runtime_leftovers(), [])
+        self.assert_no_leftovers()
 
 
 class SignalTest(BridgeTestCase):

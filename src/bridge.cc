@@ -401,6 +401,12 @@ int ExitStatus(const Context& ctx) {
 int RunBridge(const Options& options) {
   sigset_t original_mask;
   sigprocmask(SIG_BLOCK, nullptr, &original_mask);
+  // Until the forwarder's handlers are in place, a SIGTERM would kill
+  // jobbridge by default and leave its runtime folder behind: hold the
+  // forwarded signals back until then (the command gets the original mask).
+  sigset_t held = original_mask;
+  for (int sig : kForwardedSignals) sigaddset(&held, sig);
+  sigprocmask(SIG_SETMASK, &held, nullptr);
   rlimit original_nofile = RaiseFdLimit();
   std::string err;
   if (!EnoughFreeFds(&err)) {
@@ -451,6 +457,7 @@ int RunBridge(const Options& options) {
     RunLoopToEnd(&ctx);
     return 1;
   }
+  sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
   std::string shim_dir = MakeShims(options, runtime_dir);
   int jobs = joined ? outer.jobs.value_or(0) : options.jobs;
   SpawnRequest request{options.command,
