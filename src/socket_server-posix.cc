@@ -153,7 +153,7 @@ void SocketServer::Accept(UniqueFd fd) {
                " may use this jobserver");
     return;  // fd closes here, before any byte
   }
-  auto* connection = new Connection{this, next_id_++, std::move(fd), peer.pid, 0, false, {}};
+  auto* connection = new Connection{this, next_id_++, std::move(fd), peer.pid, 0, false, false, {}};
   uv_poll_init(loop_, &connection->poll, connection->fd.get());
   connection->poll.data = connection;
   uv_poll_start(&connection->poll, WatchedEvents(false, false), OnConnectionReadable);
