@@ -1,6 +1,7 @@
 #include "relay.h"
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "broker.h"
 #include "log.h"
@@ -35,11 +36,21 @@ void Relay::OnGone(ConnectionId id) {
   AskForWaiters();
 }
 
-// One request upstream per waiter. Also after a release: a lease that came
-// while the ledger was full (kMaxBudget slots out) went back unused, and its
+// One request upstream per waiting request, but at most kMaxAskedPerClient
+// for one client connection: a client that sends a flood of '+' would
+// otherwise open one upstream connection per '+' and exhaust the fds of this
+// jobbridge and of the root. Its further requests are asked for as its
+// earlier ones are granted. Also after a release: a lease that came while
+// the ledger was full (kMaxBudget slots out) went back unused, and its
 // waiter is asked for again once a slot is free.
 void Relay::AskForWaiters() {
-  if (upstream_) upstream_->SetWanted(static_cast<int>(waiting_.size()));
+  if (!upstream_) return;
+  std::unordered_map<ConnectionId, int> per_client;
+  int wanted = 0;
+  for (ConnectionId id : waiting_) {
+    if (++per_client[id] <= kMaxAskedPerClient) ++wanted;
+  }
+  upstream_->SetWanted(wanted);
 }
 
 void Relay::OnLease() {
@@ -58,6 +69,7 @@ void Relay::OnLease() {
   // A client gone before its grant costs nothing: the server closes it and
   // OnGone gives the lease back.
   server_->Grant(id);
+  AskForWaiters();  // a client capped at kMaxAskedPerClient may ask again
 }
 
 void Relay::OnLost(const std::string& why) {

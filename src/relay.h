@@ -21,6 +21,9 @@ namespace jobbridge {
 
 class Relay : public SocketServer::Delegate, public Upstream::Delegate {
  public:
+  // The most requests of one client connection asked for upstream at once.
+  static constexpr int kMaxAskedPerClient = 4;
+
   // All pointers must outlive the relay.
   explicit Relay(Ledger* ledger) : ledger_(ledger) {}
   void Start(SocketServer* server, Upstream* upstream) {

@@ -326,6 +326,28 @@ TEST_F(RelayTest, UnderARootSlotsAreBorrowedOnlyWhileHeld) {
   Stop();
 }
 
+// A client that floods '+' used to make the relay open one connection to
+// the root per request, until both ran out of fds.
+TEST_F(RelayTest, AFloodOfRequestsAsksTheRootForAFewAtATime) {
+  StartUnderRoot(3);  // 2 slots to lend
+  UniqueFd a = Connect();
+  std::string flood(100, '+');
+  ASSERT_EQ(send(a.get(), flood.data(), flood.size(), MSG_NOSIGNAL), 100);
+  ASSERT_TRUE(GetsGrant(a.get()));
+  ASSERT_TRUE(GetsGrant(a.get()));
+  ASSERT_TRUE(RunUntil([&] { return root_broker_->waiting() == Relay::kMaxAskedPerClient; }))
+      << "waiting at the root: " << root_broker_->waiting()
+      << ", root connections: " << root_server_->connection_count();
+  for (int i = 0; i < 20; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_EQ(root_broker_->waiting(), static_cast<size_t>(Relay::kMaxAskedPerClient));
+  EXPECT_LE(root_server_->connection_count(), 2u + Relay::kMaxAskedPerClient);
+  // Its slots go back, its requests are withdrawn at the root.
+  a.Reset();
+  ASSERT_TRUE(AllGone());
+  ASSERT_TRUE(RunUntil([&] { return root_server_->connection_count() == 0; }));
+  Stop();
+}
+
 TEST_F(RelayTest, AWithdrawnRequestIsWithdrawnAtTheRoot) {
   StartUnderRoot(2);
   UniqueFd a = Connect();
