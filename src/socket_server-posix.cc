@@ -27,6 +27,7 @@ struct SocketServer::Connection {
   // a few hundred unread grants on one connection fills it). They are its
   // slots already; they are written, together, when the socket is writable.
   int unsent = 0;
+  int waiting = 0;  // requests made (connecting is one) and not granted yet
   bool watching_writable = false;
   // The client shut its write side (shutdown(SHUT_WR)) but keeps the
   // connection: it still holds its slots, and only a full close (or its
@@ -153,7 +154,8 @@ void SocketServer::Accept(UniqueFd fd) {
                " may use this jobserver");
     return;  // fd closes here, before any byte
   }
-  auto* connection = new Connection{this, next_id_++, std::move(fd), peer.pid, 0, false, false, {}};
+  auto* connection =
+      new Connection{this, next_id_++, std::move(fd), peer.pid, 0, 1, false, false, {}};
   uv_poll_init(loop_, &connection->poll, connection->fd.get());
   connection->poll.data = connection;
   uv_poll_start(&connection->poll, WatchedEvents(false, false), OnConnectionReadable);
@@ -194,6 +196,11 @@ void SocketServer::ReadFrom(Connection* connection) {
     for (ssize_t i = 0; i < n; ++i) {
       ConnectionId id = connection->id;
       if (buffer[i] == kRequestByte) {
+        if (++connection->waiting > kMaxWaitingPerConnection) {
+          Close(connection, "asked for more than " + std::to_string(kMaxWaitingPerConnection) +
+                                " slots at once");
+          return;
+        }
         delegate_->OnRequest(id);
       } else if (buffer[i] != kReleaseByte) {
         Close(connection, "sent " + Describe(buffer[i]) + ", which is neither '+' nor '-'");
@@ -213,6 +220,7 @@ bool SocketServer::Grant(ConnectionId id) {
   if (it == connections_.end()) return false;
   Connection* connection = it->second;
   ++connection->unsent;
+  --connection->waiting;
   return Flush(connection);
 }
 

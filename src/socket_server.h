@@ -38,6 +38,10 @@ class SocketServer {
 
   // The longest socket path Linux accepts in sockaddr_un.
   static constexpr size_t kMaxPathLength = kMaxSocketPathLength;
+  // The most requests one connection may have waiting at once: a client
+  // that asks for more (a flood of '+') is closed as a protocol error, so
+  // one connection cannot grow the queue without bound.
+  static constexpr int kMaxWaitingPerConnection = 4096;
 
   SocketServer(uv_loop_t* loop, Delegate* delegate);
   ~SocketServer();

@@ -236,6 +236,27 @@ TEST_F(BrokerTest, HalfCloseKeepsTheSlot) {
   Finish();
 }
 
+// One connection cannot grow the queue without bound: past
+// kMaxWaitingPerConnection waiting requests it is a protocol error.
+TEST_F(BrokerTest, AFloodOfRequestsClosesOnlyThatConnection) {
+  Start(2);
+  UniqueFd flood = Connect();
+  ASSERT_TRUE(GetsGrant(flood.get()));
+  std::string ok(SocketServer::kMaxWaitingPerConnection, '+');
+  ASSERT_EQ(send(flood.get(), ok.data(), ok.size(), MSG_NOSIGNAL), static_cast<ssize_t>(ok.size()));
+  ASSERT_TRUE(RunUntil([&] { return broker_->waiting() == ok.size(); }));
+  EXPECT_EQ(server_->connection_count(), 1u) << "the cap is not below it";
+  Send(flood.get(), '+');  // one too many
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 0; }));
+  EXPECT_EQ(broker_->waiting(), 0u);
+  // Its slot came back, and the next client gets it.
+  UniqueFd next = Connect();
+  ASSERT_TRUE(GetsGrant(next.get()));
+  next.Reset();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 0; }));
+  Finish();
+}
+
 TEST_F(BrokerTest, OverReleaseBeyondTheLentSlotIsDropped) {
   Start(3);
   ASSERT_EQ(write(LegacyWriteFd(), "+++++", 5), 5);  // 5 tokens nobody took
