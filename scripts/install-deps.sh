@@ -13,7 +13,9 @@ PACKAGES=(g++ cmake pkg-config make python3 git clang-format
           # (/usr/share/cargo/registry): cc 1.0.73 with its `parallel` feature
           # (librust-cc+jobserver-dev provides it), jobserver 0.1.24, libc.
           meson librust-cc-dev librust-cc+jobserver-dev librust-jobserver-dev
-          librust-libc-dev)
+          librust-libc-dev
+          # scripts/fuzz.sh: clang with libFuzzer and the sanitizers' runtime.
+          clang libclang-rt-14-dev)
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

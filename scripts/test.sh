@@ -30,3 +30,5 @@ cmake --build build-release -j "$jobs"
 build-release/jobbridge -v -j2 -- true
 # The Debian package of that build, unpacked and run as a user would get it.
 scripts/check-package.sh build-release
+echo "== fuzzing (build-fuzz/)"
+scripts/fuzz.sh

@@ -322,3 +322,24 @@ TEST(WithJobserverTest, PutsEveryNameWhereTheFirstJobserverWordWas) {
 
 }  // namespace
 }  // namespace jobbridge
+
+namespace jobbridge {
+namespace {
+
+// Found by fuzz/makeflags_fuzzer.cc: a user's MAKEFLAGS ending in a lone
+// backslash swallowed the space before the words jobbridge wrote after it,
+// and with it -jN.
+TEST(MakeflagsFuzzRegressionTest, ATrailingBackslashDoesNotSwallowTheNextWord) {
+  Makeflags flags;
+  std::string err;
+  ASSERT_TRUE(ParseMakeflags("k X=a\\", &flags, &err)) << err;
+  std::string text = FormatMakeflags(WordsWithoutJobserver(flags.words), 3,
+                                     {JobserverAuth::Kind::kPipe, 3, 4, ""});
+  Makeflags back;
+  ASSERT_TRUE(ParseMakeflags(text, &back, &err)) << err;
+  EXPECT_EQ(back.jobs, 3) << text;
+  EXPECT_EQ(back.auth, (JobserverAuth{JobserverAuth::Kind::kPipe, 3, 4, ""})) << text;
+}
+
+}  // namespace
+}  // namespace jobbridge

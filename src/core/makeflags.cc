@@ -25,6 +25,12 @@ std::vector<std::string> SplitWords(std::string_view text) {
       current += c;
       current += text[++i];
       in_word = true;
+    } else if (c == '\\') {
+      // A lone backslash at the very end escapes nothing; kept as it is, it
+      // would escape the space before a word written after it (found by
+      // fuzz/makeflags_fuzzer.cc). Kept escaped, it stays one backslash.
+      current += "\\\\";
+      in_word = true;
     } else if (IsSpace(c)) {
       if (in_word) words.push_back(std::move(current));
       current.clear();
