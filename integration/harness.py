@@ -162,6 +162,14 @@ class Sandbox:
         self.env.update({"TMPDIR": self.tmp, "JOBLOG": self.log, "JOB": JOB,
                          TAG_VARIABLE: self.tag, "LC_ALL": "C"})
 
+    def write_file(self, name, text):
+        """Writes `text` to `name` in the sandbox (a probe script, a
+        Makefile) and returns its path."""
+        path = os.path.join(self.root, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
     def copy_fixture(self, name):
         target = os.path.join(self.root, name)
         shutil.copytree(os.path.join(FIXTURES, name), target)

@@ -112,9 +112,7 @@ class BadInputTest(BridgeTestCase):
         # daemon does, and the command gets those.
         project = self.sandbox.copy_fixture("make-many")
         report = os.path.join(self.sandbox.root, "report")
-        probe = os.path.join(self.sandbox.root, "probe.py")
-        with open(probe, "w") as f:
-            f.write(STANDARD_STREAMS_PROBE)
+        probe = self.sandbox.write_file("probe.py", STANDARD_STREAMS_PROBE)
         script = f'python3 {probe} {report} && exec make JOB_SECONDS=0.1'
         result = self.sandbox.run(["sh", "-c", 'exec "$0" -j4 -- sh -c "$1" <&- >&- 2>&-',
                                    self.bridge, script], cwd=project)

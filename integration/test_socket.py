@@ -113,9 +113,7 @@ class BudgetOfOneTest(BridgeTestCase):
     def test_a_socket_client_under_j1_is_told_why_it_waits(self):
         # The command holds the only slot: the client waits until it ends,
         # which used to look like a hang without a word.
-        probe = os.path.join(self.sandbox.root, "probe.py")
-        with open(probe, "w") as f:
-            f.write(NO_SLOT_PROBE)
+        probe = self.sandbox.write_file("probe.py", NO_SLOT_PROBE)
         result = self.sandbox.run([self.bridge, "-v", "-j1", "--", sys.executable, probe])
         self.assertEqual(result.returncode, 0, "granted under -j1: " + result.stderr)
         self.assertRegex(result.stderr, r"a socket client \(pid \d+\) waits for a slot, but "
@@ -143,9 +141,7 @@ class RogueWriterTest(BridgeTestCase):
     def check_report(self, style):
         # A client writes 100 tokens it never took. Whatever was contained
         # during the run, the exit report must not say "all came back".
-        probe = os.path.join(self.sandbox.root, "probe.py")
-        with open(probe, "w") as f:
-            f.write(ROGUE_PROBE)
+        probe = self.sandbox.write_file("probe.py", ROGUE_PROBE)
         result = self.sandbox.run([self.bridge, "-v", "-j3", f"--legacy-style={style}", "--",
                                    sys.executable, probe, style])
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -182,9 +178,7 @@ class FifoSurplusTest(BridgeTestCase):
         # broker looked only at socket events, so 100 tokens written there
         # stayed for make to read (13 jobs at once under -j3).
         project = self.sandbox.copy_fixture("make-many")
-        probe = os.path.join(self.sandbox.root, "probe.py")
-        with open(probe, "w") as f:
-            f.write(FIFO_ROGUE_PROBE)
+        probe = self.sandbox.write_file("probe.py", FIFO_ROGUE_PROBE)
         result = self.sandbox.run([self.bridge, "-v", "-j3", "--legacy-style=fifo", "--",
                                    sys.executable, probe], cwd=project)
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -203,9 +197,7 @@ class OverReleaseTest(BridgeTestCase):
         # A legacy client writes 5 bytes it never read into a -j3 pool. One
         # may be the command's implicit slot, lent (cc-rs does that); the
         # other 4 are dropped, so the pool hands out at most 3 tokens.
-        probe = os.path.join(self.sandbox.root, "probe.py")
-        with open(probe, "w") as f:
-            f.write(OVER_RELEASE_PROBE)
+        probe = self.sandbox.write_file("probe.py", OVER_RELEASE_PROBE)
         result = self.sandbox.run([self.bridge, "-j3", "--", sys.executable, probe])
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("a legacy client wrote back 4 token(s) it never took; dropped",
@@ -225,9 +217,7 @@ class LentSlotTest(BridgeTestCase):
     def check_one_unpaired_lend_is_not_surplus(self, style):
         # A lender that ended before taking its slot back (killed, say) left
         # the command's own slot in the pool: it came back, it is no surplus.
-        probe = os.path.join(self.sandbox.root, "probe.py")
-        with open(probe, "w") as f:
-            f.write(LEND_AND_EXIT_PROBE)
+        probe = self.sandbox.write_file("probe.py", LEND_AND_EXIT_PROBE)
         result = self.sandbox.run([self.bridge, "-v", "-j2", f"--legacy-style={style}", "--",
                                    sys.executable, probe])
         self.assertEqual(result.returncode, 0, result.stderr)
