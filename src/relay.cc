@@ -1,7 +1,6 @@
 #include "relay.h"
 
 #include <algorithm>
-#include <unordered_map>
 
 #include "broker.h"
 #include "log.h"
@@ -10,13 +9,14 @@ namespace jobbridge {
 
 void Relay::Stop() {
   server_ = nullptr;
-  waiting_.clear();
+  ForgetWaiters();
   if (upstream_) upstream_->SetWanted(0);
 }
 
 void Relay::OnRequest(ConnectionId id) {
   if (!server_) return;
   waiting_.push_back(id);
+  if (++waiting_per_client_[id] <= kMaxAskedPerClient) ++wanted_;
   AskForWaiters();
 }
 
@@ -29,7 +29,11 @@ bool Relay::OnRelease(ConnectionId id) {
 }
 
 void Relay::OnGone(ConnectionId id) {
-  std::erase(waiting_, id);
+  if (auto it = waiting_per_client_.find(id); it != waiting_per_client_.end()) {
+    wanted_ -= std::min(it->second, kMaxAskedPerClient);
+    waiting_per_client_.erase(it);
+    std::erase(waiting_, id);
+  }
   int held = ledger_->HeldBy(SocketOwner(id));
   std::string err;
   if (held > 0 && ledger_->Release(SocketOwner(id), held, &err)) GiveBack(held);
@@ -40,17 +44,18 @@ void Relay::OnGone(ConnectionId id) {
 // for one client connection: a client that sends a flood of '+' would
 // otherwise open one upstream connection per '+' and exhaust the fds of this
 // jobbridge and of the root. Its further requests are asked for as its
-// earlier ones are granted. Also after a release: a lease that came while
-// the ledger was full (kMaxBudget slots out) went back unused, and its
-// waiter is asked for again once a slot is free.
+// earlier ones are granted. wanted_ is kept as requests come and go, so each
+// event costs the same however many wait. Also after a release: a lease that
+// came while the ledger was full (kMaxBudget slots out) went back unused, and
+// its waiter is asked for again once a slot is free.
 void Relay::AskForWaiters() {
-  if (!upstream_) return;
-  std::unordered_map<ConnectionId, int> per_client;
-  int wanted = 0;
-  for (ConnectionId id : waiting_) {
-    if (++per_client[id] <= kMaxAskedPerClient) ++wanted;
-  }
-  upstream_->SetWanted(wanted);
+  if (upstream_) upstream_->SetWanted(wanted_);
+}
+
+void Relay::ForgetWaiters() {
+  waiting_.clear();
+  waiting_per_client_.clear();
+  wanted_ = 0;
 }
 
 void Relay::OnLease() {
@@ -61,6 +66,10 @@ void Relay::OnLease() {
   }
   ConnectionId id = waiting_.front();
   waiting_.pop_front();
+  if (auto it = waiting_per_client_.find(id); it != waiting_per_client_.end()) {
+    if (it->second-- <= kMaxAskedPerClient) --wanted_;
+    if (it->second == 0) waiting_per_client_.erase(it);
+  }
   if (!ledger_->Grant(SocketOwner(id), 1, &err)) {
     LogWarning("internal: " + err);
     GiveBack(1);
@@ -81,7 +90,7 @@ void Relay::OnLost(const std::string& why) {
   for (const auto& [owner, count] : ledger_->Holders()) {
     if (owner.kind == OwnerKind::kSocket) ledger_->Release(owner, count, &err);
   }
-  waiting_.clear();
+  ForgetWaiters();
   if (server_) server_->Shutdown();
 }
 

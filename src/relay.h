@@ -12,6 +12,7 @@
 
 #include <deque>
 #include <string>
+#include <unordered_map>
 
 #include "core/ledger.h"
 #include "socket_server.h"
@@ -47,11 +48,14 @@ class Relay : public SocketServer::Delegate, public Upstream::Delegate {
  private:
   void GiveBack(int count);
   void AskForWaiters();
+  void ForgetWaiters();
 
   Ledger* ledger_;
   Upstream* upstream_ = nullptr;
   SocketServer* server_ = nullptr;
   std::deque<ConnectionId> waiting_;  // one entry per waiting request, oldest first
+  std::unordered_map<ConnectionId, int> waiting_per_client_;  // entries of waiting_ per id
+  int wanted_ = 0;  // the sum over clients of min(their waiting, kMaxAskedPerClient)
   std::string lost_reason_;
 };
 
