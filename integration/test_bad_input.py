@@ -2,6 +2,7 @@
 
 import os
 import re
+import sys
 import unittest
 
 from harness import HERE, BridgeTestCase, max_overlap
@@ -145,6 +146,14 @@ class BadInputTest(BridgeTestCase):
             self.assertEqual(self.sandbox.runtime_leftovers(), [], f"limit {limit}")
         self.assertEqual(outcomes[4], 1)
         self.assertEqual(outcomes[40], 0)
+        # Inherited fds numbered above the limit take no room below it.
+        script = ("import os, resource, sys\n"
+                  "for fd in range(60, 65): os.dup2(os.open('/dev/null', os.O_RDONLY), fd)\n"
+                  "resource.setrlimit(resource.RLIMIT_NOFILE, (20, 20))\n"
+                  "os.execv(sys.argv[1], sys.argv[1:])\n")
+        result = self.sandbox.run([sys.executable, "-c", script, self.bridge, "-v", "-j2", "--",
+                                   "true"])
+        self.assertEqual(result.returncode, 0, result.stderr)
         self.assert_no_leftovers()
 
     def test_the_man_page_names_every_option_of_the_help(self):

@@ -1,5 +1,6 @@
 #include "bridge.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -8,7 +9,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <set>
 #include <vector>
@@ -17,6 +17,7 @@
 #include "broker.h"
 #include "child_env.h"
 #include "core/ledger.h"
+#include "core/numbers.h"
 #include "legacy_pool.h"
 #include "log.h"
 #include "outer_budget.h"
@@ -170,14 +171,19 @@ constexpr rlim_t kMinFreeFds = 16;
 bool EnoughFreeFds(std::string* err) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return true;
-  std::error_code error;
-  rlim_t open = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
-       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
-    ++open;
+  // Fds in use below the limit: numbers at or above it take no room, and the
+  // listing's own fd is not jobbridge's.
+  DIR* listing = opendir("/proc/self/fd");
+  if (!listing) return true;  // /proc unreadable: let the first EMFILE say it
+  rlim_t used = 0;
+  int own = dirfd(listing);
+  while (dirent* entry = readdir(listing)) {
+    int fd = 0;
+    if (!ParseWholeNumber(entry->d_name, &fd) || fd == own) continue;
+    if (static_cast<rlim_t>(fd) < limit.rlim_cur) ++used;
   }
-  if (error) open = 3;  // /proc unreadable: count the standard streams only
-  rlim_t free = limit.rlim_cur > open ? limit.rlim_cur - open : 0;
+  closedir(listing);
+  rlim_t free = limit.rlim_cur > used ? limit.rlim_cur - used : 0;
   if (free >= kMinFreeFds) return true;
   *err = "only " + std::to_string(free) + " file descriptors are free under the open-file " +
          "limit of " + std::to_string(limit.rlim_cur) + " (ulimit -n); jobbridge needs " +
