@@ -97,10 +97,24 @@ class SignalTest(BridgeTestCase):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=default_interrupt_signals, **popen)
 
+    def running_sleeps(self):
+        count = 0
+        for pid in tagged_processes(self.sandbox.tag):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    count += f.read().split(b"\0")[0] == b"sleep"
+            except OSError:
+                pass  # gone meanwhile
+        return count
+
     def interrupt(self, sig, to_group=False, leader=False, env=None):
         bridge = self.start_long_make(env, start_new_session=to_group or leader)
         try:
+            # A job logs its start before it forks its sleep: a signal in
+            # between reaches a shell whose sleep then starts unsignalled and
+            # holds the tree for 120 s. Wait for the three sleeps themselves.
             wait_for(lambda: len(self.sandbox.intervals()) == 3, 60, "3 jobs to start")
+            wait_for(lambda: self.running_sleeps() == 3, 60, "the 3 jobs' sleeps to run")
             if to_group:
                 os.killpg(bridge.pid, sig)  # what a terminal does on Ctrl-C
             else:
