@@ -84,7 +84,7 @@ int Broker::SocketShare() {
 }
 
 void Broker::OnRequest(ConnectionId id) {
-  waiting_.push_back(id);
+  waiting_.Push(id);
   // Under -j1 the command holds the only slot: a socket client would wait
   // until the command ends, which looks like a hang. Say so, once.
   if (!warned_no_shared_slot_ && ledger_->budget() - ledger_->HeldBy(kCommandOwner) <= 0) {
@@ -106,7 +106,7 @@ bool Broker::OnRelease(ConnectionId id) {
 }
 
 void Broker::OnGone(ConnectionId id) {
-  std::erase(waiting_, id);
+  waiting_.Erase(id);
   int held = ledger_->HeldBy(SocketOwner(id));
   std::string err;
   if (held > 0) {
@@ -169,10 +169,10 @@ void Broker::Pump() {
   }
   if (returned > 0) legacy_seen_until_ = now + kLegacyActiveMs;
   while (!waiting_.empty()) {
-    ConnectionId id = waiting_.front();
+    ConnectionId id = waiting_.Front();
     bool offer = offer_next_release_ && ledger_->free() > 0;
     if (offer || !TakeSlotFor(id, &returned)) break;
-    waiting_.pop_front();
+    waiting_.Pop();
     ++socket_held_;
     // A client that left before its grant costs nothing: the server closes
     // it and OnGone takes this slot back (Pump does not re-enter).

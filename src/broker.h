@@ -4,9 +4,11 @@
 //
 // The ledger is the authority; the broker asks it before moving a byte.
 // Policy (docs/ARCHITECTURE.md, "Sharing one budget"):
-// - Socket requests are served in arrival order, from free slots first, then
-//   from tokens legacy clients return (with pipes, every returned token passes
-//   through the broker), then from tokens taken out of the legacy pool.
+// - Socket requests are served in turns between connections (FairQueue: a
+//   flood of '+' on one delays a newcomer by one slot, not by the flood),
+//   from free slots first, then from tokens legacy clients return (with
+//   pipes, every returned token passes through the broker), then from tokens
+//   taken out of the legacy pool.
 // - While the legacy side is active (its clients hold tokens, or did within
 //   kLegacyActiveMs), the socket side may hold at most half of the shared
 //   slots; a slot it gives back beyond that goes to the legacy pool.
@@ -22,9 +24,9 @@
 
 #include <uv.h>
 
-#include <deque>
 #include <string>
 
+#include "core/fair_queue.h"
 #include "core/ledger.h"
 #include "legacy_pool.h"
 #include "socket_server.h"
@@ -87,7 +89,7 @@ class Broker : public SocketServer::Delegate {
   Ledger* ledger_;
   LegacyPool* pool_;
   SocketServer* server_ = nullptr;
-  std::deque<ConnectionId> waiting_;  // one entry per waiting request, oldest first
+  FairQueue waiting_;  // the waiting requests, in turns between connections
   int socket_held_ = 0;
   int surplus_dropped_ = 0;
   uint64_t started_ms_ = 0;

@@ -15,8 +15,8 @@ void Relay::Stop() {
 
 void Relay::OnRequest(ConnectionId id) {
   if (!server_) return;
-  waiting_.push_back(id);
-  if (++waiting_per_client_[id] <= kMaxAskedPerClient) ++wanted_;
+  waiting_.Push(id);
+  if (waiting_.Count(id) <= kMaxAskedPerClient) ++wanted_;
   AskForWaiters();
 }
 
@@ -29,11 +29,7 @@ bool Relay::OnRelease(ConnectionId id) {
 }
 
 void Relay::OnGone(ConnectionId id) {
-  if (auto it = waiting_per_client_.find(id); it != waiting_per_client_.end()) {
-    wanted_ -= std::min(it->second, kMaxAskedPerClient);
-    waiting_per_client_.erase(it);
-    std::erase(waiting_, id);
-  }
+  wanted_ -= std::min(waiting_.Erase(id), kMaxAskedPerClient);
   int held = ledger_->HeldBy(SocketOwner(id));
   std::string err;
   if (held > 0 && ledger_->Release(SocketOwner(id), held, &err)) GiveBack(held);
@@ -53,8 +49,7 @@ void Relay::AskForWaiters() {
 }
 
 void Relay::ForgetWaiters() {
-  waiting_.clear();
-  waiting_per_client_.clear();
+  waiting_.Clear();
   wanted_ = 0;
 }
 
@@ -64,12 +59,9 @@ void Relay::OnLease() {
     GiveBack(1);  // its request was withdrawn as the lease arrived, or no room
     return;
   }
-  ConnectionId id = waiting_.front();
-  waiting_.pop_front();
-  if (auto it = waiting_per_client_.find(id); it != waiting_per_client_.end()) {
-    if (it->second-- <= kMaxAskedPerClient) --wanted_;
-    if (it->second == 0) waiting_per_client_.erase(it);
-  }
+  ConnectionId id = waiting_.Front();
+  if (waiting_.Count(id) <= kMaxAskedPerClient) --wanted_;
+  waiting_.Pop();
   if (!ledger_->Grant(SocketOwner(id), 1, &err)) {
     LogWarning("internal: " + err);
     GiveBack(1);

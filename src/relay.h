@@ -5,15 +5,15 @@
 // stays the one that decides, and a client killed inside the tree gives its
 // slot back to the outer budget.
 //
-// Requests are served in arrival order: a lease goes to the oldest waiting
-// request. A released slot is given back upstream, not handed to the next
-// waiter here, so that waiters elsewhere in the outer tree get their turn.
+// Requests are served in turns between client connections (FairQueue): a
+// lease goes to the connection whose turn it is. A released slot is given
+// back upstream, not handed to the next waiter here, so that waiters
+// elsewhere in the outer tree get their turn.
 #pragma once
 
-#include <deque>
 #include <string>
-#include <unordered_map>
 
+#include "core/fair_queue.h"
 #include "core/ledger.h"
 #include "socket_server.h"
 #include "upstream.h"
@@ -53,9 +53,8 @@ class Relay : public SocketServer::Delegate, public Upstream::Delegate {
   Ledger* ledger_;
   Upstream* upstream_ = nullptr;
   SocketServer* server_ = nullptr;
-  std::deque<ConnectionId> waiting_;  // one entry per waiting request, oldest first
-  std::unordered_map<ConnectionId, int> waiting_per_client_;  // entries of waiting_ per id
-  int wanted_ = 0;  // the sum over clients of min(their waiting, kMaxAskedPerClient)
+  FairQueue waiting_;  // the waiting requests, in turns between connections
+  int wanted_ = 0;     // the sum over clients of min(their waiting, kMaxAskedPerClient)
   std::string lost_reason_;
 };
 

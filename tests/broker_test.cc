@@ -257,6 +257,30 @@ TEST_F(BrokerTest, AFloodOfRequestsClosesOnlyThatConnection) {
   Finish();
 }
 
+// A newcomer behind a connection with a flood of requests waiting gets the
+// next slot, not the one after the flood (it used to wait for all of them).
+TEST_F(BrokerTest, ANewcomerIsServedBeforeTheRestOfAFlood) {
+  Start(2);  // one shared slot
+  UniqueFd flood = Connect();
+  ASSERT_TRUE(GetsGrant(flood.get()));
+  std::string many(1000, '+');
+  ASSERT_EQ(send(flood.get(), many.data(), many.size(), MSG_NOSIGNAL), 1000);
+  ASSERT_TRUE(RunUntil([&] { return broker_->waiting() == 1000; }));
+  UniqueFd newcomer = ConnectAndWait(1001);
+  Send(flood.get(), '-');
+  ASSERT_TRUE(GetsGrant(flood.get())) << "the flood's next request comes first (its turn)";
+  Send(flood.get(), '-');
+  ASSERT_TRUE(GetsGrant(newcomer.get())) << "the newcomer waited behind the whole flood";
+  for (int i = 0; i < 20; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_FALSE(Readable(flood.get())) << "granted the slot the newcomer holds";
+  newcomer.Reset();
+  ASSERT_TRUE(GetsGrant(flood.get()));
+  flood.Reset();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 0; }));
+  EXPECT_EQ(broker_->waiting(), 0u);
+  Finish();
+}
+
 TEST_F(BrokerTest, OverReleaseBeyondTheLentSlotIsDropped) {
   Start(3);
   ASSERT_EQ(write(LegacyWriteFd(), "+++++", 5), 5);  // 5 tokens nobody took

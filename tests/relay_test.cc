@@ -255,6 +255,28 @@ TEST_F(RelayTest, AWaiterGetsTheNextOuterTokenAndAWaiterThatLeavesTakesNone) {
   Stop();
 }
 
+// Leases go to client connections in turns: a newcomer behind a flood of
+// '+' gets the second lease, not the one after the flood.
+TEST_F(RelayTest, ANewcomerIsServedBeforeTheRestOfAFlood) {
+  StartUnderPipe(1);
+  UniqueFd a = Connect();
+  ASSERT_TRUE(GetsGrant(a.get()));
+  std::string flood(100, '+');
+  ASSERT_EQ(send(a.get(), flood.data(), flood.size(), MSG_NOSIGNAL), 100);
+  UniqueFd b = Connect();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 2; }));
+  for (int i = 0; i < 20; ++i) uv_run(&loop_, UV_RUN_NOWAIT);  // a's '+' read too
+
+  const char tokens[] = "xy";  // two more jobs of the outer make ended
+  ASSERT_EQ(write(outer_write_.get(), tokens, 2), 2);
+  ASSERT_TRUE(GetsGrant(a.get()));
+  ASSERT_TRUE(GetsGrant(b.get())) << "the newcomer waited behind the flood";
+  a.Reset();
+  b.Reset();
+  ASSERT_TRUE(AllGone());
+  Stop();
+}
+
 TEST_F(RelayTest, AWaiterBeyondTheCeilingIsServedOnceASlotIsFree) {
   StartUnderPipe(2, /*ceiling=*/1);
   UniqueFd a = Connect();
