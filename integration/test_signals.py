@@ -7,7 +7,7 @@ import sys
 import time
 import unittest
 
-from harness import BridgeTestCase, tagged_processes, wait_for
+from harness import BridgeTestCase, max_overlap, tagged_processes, wait_for
 
 
 class ExitStatusTest(BridgeTestCase):
@@ -38,6 +38,11 @@ class ExitStatusTest(BridgeTestCase):
         self.assert_no_leftovers()
 
 
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
 class KilledBridgeTest(BridgeTestCase):
     def test_next_jobbridge_removes_the_folder_of_a_killed_one(self):
         live = self.sandbox.start([self.bridge, "-j2", "--", "sh", "-c",
@@ -46,8 +51,19 @@ class KilledBridgeTest(BridgeTestCase):
                                      'echo started >> "$JOBLOG"; exec sleep 60'])
         wait_for(lambda: self.sandbox.read_log().count("started") == 2, 30, "both to start")
         self.assertEqual(len(self.sandbox.runtime_leftovers()), 2)
-        doomed.kill()  # SIGKILL: no chance to clean up (its sleep lives on)
+        # SIGKILL to jobbridge and to its caretaker: no chance to clean up
+        # (the sleep lives on).
+        caretakers = []
+        for pid in children(doomed.pid):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[0] == self.bridge.encode():
+                    caretakers.append(pid)
+        self.assertEqual(len(caretakers), 1)
+        for pid in [doomed.pid] + caretakers:
+            os.kill(pid, signal.SIGKILL)
         doomed.wait()
+        wait_for(lambda: not os.path.exists(f"/proc/{caretakers[0]}"), 10,
+                 "the caretaker to be gone (reaped by init)")
         left = self.sandbox.runtime_leftovers()
         self.assertEqual(len(left), 2)
         result = self.sandbox.run([self.bridge, "--", "true"])
@@ -62,6 +78,41 @@ class KilledBridgeTest(BridgeTestCase):
         for pid in tagged_processes(self.sandbox.tag):
             os.kill(pid, signal.SIGKILL)
         self.assert_no_leftovers()
+
+
+    def make_outlives_a_killed_jobbridge(self, style):
+        """kill -9 of a root while make's jobs hold tokens: make used to die
+        of SIGPIPE (exit 141, no message) at its next token return."""
+        self.sandbox.write_file("Makefile", "".join(
+            ["all: " + " ".join(f"j{i}" for i in range(6)) + "\n"] +
+            [f"j{i}:\n\t@$(JOB) j{i} 0.3\n" for i in range(6)]))
+        bridge = self.sandbox.start([self.bridge, "-j3", f"--legacy-style={style}", "--", "sh",
+                                     "-c", 'make; echo "make-exit $?" >> "$JOBLOG"'])
+        wait_for(lambda: len(self.sandbox.intervals()) == 3, 30, "3 jobs to start")
+        self.assertEqual(len(self.sandbox.runtime_leftovers()), 1)
+        bridge.kill()
+        bridge.wait()
+        # The tree goes on: a jobbridge started meanwhile leaves its folder.
+        other = self.sandbox.run([self.bridge, "--", "true"])
+        _, stderr = bridge.communicate(timeout=60)  # the caretaker ends with the tree
+        log = self.sandbox.read_log()
+        self.assertIn("make-exit 0", log, stderr)
+        self.assertNotIn("left by a jobbridge that was killed", other.stderr)
+        intervals = self.sandbox.intervals()
+        self.assertEqual(len(intervals), 6)
+        self.assertTrue(all(end is not None for _, _, end in intervals), intervals)
+        self.assertLessEqual(max_overlap(intervals), 3)
+        self.assertIn("ended without closing its jobserver (killed, or crashed)", stderr)
+        self.assertIn("keeps make's jobserver going until the build's last job ends", stderr)
+        self.assertIn("was killed has ended; its runtime folder is removed", stderr)
+        self.assertNotIn("make: ***", stderr)
+        self.assert_no_leftovers()
+
+    def test_make_outlives_a_killed_jobbridge_in_pipe_style(self):
+        self.make_outlives_a_killed_jobbridge("pipe")
+
+    def test_make_outlives_a_killed_jobbridge_in_fifo_style(self):
+        self.make_outlives_a_killed_jobbridge("fifo")
 
 
 def default_interrupt_signals():

@@ -15,6 +15,7 @@
 
 #include "adapt.h"
 #include "broker.h"
+#include "caretaker.h"
 #include "child_env.h"
 #include "core/ledger.h"
 #include "core/numbers.h"
@@ -439,6 +440,11 @@ int RunBridge(const Options& options) {
     return 1;
   }
   if (!WriteBudgetFile(runtime_dir.path(), pool.identity, &err)) LogWarning(err);
+  // Keeps a root's tree going if jobbridge is killed (src/caretaker.h).
+  Caretaker caretaker;
+  if (pool.own && !caretaker.Start(*pool.own, &runtime_dir, &err)) {
+    LogWarning(err + "; if jobbridge is killed, make's next token return kills make (SIGPIPE)");
+  }
 
   // Another budget's pipe must not reach the command: it would name a pool
   // that no MAKEFLAGS below mentions, and keep it open past its owner.
@@ -482,9 +488,11 @@ int RunBridge(const Options& options) {
     RunLoopToEnd(&ctx);
     return spawn_status;
   }
+  caretaker.SetCommand(ctx.child);
   RunLoopToEnd(&ctx);
   ctx.terminal.TakeBackFrom(ctx.child);
   Finish(&ctx, &ledger, &pool, &runtime_dir, options.verbose);
+  caretaker.Dismiss();           // before DieLikeChild, which skips destructors
   int status = ExitStatus(ctx);  // says first if the outer budget was lost
   DieLikeChild(ctx.exit_signal);
   return status;

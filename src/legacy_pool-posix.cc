@@ -124,6 +124,7 @@ class PipePool : public LegacyPool {
   }
   int PrivateReadFd() const override { return private_read_.get(); }
   int ReturnsFd() const override { return returns_.get(); }
+  int FeedFd() const override { return feed_.get(); }
   bool Put(int count, std::string* err) override { return PutFd(feed_.get(), count, err); }
   void CloseInherited() override {
     shared_read_.Reset();
@@ -182,6 +183,7 @@ class FifoPool : public LegacyPool {
   int TakeReturned(int /*max*/, std::string* /*err*/) override { return 0; }
   int PrivateReadFd() const override { return private_.get(); }
   int ReturnsFd() const override { return -1; }
+  int FeedFd() const override { return -1; }
   bool Put(int count, std::string* err) override { return PutFd(private_.get(), count, err); }
   void CloseInherited() override {
     // Children open the FIFO by path; removing it stops newcomers.

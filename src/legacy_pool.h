@@ -67,6 +67,11 @@ class LegacyPool {
   // for a FIFO, where returned tokens land in the pool directly.
   virtual int ReturnsFd() const = 0;
 
+  // The bridge's non-blocking write end of the token pipe (pipe style; -1 for
+  // a FIFO), for the Caretaker, which feeds returned tokens through it when
+  // the bridge is gone.
+  virtual int FeedFd() const = 0;
+
   // The bridge's private, non-blocking read end: readable when the pool holds
   // a token. For polling only; read through Take.
   virtual int PrivateReadFd() const = 0;

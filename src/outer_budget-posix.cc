@@ -228,7 +228,7 @@ OuterBudget FindOuterBudget(const GetEnvFn& getenv_fn, std::vector<std::string>*
     if (found.legacy.kind != JobserverAuth::Kind::kNone &&
         SocketRootSharesPool(socket_path, found.legacy)) {
       warnings->push_back("ignoring the jobserver in " + found.legacy_source +
-                          ": it is the pool of that socket root, and went with it");
+                          ": it is the pool of that socket root, which is gone");
       DropLegacy(&found);
     }
   }

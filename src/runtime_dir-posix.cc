@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -118,6 +119,13 @@ bool RuntimeDir::Create(std::string* err) {
   path_ = buffer.data();
   std::ofstream(Join(kOwnerFile)) << OwnerLine(getpid()) << "\n";
   return true;
+}
+
+void RuntimeDir::ClaimForThisProcess() const {
+  // Written aside and renamed, so a sweep never reads half a line.
+  std::string aside = Join(std::string(kOwnerFile) + ".new");
+  std::ofstream(aside) << OwnerLine(getpid()) << "\n";
+  rename(aside.c_str(), Join(kOwnerFile).c_str());
 }
 
 bool RuntimeDir::Remove(std::string* err) {

@@ -27,6 +27,10 @@ class RuntimeDir {
   // names a pid that is gone or was reused since). Returns their paths.
   static std::vector<std::string> SweepStale();
 
+  // Names the calling process as the folder's owner (the Caretaker, once the
+  // bridge that made it is gone), so that SweepStale leaves it alone.
+  void ClaimForThisProcess() const;
+
   // Removes the folder and everything in it. Returns false and sets *err when
   // the folder cannot be removed.
   bool Remove(std::string* err);
