@@ -14,10 +14,12 @@ slot holders beside a sub-make), nested-own-budget (a recipe without '+', and
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -175,6 +177,41 @@ class BrokenOuterTest(NestedTestCase):
         result = self.run_own_budget({"JOBSERVERV2": path})
         self.assert_own_budget(result, f"ignoring JOBSERVERV2: nothing listens on {path}")
         self.assert_nothing_lost(result, 1)
+
+
+class OtherUserTest(NestedTestCase):
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"),
+                         "needs root and setpriv to run a nested jobbridge as another user")
+    def test_a_nested_jobbridge_of_another_user_gets_a_budget_of_its_own(self):
+        # Run as nobody inside the tree, it used to exit 1 on "opening a
+        # private description of /proc/self/fd/3: Permission denied".
+        shared = tempfile.mkdtemp(prefix="jb-other-user-")
+        try:
+            os.chmod(shared, 0o1777)  # a TMPDIR and a binary nobody can use
+            bridge = os.path.join(shared, "jobbridge")
+            shutil.copy(self.bridge, bridge)
+            inner = (f'TMPDIR={shared} setpriv --reuid=65534 --regid=65534 --clear-groups '
+                     f'{bridge} -v -j2 -- sh -c \'echo "inner MAKEFLAGS=$MAKEFLAGS"\'; '
+                     'echo "inner-exit $?"')
+            result = self.sandbox.run([self.bridge, "-v", "-j3", "--", "sh", "-c", inner],
+                                      timeout=60)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn("inner-exit 0", result.stdout, result.stderr)
+            self.assertRegex(result.stdout, r"inner MAKEFLAGS=-j2 --jobserver-auth=\d+,\d+")
+            self.assertRegex(result.stderr,
+                             r"ignoring the jobserver in MAKEFLAGS \(\d+,\d+\): fd \d+ \(the "
+                             r"jobserver's read end\) cannot be opened again through "
+                             r"/proc/self/fd: Permission denied; this jobbridge runs as uid "
+                             r"65534 and the pool belongs to uid 0")
+            self.assertIn("ignoring JOBSERVERV2: cannot connect to", result.stderr)
+            self.assertIn("(its root serves its own user only, and this jobbridge runs as uid "
+                          "65534)", result.stderr)
+            self.assertIn(OWN_BUDGET, result.stderr)
+            self.assertIn("jobbridge: all 1 jobserver tokens came back (budget 2)", result.stderr)
+            self.assertEqual([n for n in os.listdir(shared) if n != "jobbridge"], [])
+            self.assert_nothing_lost(result, 2)
+        finally:
+            shutil.rmtree(shared, ignore_errors=True)
 
 
 class UpstreamLossTest(NestedTestCase):

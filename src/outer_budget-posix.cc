@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "outer_budget.h"
+#include "util/private_description.h"
 #include "util/unique_fd.h"
 #include "util/unix_socket.h"
 
@@ -52,6 +53,22 @@ bool CheckInheritedEnd(int fd, int access, const char* role, std::string* err) {
   return true;
 }
 
+// A joined jobbridge reads and writes an inherited pipe through descriptions
+// of its own, opened through /proc/self/fd (Upstream). The kernel checks the
+// pipe's owner and mode there: a jobbridge run as another user (su, setpriv,
+// a container's user) inside the build is refused.
+bool CheckReopenable(int fd, int access, const char* role, std::string* err) {
+  UniqueFd reopened = OpenPrivateDescription(fd, access, err);
+  if (reopened.valid()) return true;
+  struct stat info {};
+  std::string owner = fstat(fd, &info) == 0 ? std::to_string(info.st_uid) : "?";
+  *err = "fd " + std::to_string(fd) + " (the jobserver's " + role + " end) cannot be opened " +
+         "again through /proc/self/fd: " + strerror(errno) + "; this jobbridge runs as uid " +
+         std::to_string(getuid()) + " and the pool belongs to uid " + owner +
+         " (run it as the build's user to share its budget)";
+  return false;
+}
+
 // "dev:ino" of the file a legacy jobserver's tokens are read from: the pipe
 // behind R, or the FIFO. The form does not matter: the shims hand make a
 // FIFO as R,W of one open FIFO, and ninja a pipe as fifo:/proc/self/fd/R,
@@ -84,6 +101,10 @@ void FindLegacy(const GetEnvFn& getenv_fn, OuterBudget* found, std::vector<std::
       continue;
     }
     bool usable = CheckLegacyJobserver(auth, &err);
+    if (usable && auth.kind == JobserverAuth::Kind::kPipe) {
+      usable = CheckReopenable(auth.read_fd, O_RDONLY, "read", &err) &&
+               CheckReopenable(auth.write_fd, O_WRONLY, "write", &err);
+    }
     if (!usable && auth != flags.auth && flags.auth.kind == JobserverAuth::Kind::kFifo) {
       std::string fifo_err;
       usable = CheckLegacyJobserver(flags.auth, &fifo_err);
@@ -200,6 +221,9 @@ bool CheckSocketRoot(const std::string& path, std::string* err) {
     *err = "no socket at " + path + " (its root has ended?)";
   } else if (errno == ECONNREFUSED) {
     *err = "nothing listens on " + path + " (its root was killed?)";
+  } else if (errno == EACCES) {
+    *err = "cannot connect to " + path + ": " + strerror(errno) + " (its root serves its own " +
+           "user only, and this jobbridge runs as uid " + std::to_string(getuid()) + ")";
   } else {
     *err = "cannot connect to " + path + ": " + strerror(errno);
   }
