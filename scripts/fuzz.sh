@@ -3,17 +3,34 @@
 # default 30), from the seed corpora in fuzz/corpus/, and prints libFuzzer's
 # counts. A crash fails the run and leaves the input in build-fuzz/ (make it
 # a regression test, and a file in the corpus). Needs clang with libFuzzer
-# (scripts/install-deps.sh installs it).
+# (scripts/install-deps.sh installs it) and libuv (for socket_fuzzer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
 out=build-fuzz
 mkdir -p "$out"
 flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc)
-clang++ "${flags[@]}" fuzz/makeflags_fuzzer.cc src/core/makeflags.cc -o "$out/makeflags_fuzzer"
-corpus=$(mktemp -d)
-trap 'rm -rf "$corpus"' EXIT
-cp fuzz/corpus/makeflags/* "$corpus/"
-echo "fuzz: makeflags_fuzzer for ${seconds} s"
-(cd "$out" && ./makeflags_fuzzer -max_total_time="$seconds" -print_final_stats=1 \
-  -max_len=512 "$corpus" 2>&1 | grep -E "^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+ +DONE)|ERROR|SUMMARY" )
+# The two builds run side by side; each is checked by its wait.
+clang++ "${flags[@]}" fuzz/makeflags_fuzzer.cc src/core/makeflags.cc -o "$out/makeflags_fuzzer" &
+makeflags_build=$!
+# shellcheck disable=SC2046  # pkg-config prints several words
+clang++ "${flags[@]}" -Itests fuzz/socket_fuzzer.cc src/socket_server-posix.cc src/broker.cc \
+  src/core/ledger.cc src/legacy_pool-posix.cc src/core/makeflags.cc \
+  $(pkg-config --cflags --libs libuv) -o "$out/socket_fuzzer" &
+socket_build=$!
+wait "$makeflags_build"
+wait "$socket_build"
+corpora=$(mktemp -d)
+trap 'rm -rf "$corpora"' EXIT
+
+# run TARGET CORPUS_NAME: fuzzes for $seconds from a copy of the seeds.
+run() {
+  local target=$1 corpus="$corpora/$2"
+  mkdir -p "$corpus"
+  cp "fuzz/corpus/$2/"* "$corpus/"
+  echo "fuzz: ${target} for ${seconds} s"
+  (cd "$out" && "./$target" -max_total_time="$seconds" -print_final_stats=1 \
+    -max_len=512 "$corpus" 2>&1 | grep -E "^(stat::number_of_executed_units|stat::new_units_added|Done [0-9]+ runs)|ERROR|SUMMARY|invariant broken|Test unit written" )
+}
+run makeflags_fuzzer makeflags
+run socket_fuzzer socket

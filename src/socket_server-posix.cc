@@ -144,23 +144,25 @@ void SocketServer::AcceptAll() {
   }
 }
 
-void SocketServer::Accept(UniqueFd fd) {
+ConnectionId SocketServer::Accept(UniqueFd fd) {
   ucred peer{};
   socklen_t length = sizeof peer;
-  if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) return;
+  if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) return 0;
   if (peer.uid != getuid()) {
     LogWarning("refused a connection from uid " + std::to_string(peer.uid) + " (pid " +
                std::to_string(peer.pid) + "): only uid " + std::to_string(getuid()) +
                " may use this jobserver");
-    return;  // fd closes here, before any byte
+    return 0;  // fd closes here, before any byte
   }
   auto* connection =
       new Connection{this, next_id_++, std::move(fd), peer.pid, 0, 1, false, false, {}};
   uv_poll_init(loop_, &connection->poll, connection->fd.get());
   connection->poll.data = connection;
   uv_poll_start(&connection->poll, WatchedEvents(false, false), OnConnectionReadable);
-  connections_[connection->id] = connection;
-  delegate_->OnRequest(connection->id);  // connecting asks for the first slot
+  ConnectionId id = connection->id;
+  connections_[id] = connection;
+  delegate_->OnRequest(id);  // connecting asks for the first slot (and may close it)
+  return id;
 }
 
 void SocketServer::OnConnectionReadable(uv_poll_t* handle, int status, int events) {

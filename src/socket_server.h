@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "util/unique_fd.h"
 #include "util/unix_socket.h"
@@ -57,6 +58,12 @@ class SocketServer {
   // back.
   bool Grant(ConnectionId id);
 
+  // Takes a connected, non-blocking socket as if it had been accepted (its
+  // peer's uid is checked and connecting asks for a slot, as at accept).
+  // Used by tests and the fuzzer to inject connections without a listener
+  // or a client process. Returns the connection's id, or 0 when refused.
+  ConnectionId Adopt(UniqueFd fd) { return Accept(std::move(fd)); }
+
   // The pid the client had when it connected (SO_PEERCRED), or -1.
   pid_t PeerPid(ConnectionId id) const;
 
@@ -72,7 +79,7 @@ class SocketServer {
   static void OnConnectionReadable(uv_poll_t* handle, int status, int events);
   static void OnRetryAccept(uv_timer_t* timer);
   void AcceptAll();
-  void Accept(UniqueFd fd);
+  ConnectionId Accept(UniqueFd fd);  // 0: refused
   void ReadFrom(Connection* connection);
   bool Flush(Connection* connection);  // false: the connection was closed
   void Close(Connection* connection, const std::string& why);
