@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is needed, then runs every test twice: in a normal build and
-# in an AddressSanitizer + UndefinedBehaviorSanitizer build.
+# in an AddressSanitizer + UndefinedBehaviorSanitizer build; then the client
+# library's threaded tests under ThreadSanitizer, a Release build and its
+# Debian package, and the fuzzers for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -12,16 +14,22 @@ run_suite() {
   shift
   cmake -S . -B "$dir" "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
-  rm -f "$dir/client-matrix.txt"
+  rm -f "$dir/client-matrix.txt" "$dir/chaos-summary.txt"
   (cd "$dir" && ctest -j "$jobs" --output-on-failure)
   # integration/test_clients.py's table: what each real client ran at once.
   if [ -f "$dir/client-matrix.txt" ]; then cat "$dir/client-matrix.txt"; fi
+  # integration/test_chaos.py's counts: seed, cycles, kills, peak, losses.
+  if [ -f "$dir/chaos-summary.txt" ]; then cat "$dir/chaos-summary.txt"; fi
 }
 
 echo "== tests (build/)"
 run_suite build -DJOBBRIDGE_WERROR=ON
 echo "== tests under ASan + UBSan (build-asan/)"
 run_suite build-asan -DJOBBRIDGE_WERROR=ON -DJOBBRIDGE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+# The client library's threaded paths (cancel, timeouts, concurrent acquire)
+# under ThreadSanitizer: prints the tests, cycles and threads it ran.
+echo "== client library threads under ThreadSanitizer (build-tsan/)"
+scripts/tsan.sh
 # What a user or a packager builds: Release, warnings not fatal. It must
 # build and run.
 echo "== Release build (build-release/)"
