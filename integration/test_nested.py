@@ -68,7 +68,10 @@ class NestedTestCase(BridgeTestCase):
 class JoinMakeTest(NestedTestCase):
     def test_outer_make_j4_bounds_nested_sub_makes_and_socket_clients(self):
         project = self.sandbox.copy_fixture("nested-make")
-        result = self.sandbox.run(["make", "-j4", *self.make_vars("PARTS=make-a make-b sock-a")],
+        # 1 s jobs: with 0.4 s ones an ASan build on a loaded machine once
+        # started the 4th job only after the 1st had ended (peak 3).
+        result = self.sandbox.run(["make", "-j4", *self.make_vars("PARTS=make-a make-b sock-a",
+                                                                  "JOB_SECONDS=1")],
                                   cwd=project, timeout=60)
         self.assert_make_counted_all_back(result)
         self.assert_each_joined(result.stderr, JOINED_MAKE, 3)
