@@ -12,66 +12,12 @@
 #include "util/eintr.h"
 #include "util/fifo_pair.h"
 #include "util/private_description.h"
+#include "util/token_io.h"
 #include "util/unique_fd.h"
 
 namespace jobbridge {
 
 namespace {
-
-// The byte the bridge writes; make writes '+' too. Readers must not care.
-constexpr char kTokenByte = '+';
-
-std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
-
-int CountIn(int fd, std::string* err) {
-  int n = 0;
-  if (ioctl(fd, FIONREAD, &n) != 0) {
-    *err = Errno("FIONREAD on the jobserver pool");
-    return -1;
-  }
-  return n;
-}
-
-// Reads up to `max` bytes without blocking; the count, or -1 with *err.
-int ReadTokens(int fd, int max, std::string* err) {
-  int total = 0;
-  char buffer[512];
-  while (total < max) {
-    size_t want = std::min(sizeof buffer, static_cast<size_t>(max - total));
-    ssize_t n = RetryOnEintr([&] { return read(fd, buffer, want); });
-    if (n > 0) {
-      total += static_cast<int>(n);
-    } else if (n == 0 || errno == EAGAIN) {
-      return total;
-    } else {
-      *err = Errno("reading the jobserver pool");
-      return -1;
-    }
-  }
-  return total;
-}
-
-int DrainFd(int fd, std::string* err) {
-  return ReadTokens(fd, std::numeric_limits<int>::max(), err);
-}
-
-bool PutFd(int fd, int count, std::string* err) {
-  if (count < 0) {
-    *err = "cannot put " + std::to_string(count) + " tokens into the jobserver pool";
-    return false;
-  }
-  std::string bytes(count, kTokenByte);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = RetryOnEintr([&] { return write(fd, bytes.data() + done, bytes.size() - done); });
-    if (n < 0) {
-      *err = Errno("writing " + std::to_string(count) + " tokens to the jobserver pool");
-      return false;
-    }
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 // Two pipes: children read tokens from the first and write them back into
 // the second, so every returned token passes through the bridge, which
@@ -84,7 +30,7 @@ class PipePool : public LegacyPool {
   bool Init(std::string* err) {
     int tokens[2], returns[2];
     if (pipe2(tokens, O_CLOEXEC) != 0 || pipe2(returns, O_CLOEXEC) != 0) {
-      *err = Errno("creating the jobserver pipes");
+      *err = WithErrno("creating the jobserver pipes");
       return false;
     }
     shared_read_.Reset(tokens[0]);
@@ -153,7 +99,7 @@ class FifoPool : public LegacyPool {
       return false;
     }
     if (mkfifo(path.c_str(), 0600) != 0) {
-      *err = Errno("creating the jobserver FIFO " + path);
+      *err = WithErrno("creating the jobserver FIFO " + path);
       return false;
     }
     path_ = path;
@@ -161,7 +107,7 @@ class FifoPool : public LegacyPool {
     // blocks and the FIFO never sees EOF while the bridge runs.
     int fd = RetryOnEintr([&] { return open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC); });
     if (fd < 0) {
-      *err = Errno("opening the jobserver FIFO " + path);
+      *err = WithErrno("opening the jobserver FIFO " + path);
       return false;
     }
     private_.Reset(fd);

@@ -1,0 +1,87 @@
+// One tool invocation's own legacy pool (docs/ARCHITECTURE.md, "Pools per
+// invocation", in progress): a make or ninja started through a shim gets a
+// token pipe, a returns pipe and a "life" pipe of its own, so the bridge can
+// tell what that invocation still holds when it ends and give it back.
+//
+// - Tokens: the bridge stocks the token pipe (Stock) and takes unused tokens
+//   back out through a private description (Unstock); the invocation returns
+//   tokens into the returns pipe, read by TakeReturned. Every token given and
+//   every token back is counted.
+// - Life: the write end of the life pipe is inherited without close-on-exec
+//   by everything the invocation starts, recipes without '+' included (they
+//   do not get the jobserver fds, and outlive a killed make), so its read end
+//   sees end of file exactly when the last of them has exited (Ended).
+// - End: Close drains the pool and settles the books: tokens the invocation
+//   still held when it ended come back (reclaimed), tokens written back
+//   beyond what it took are surplus.
+//
+// The bridge hands the child ends over (ChildFds) and then closes its own
+// copies (CloseChildEnds), keeping no write end of the returns or life pipe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "util/unique_fd.h"
+
+namespace jobbridge {
+
+class InvocationPool {
+ public:
+  // What an invocation inherits: R of the token pipe, W of the returns
+  // pipe (its `--jobserver-auth=R,W`), and W of the life pipe.
+  struct ChildFds {
+    int token_read = -1;
+    int returns_write = -1;
+    int life_write = -1;
+  };
+
+  // Tokens given, back and settled when the invocation ended.
+  struct Books {
+    int given = 0;      // stocked, less what was unstocked
+    int returned = 0;   // written back by the invocation
+    int reclaimed = 0;  // held when it ended: given - returned - left in the pool
+    int surplus = 0;    // written back beyond what it was given
+  };
+
+  // Makes the three pipes. Returns nullptr and sets *err on failure.
+  static std::unique_ptr<InvocationPool> Create(std::string* err);
+
+  ChildFds child_fds() const;
+  // Closes the bridge's copies of the child ends, once they are handed on.
+  void CloseChildEnds();
+
+  // Writes `count` tokens into the token pipe. False with *err when they do
+  // not all fit (none is counted as given then beyond those written).
+  bool Stock(int count, std::string* err);
+  // Tokens in the token pipe now (FIONREAD), or -1 with *err.
+  int Stocked(std::string* err) const;
+  // Reads back at most `max` unused tokens; how many, or -1 with *err.
+  int Unstock(int max, std::string* err);
+  // Reads every token the invocation wrote back; how many, or -1 with *err.
+  int TakeReturned(std::string* err);
+
+  // Readable when the invocation wrote a token back, and at its end.
+  int returns_fd() const { return returns_read_.get(); }
+  // Readable (end of file) when the invocation's last process has exited.
+  int life_fd() const { return life_read_.get(); }
+  // True once every process of the invocation has exited (non-blocking).
+  bool Ended();
+
+  // Drains the pool and settles the books. Call once Ended, or when the
+  // bridge shuts down (then what is still out counts as reclaimed).
+  Books Close(std::string* err);
+
+  const Books& books() const { return books_; }
+
+ private:
+  InvocationPool() = default;
+
+  UniqueFd token_read_, token_write_, token_private_read_;
+  UniqueFd returns_read_, returns_write_;
+  UniqueFd life_read_, life_write_;
+  Books books_;
+  bool ended_ = false;
+};
+
+}  // namespace jobbridge
