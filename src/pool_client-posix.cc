@@ -1,0 +1,61 @@
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "pool_client.h"
+#include "util/eintr.h"
+#include "util/fd_passing.h"
+
+namespace jobbridge {
+
+bool RequestPool(const std::string& path, pid_t pid, const std::string& command, ReceivedPool* pool,
+                 std::string* err) {
+  sockaddr_un address{};
+  if (path.size() >= sizeof address.sun_path) {
+    *err = "the pools socket path " + path + " is too long";
+    return false;
+  }
+  address.sun_family = AF_UNIX;
+  memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  // Non-blocking: a full backlog must not hang the shim (FACTS.md).
+  UniqueFd socket_fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!socket_fd.valid() || RetryOnEintr([&] {
+                              return connect(socket_fd.get(), reinterpret_cast<sockaddr*>(&address),
+                                             sizeof address);
+                            }) != 0) {
+    *err = "cannot connect to the pools socket " + path + ": " + strerror(errno);
+    return false;
+  }
+  std::string request = "pool " + std::to_string(pid) + (command.empty() ? "" : " " + command);
+  if (request.size() > kMaxFdMessageSize) request.resize(kMaxFdMessageSize);
+  pollfd ready{socket_fd.get(), POLLOUT, 0};
+  if (RetryOnEintr([&] { return poll(&ready, 1, kPoolReplyTimeoutMs); }) != 1 ||
+      !SendFds(socket_fd.get(), request, {}, err)) {
+    if (err->empty()) *err = "the pools socket " + path + " did not take the request";
+    return false;
+  }
+  ready = {socket_fd.get(), POLLIN, 0};
+  if (RetryOnEintr([&] { return poll(&ready, 1, kPoolReplyTimeoutMs); }) != 1) {
+    *err = "no reply from the pools socket " + path + " within " +
+           std::to_string(kPoolReplyTimeoutMs / 1000) + " s";
+    return false;
+  }
+  std::string reply;
+  std::vector<UniqueFd> fds;
+  if (!ReceiveFds(socket_fd.get(), &reply, &fds, 3, err)) return false;
+  if (reply != "ok" || fds.size() != 3) {
+    *err = reply.starts_with("error ") ? "the root refused a pool: " + reply.substr(6)
+                                       : "an unexpected reply from the pools socket " + path;
+    return false;
+  }
+  pool->token_read = std::move(fds[0]);
+  pool->returns_write = std::move(fds[1]);
+  pool->life_write = std::move(fds[2]);
+  return true;
+}
+
+}  // namespace jobbridge
