@@ -98,7 +98,6 @@ void WaitForExit(pid_t pid) {
     if (message.kind == kDismiss) _exit(0);
     if (message.kind == kCommand) command = message.pid;
   }
-  dir->ClaimForThisProcess();
   std::string me = std::to_string(getpid());
   LogWarning("the jobbridge serving this build (pid " + std::to_string(bridge) +
              ") ended without closing its jobserver (killed, or crashed); pid " + me +
@@ -138,6 +137,7 @@ bool Caretaker::Start(const LegacyPool& pool, RuntimeDir* dir, std::string* err)
   close(life[0]);
   life_.Reset(life[1]);
   pid_ = pid;
+  dir->AddOwner(pid);  // a sweep keeps the folder while the caretaker lives
   return true;
 }
 

@@ -6,8 +6,9 @@
 // SIGPIPE (exit 141, without a word). The caretaker holds a copy of the
 // bridge's ends of the pool and waits on a "life" socket whose other end only
 // the bridge holds. A normal end tells it to go (Dismiss). End of file
-// instead means the bridge died: the caretaker says so on stderr, claims the
-// runtime folder (so a later jobbridge does not sweep it away), and, in pipe
+// instead means the bridge died: the caretaker says so on stderr (it is
+// named in the runtime folder's owner file from the start, so a later
+// jobbridge does not sweep the folder away while it lives), and, in pipe
 // style, moves each token written back into the token pipe, as make's own
 // jobserver would, until no process of the tree holds the write end any more;
 // in fifo style it waits for COMMAND to end. Then it removes the runtime

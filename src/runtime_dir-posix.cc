@@ -62,14 +62,20 @@ bool SocketAnswers(const std::filesystem::path& folder) {
   return errno != ECONNREFUSED && errno != ENOENT && errno != ENAMETOOLONG;
 }
 
-// True when the folder's owner file names a process that is gone and its
-// socket (if any) has no listener.
+// True when every process the folder's owner file names (the bridge, then
+// its caretaker, as "PID START" pairs) is gone and its socket (if any) has
+// no listener.
 bool OwnerIsGone(const std::filesystem::path& folder) {
   std::ifstream owner(folder / kOwnerFile);
   pid_t pid = 0;
   std::string start;
-  if (!(owner >> pid >> start) || pid <= 0) return false;  // not ours, or being made
-  return StartTime(pid) != start && !SocketAnswers(folder);
+  bool named = false;
+  while (owner >> pid >> start) {
+    if (pid <= 0) return false;  // not ours
+    if (StartTime(pid) == start) return false;
+    named = true;
+  }
+  return named && !SocketAnswers(folder);  // none named: being made
 }
 
 }  // namespace
@@ -121,10 +127,10 @@ bool RuntimeDir::Create(std::string* err) {
   return true;
 }
 
-void RuntimeDir::ClaimForThisProcess() const {
-  // Written aside and renamed, so a sweep never reads half a line.
+void RuntimeDir::AddOwner(pid_t pid) const {
+  // Written aside and renamed, so a sweep never reads half the file.
   std::string aside = Join(std::string(kOwnerFile) + ".new");
-  std::ofstream(aside) << OwnerLine(getpid()) << "\n";
+  std::ofstream(aside) << OwnerLine(getpid()) << " " << OwnerLine(pid) << "\n";
   rename(aside.c_str(), Join(kOwnerFile).c_str());
 }
 

@@ -4,6 +4,8 @@
 // folder of one that was killed (SIGKILL leaves no chance to clean up).
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -27,9 +29,10 @@ class RuntimeDir {
   // names a pid that is gone or was reused since). Returns their paths.
   static std::vector<std::string> SweepStale();
 
-  // Names the calling process as the folder's owner (the Caretaker, once the
-  // bridge that made it is gone), so that SweepStale leaves it alone.
-  void ClaimForThisProcess() const;
+  // Names `pid` (the Caretaker) as the folder's owner beside this process,
+  // so that SweepStale leaves the folder alone while either lives: from the
+  // start, since a sweep may run the moment the bridge is killed.
+  void AddOwner(pid_t pid) const;
 
   // Removes the folder and everything in it. Returns false and sets *err when
   // the folder cannot be removed.

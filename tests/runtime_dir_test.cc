@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -282,6 +283,35 @@ TEST_F(SweepTest, RemovesOnlyFoldersWhoseOwnerIsGone) {
   rmdir(making.c_str());
   unlink((other + "/owner").c_str());
   rmdir(other.c_str());
+}
+
+// The caretaker is named beside the bridge from the start: a sweep in the
+// moment after the bridge was killed, before the caretaker woke up, removed
+// the folder of a build still running (its FIFO with it).
+TEST_F(SweepTest, KeepsAFolderWhileEitherOwnerLives) {
+  std::string dead = std::to_string(DeadPid()) + " 12345";
+  std::string gone_both = FakeFolder("jobbridge-both01", dead + " " + dead + "\n");
+  RuntimeDir helper_alive;
+  std::string err;
+  ASSERT_TRUE(helper_alive.Create(&err)) << err;
+  // Made by this process; now this process stands in for the caretaker, and
+  // a dead pid for the bridge that made it.
+  pid_t self = getpid();
+  helper_alive.AddOwner(self);
+  std::string line;
+  {
+    std::ifstream owner(helper_alive.Join("owner"));
+    std::getline(owner, line);
+  }
+  std::string caretaker_half = line.substr(line.find(' ', line.find(' ') + 1) + 1);
+  std::FILE* file = std::fopen(helper_alive.Join("owner").c_str(), "w");
+  std::fputs((dead + " " + caretaker_half + "\n").c_str(), file);
+  std::fclose(file);
+
+  std::vector<std::string> removed = RuntimeDir::SweepStale();
+  EXPECT_EQ(removed, std::vector<std::string>{gone_both});
+  EXPECT_TRUE(Exists(helper_alive.path())) << "swept while its caretaker lives";
+  EXPECT_FALSE(Exists(gone_both));
 }
 
 }  // namespace
