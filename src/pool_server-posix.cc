@@ -1,7 +1,5 @@
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,6 +11,7 @@
 #include "pool_server.h"
 #include "util/eintr.h"
 #include "util/fd_passing.h"
+#include "util/unix_socket.h"
 #include "util/uv_handle.h"
 
 namespace jobbridge {
@@ -59,20 +58,8 @@ PoolServer::PoolServer(uv_loop_t* loop, Delegate* delegate) : loop_(loop), deleg
 PoolServer::~PoolServer() = default;
 
 bool PoolServer::Listen(const std::string& path, std::string* err) {
-  sockaddr_un address{};
-  if (path.size() >= sizeof address.sun_path) {
-    *err = "the pools socket path " + path + " is too long";
-    return false;
-  }
-  UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  address.sun_family = AF_UNIX;
-  memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  if (!fd.valid() || bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      chmod(path.c_str(), 0600) != 0 || listen(fd.get(), SOMAXCONN) != 0) {
-    *err = "cannot listen on " + path + ": " + strerror(errno);
-    return false;
-  }
-  listen_fd_ = std::move(fd);
+  listen_fd_ = ListenUnix(path, SOCK_SEQPACKET, err);
+  if (!listen_fd_.valid()) return false;
   listen_poll_ = new uv_poll_t;
   uv_poll_init(loop_, listen_poll_, listen_fd_.get());
   listen_poll_->data = this;

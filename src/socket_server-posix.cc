@@ -1,7 +1,5 @@
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,20 +79,8 @@ bool SocketServer::Listen(const std::string& path, std::string* err) {
            " bytes; set TMPDIR (or XDG_RUNTIME_DIR) to a shorter folder";
     return false;
   }
-  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) {
-    *err = std::string("cannot create a unix socket: ") + strerror(errno);
-    return false;
-  }
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      chmod(path.c_str(), 0600) != 0 || listen(fd.get(), SOMAXCONN) != 0) {
-    *err = "cannot listen on " + path + ": " + strerror(errno);
-    return false;
-  }
-  listen_fd_ = std::move(fd);
+  listen_fd_ = ListenUnix(path, SOCK_STREAM, err);
+  if (!listen_fd_.valid()) return false;
   listen_poll_ = new uv_poll_t;
   uv_poll_init(loop_, listen_poll_, listen_fd_.get());
   listen_poll_->data = this;

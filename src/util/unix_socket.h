@@ -1,9 +1,11 @@
-// Connecting to a jobserver socket without ever blocking: a blocking
+// Connecting to a jobserver socket without ever blocking, and listening on
+// one: a blocking
 // connect() to a listener whose backlog is full cannot be interrupted but by
 // a signal (FACTS.md), so every connect in jobbridge goes through here.
 #pragma once
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <cerrno>
@@ -40,6 +42,28 @@ inline UniqueFd ConnectUnix(const std::string& path) {
     int error = errno;
     fd.Reset();
     errno = error;
+  }
+  return fd;
+}
+
+// A new non-blocking, close-on-exec socket of `type` (SOCK_STREAM,
+// SOCK_SEQPACKET) listening on `path`, which only this user may use (mode
+// 0600). The path must fit (kMaxSocketPathLength). On failure returns an
+// invalid fd and sets *err, naming the path.
+inline UniqueFd ListenUnix(const std::string& path, int type, std::string* err) {
+  sockaddr_un address{};
+  if (path.size() > kMaxSocketPathLength) {
+    *err = "the socket path " + path + " is longer than " + std::to_string(kMaxSocketPathLength) +
+           " bytes";
+    return UniqueFd();
+  }
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  UniqueFd fd(socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid() || bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      chmod(path.c_str(), 0600) != 0 || listen(fd.get(), SOMAXCONN) != 0) {
+    *err = "cannot listen on " + path + ": " + std::strerror(errno);
+    return UniqueFd();
   }
   return fd;
 }
