@@ -1,6 +1,5 @@
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include <cerrno>
 #include <cstring>
@@ -9,24 +8,15 @@
 #include "pool_client.h"
 #include "util/eintr.h"
 #include "util/fd_passing.h"
+#include "util/unix_socket.h"
 
 namespace jobbridge {
 
 bool RequestPool(const std::string& path, pid_t pid, const std::string& command, ReceivedPool* pool,
                  std::string* err) {
-  sockaddr_un address{};
-  if (path.size() >= sizeof address.sun_path) {
-    *err = "the pools socket path " + path + " is too long";
-    return false;
-  }
-  address.sun_family = AF_UNIX;
-  memcpy(address.sun_path, path.c_str(), path.size() + 1);
   // Non-blocking: a full backlog must not hang the shim (FACTS.md).
-  UniqueFd socket_fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!socket_fd.valid() || RetryOnEintr([&] {
-                              return connect(socket_fd.get(), reinterpret_cast<sockaddr*>(&address),
-                                             sizeof address);
-                            }) != 0) {
+  UniqueFd socket_fd = ConnectUnix(path, SOCK_SEQPACKET);
+  if (!socket_fd.valid()) {
     *err = "cannot connect to the pools socket " + path + ": " + strerror(errno);
     return false;
   }

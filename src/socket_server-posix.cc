@@ -74,11 +74,6 @@ SocketServer::SocketServer(uv_loop_t* loop, Delegate* delegate)
 SocketServer::~SocketServer() = default;
 
 bool SocketServer::Listen(const std::string& path, std::string* err) {
-  if (path.size() > kMaxPathLength) {
-    *err = "the socket path " + path + " is longer than " + std::to_string(kMaxPathLength) +
-           " bytes; set TMPDIR (or XDG_RUNTIME_DIR) to a shorter folder";
-    return false;
-  }
   listen_fd_ = ListenUnix(path, SOCK_STREAM, err);
   if (!listen_fd_.valid()) return false;
   listen_poll_ = new uv_poll_t;
