@@ -1,6 +1,5 @@
 #include "bridge.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -18,7 +17,7 @@
 #include "caretaker.h"
 #include "child_env.h"
 #include "core/ledger.h"
-#include "core/numbers.h"
+#include "fd_limits-posix.h"
 #include "legacy_pool.h"
 #include "log.h"
 #include "outer_budget.h"
@@ -151,55 +150,15 @@ void OnChildChanged(uv_signal_t* handle, int /*signum*/) {
   }
 }
 
-// Raises the soft fd limit to the hard one (every socket client costs an
-// fd). Returns the limit jobbridge was started with, for the command.
-rlimit RaiseFdLimit() {
-  rlimit original{};
-  if (getrlimit(RLIMIT_NOFILE, &original) != 0) return {};
-  rlimit raised = original;
-  raised.rlim_cur = original.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &raised);
-  return original;
-}
-
-// jobbridge's pipes, socket, FIFO descriptions, shim lookups and libuv's own
-// fds, with room to spare; below this libuv aborts or a half-made runtime
-// folder stays behind.
-constexpr rlim_t kMinFreeFds = 16;
-
-// Whether enough fds are free under the (raised) open-file limit. Returns
-// false and sets *err, naming the limit and the fix, otherwise.
-bool EnoughFreeFds(std::string* err) {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return true;
-  // Fds in use below the limit: numbers at or above it take no room, and the
-  // listing's own fd is not jobbridge's.
-  DIR* listing = opendir("/proc/self/fd");
-  if (!listing) return true;  // /proc unreadable: let the first EMFILE say it
-  rlim_t used = 0;
-  int own = dirfd(listing);
-  while (dirent* entry = readdir(listing)) {
-    int fd = 0;
-    if (!ParseWholeNumber(entry->d_name, &fd) || fd == own) continue;
-    if (static_cast<rlim_t>(fd) < limit.rlim_cur) ++used;
-  }
-  closedir(listing);
-  rlim_t free = limit.rlim_cur > used ? limit.rlim_cur - used : 0;
-  if (free >= kMinFreeFds) return true;
-  *err = "only " + std::to_string(free) + " file descriptors are free under the open-file " +
-         "limit of " + std::to_string(limit.rlim_cur) + " (ulimit -n); jobbridge needs " +
-         std::to_string(kMinFreeFds) + ": raise the limit (ulimit -n 1024) or close inherited fds";
-  return false;
-}
-
-// Counts the tokens back and says what is missing or extra. Returns false
-// when the pool does not hold what the ledger says it should.
 // Tokens a client wrote back without taking them, dropped while the tree ran
 // (Broker::DropSurplus): until then the pool held more than the budget.
 struct SurplusSeen {
   int tokens = 0;
   uint64_t first_ms = 0;  // after the start
 };
+
+// Counts the tokens back and says what is missing or extra. Returns false
+// when the pool does not hold what the ledger says it should.
 
 bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, const SurplusSeen& surplus, bool verbose) {
   pool->CloseInherited();
