@@ -148,9 +148,11 @@ class ChaosTest(BridgeTestCase):
         # socket grant, a token read, or the token a sub-make's driver read
         # for it, which make runs its first recipe on). A token lost to a
         # kill only lowers it. So at most N-1 holds at once, and with 64
-        # clients asking all the time the N-1 are reached.
+        # clients asking all the time the width left is reached: N-1 less
+        # the tokens lost (an ASan run lost 2 before its holds first lined
+        # up, and peaked at N-3).
         self.assertLessEqual(peak, tokens)
-        self.assertEqual(peak, tokens)
+        self.assertGreaterEqual(peak, tokens - lost)
         # The width left at the end is what the protocol allows: the killed
         # socket clients' slots all came back, the legacy tokens lost are
         # those jobbridge reports, and they are no more than the legacy kills
