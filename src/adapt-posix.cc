@@ -16,6 +16,7 @@
 #include "core/makeflags.h"
 #include "log.h"
 #include "outer_budget.h"
+#include "pool_client.h"
 #include "util/c_strings.h"
 #include "util/eintr.h"
 #include "util/fifo_pair.h"
@@ -217,6 +218,39 @@ void AdaptCargoMakeflags(Form form, const PoolNames& names, int jobs) {
   setenv(kCargoMakeflagsMark, value.c_str(), 1);
 }
 
+// Per-invocation pools (in progress; pool_client.h): this invocation gets a
+// pool of its own from the root. MAKEFLAGS and MFLAGS name it instead of the
+// pool the shim was given, whose fds the tool no longer inherits, and the
+// life fd is inherited by everything the tool starts. False (and *err) when
+// the root gives none: the tool then shares the pool it was given.
+bool UseOwnPool(Form form, const std::vector<std::string>& argv, PoolNames* given,
+                std::string* err) {
+  const char* pools = std::getenv(kPoolsVariable);
+  if (!pools || !*pools) return true;
+  std::string command;
+  for (const std::string& word : argv) command += (command.empty() ? "" : " ") + word;
+  ReceivedPool own;
+  if (!RequestPool(pools, getpid(), command, &own, err)) return false;
+  using Kind = JobserverAuth::Kind;
+  for (int fd : {given->pipe.read_fd, given->pipe.write_fd}) {
+    if (given->pipe.kind == Kind::kPipe && fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  int r = own.token_read.Release(), w = own.returns_write.Release();
+  int life = own.life_write.Release();
+  for (int fd : {r, w, life}) fcntl(fd, F_SETFD, 0);
+  PoolNames names{{Kind::kPipe, r, w, ""}, {}};
+  if (form != Form::kMake) names.fifo = {Kind::kFifo, -1, -1, "/proc/self/fd/" + std::to_string(r)};
+  for (const char* variable : {"MAKEFLAGS", "MFLAGS"}) {
+    const char* value = std::getenv(variable);
+    Makeflags flags;
+    std::string ignored;
+    if (!value || !ParseMakeflags(value, &flags, &ignored)) continue;
+    setenv(variable, WithJobserver(flags.words, JobserverWords(names)).c_str(), 1);
+  }
+  *given = names;
+  return true;
+}
+
 }  // namespace
 
 bool IsAdaptedTool(const std::string& name) {
@@ -251,6 +285,10 @@ int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
     }
     if (given.pipe.kind == JobserverAuth::Kind::kNone) given = names;
     setenv(variable, adapted.c_str(), 1);
+  }
+  if (std::string err; !UseOwnPool(form, argv, &given, &err)) {
+    LogWarning("adapt: no pool of its own for " + tool + ": " + err + "; it shares the pool " +
+               "it was given");
   }
   AdaptCargoMakeflags(form, given, jobs);
   trail.Export();

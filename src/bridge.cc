@@ -21,6 +21,8 @@
 #include "legacy_pool.h"
 #include "log.h"
 #include "outer_budget.h"
+#include "pool_client.h"
+#include "pool_server.h"
 #include "relay.h"
 #include "runtime_dir-posix.h"
 #include "signal_forwarder.h"
@@ -52,12 +54,14 @@ struct Context {
   std::unique_ptr<Broker> broker;      // the root of a budget serves its sockets so
   std::unique_ptr<Upstream> upstream;  // a jobbridge that joined an outer budget
   std::unique_ptr<Relay> relay;        // relays them to it
+  std::unique_ptr<PoolServer> pools;   // per-invocation pools (in progress)
   Ledger* ledger = nullptr;
   // A root at the top runs the command in a process group of its own and
   // hands it the terminal; a jobbridge that is a job of a build leaves both
   // to that build, as a make recipe does (StartedInsideABuild).
   bool own_group = true;
   std::string outer;  // the outer budget joined, described for messages
+  std::string pools_path;  // the pools socket, when per-invocation pools are on
   bool verbose = false;
 };
 
@@ -101,6 +105,7 @@ void StopServing(Context* ctx) {
                " socket client(s) still held slots when the command ended (pid " + pids +
                "); their connections were closed");
   }
+  if (ctx->pools) ctx->pools->Shutdown();  // what invocations still hold comes back
   // The broker (or relay) stops first, so no waiting client is granted a
   // slot while the others' connections close.
   if (ctx->broker) ctx->broker->Stop();
@@ -235,6 +240,15 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
     return false;
   }
   if (ctx->broker) ctx->broker->Start(ctx->server.get());
+  // Per-invocation pools, in progress (docs/ARCHITECTURE.md): only when
+  // asked for, until the broker's policy for them is complete.
+  if (const char* on = std::getenv(kInvocationPoolsSwitch); ctx->broker && on &&
+                                                             std::string(on) == "1") {
+    ctx->pools = std::make_unique<PoolServer>(&ctx->loop, ctx->broker.get());
+    std::string pools_path = socket_path.substr(0, socket_path.rfind('/')) + "/pools.sock";
+    if (!ctx->pools->Listen(pools_path, err)) return false;
+    ctx->pools_path = pools_path;
+  }
   if (ctx->relay) ctx->relay->Start(ctx->server.get(), ctx->upstream.get());
   *handled = ctx->forwarder.Start(&ctx->loop, kForwardedSignals, [ctx](int sig, bool terminal) {
     ForwardSignal(ctx, sig, terminal);
@@ -273,6 +287,10 @@ void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_d
   if (ctx->broker && !ctx->broker->ReturnFreeSlots(&err)) LogWarning(err);
   SurplusSeen surplus;
   if (ctx->broker) surplus = {ctx->broker->surplus_dropped(), ctx->broker->first_surplus_ms()};
+  if (ctx->broker && ctx->broker->reclaimed() > 0) {
+    LogWarning(std::to_string(ctx->broker->reclaimed()) + " token(s) were still held by tool " +
+               "invocations when they ended (killed?), and given back to the budget then");
+  }
   if (pool->own) CloseLegacyPool(pool->own.get(), ledger, surplus, verbose && !ctx->upstream);
   if (int held = ledger->HeldBy(kCommandOwner); held > 0) {
     ledger->Release(kCommandOwner, held, &err);
@@ -431,8 +449,10 @@ int RunBridge(const Options& options) {
   sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
   std::string shim_dir = MakeShims(options, runtime_dir);
   int jobs = joined ? outer.jobs.value_or(0) : options.jobs;
+  std::vector<std::string> environment = ChildEnvironment(jobs, pool.names, socket_path, shim_dir);
+  if (!ctx.pools_path.empty()) environment.push_back(kPoolsVariable + ("=" + ctx.pools_path));
   SpawnRequest request{options.command,
-                       ChildEnvironment(jobs, pool.names, socket_path, shim_dir),
+                       environment,
                        pool.inherited_fds,
                        original_mask,
                        handled,

@@ -46,9 +46,15 @@ void Broker::Start(SocketServer* server) {
   probe_timer_->data = this;
   uv_timer_start(probe_timer_, OnProbe, kProbeMs, kProbeMs);
   uv_unref(reinterpret_cast<uv_handle_t*>(probe_timer_));
+  rebalance_timer_ = new uv_timer_t;
+  uv_timer_init(loop_, rebalance_timer_);
+  rebalance_timer_->data = this;
 }
 
 void Broker::Stop() {
+  for (auto& [id, pool] : pools_) {
+    if (pool.watcher) pool.watcher->Stop();
+  }
   CloseAndDelete(returns_poll_);
   returns_poll_ = nullptr;
   CloseAndDelete(fifo_watch_);
@@ -56,6 +62,8 @@ void Broker::Stop() {
   CloseAndDelete(pool_poll_);
   CloseAndDelete(idle_timer_);
   CloseAndDelete(probe_timer_);
+  CloseAndDelete(rebalance_timer_);
+  rebalance_timer_ = nullptr;
   pool_poll_ = nullptr;
   idle_timer_ = nullptr;
   probe_timer_ = nullptr;
@@ -120,24 +128,80 @@ void Broker::OnGone(ConnectionId id) {
 // legacy client just returned (`*returned` of them are in hand), or one from
 // the pool. Returns false when none may be had now (the caller then waits
 // for the pool or a timer).
+Owner Broker::OwnerOf(uint64_t id) {
+  if (IsPool(id)) return {OwnerKind::kInvocation, id & ~kPoolBit};
+  return SocketOwner(id);
+}
+
+// An invocation's pool is the legacy side too: the socket side's share does
+// not bound it, and it takes a token out of the root pool only when that
+// token sat there unread (nobody at the top wants it).
 bool Broker::TakeSlotFor(ConnectionId id, int* returned) {
   std::string err;
   uint64_t now = uv_now(loop_);
-  bool within_share = socket_held_ < SocketShare();
-  if (ledger_->free() > 0 && within_share) return ledger_->Grant(SocketOwner(id), 1, &err);
+  Owner owner = OwnerOf(id);
+  bool within_share = IsPool(id) || socket_held_ < SocketShare();
+  if (ledger_->free() > 0 && within_share) return ledger_->Grant(owner, 1, &err);
   if (*returned > 0 && within_share) {
     --*returned;
-    return ledger_->Transfer(kLegacyOwner, SocketOwner(id), 1, &err);
+    return ledger_->Transfer(kLegacyOwner, owner, 1, &err);
   }
   if (now < reserved_until_ || ledger_->HeldBy(kLegacyOwner) == 0) return false;
   bool idle_token = pool_nonempty_since_ != 0 && now >= pool_nonempty_since_ + kIdleTokenMs;
-  if (!within_share && !idle_token) return false;
+  if ((IsPool(id) || !within_share) && !idle_token) return false;
   int got = pool_->Take(1, &err);
   if (got < 0) LogWarning(err);
   in_pool_ = -1;  // counted again when next needed
   if (got != 1) return false;
-  return ledger_->Transfer(kLegacyOwner, SocketOwner(id), 1, &err);
+  return ledger_->Transfer(kLegacyOwner, owner, 1, &err);
 }
+
+void Broker::Hand(uint64_t id) {
+  if (!IsPool(id)) {
+    ++socket_held_;
+    // A client that left before its grant costs nothing: the server closes
+    // it and OnGone takes this slot back (Pump does not re-enter).
+    server_->Grant(id);
+    return;
+  }
+  std::string err;
+  auto it = pools_.find(id & ~kPoolBit);
+  if (it == pools_.end() || !it->second.invocation->pool->Stock(1, &err)) {
+    if (!err.empty()) LogWarning(err);
+    ledger_->Release(OwnerOf(id), 1, &err);
+    return;
+  }
+  it->second.stocked_at = uv_now(loop_);
+}
+
+bool Broker::TakeBackIdleStock() {
+  uint64_t now = uv_now(loop_);
+  uint64_t next_due = 0;
+  bool freed = false;
+  std::string err;
+  for (auto& [id, pool] : pools_) {
+    uint64_t request = id | kPoolBit;
+    if (waiting_.Count(request) > 0) continue;
+    int stocked = pool.invocation->pool->Stocked(&err);
+    if (stocked <= 0) continue;
+    if (now < pool.stocked_at + kStockIdleMs) {
+      uint64_t due = pool.stocked_at + kStockIdleMs;
+      next_due = next_due == 0 ? due : std::min(next_due, due);
+      continue;
+    }
+    if (pool.invocation->pool->Unstock(1, &err) == 1) {
+      ledger_->Release({OwnerKind::kInvocation, id}, 1, &err);
+      waiting_.Push(request);  // asks again, at the end of the turns
+      freed = true;
+    }
+  }
+  if (next_due != 0) {
+    uv_timer_start(rebalance_timer_, OnRebalance, next_due - now, 0);
+  }
+  return freed;
+}
+
+void Broker::OnRebalance(uv_timer_t* timer) { static_cast<Broker*>(timer->data)->Pump(); }
 
 void Broker::Pump() {
   if (pumping_ || !server_) return;  // Grant may re-enter through OnGone
@@ -168,15 +232,15 @@ void Broker::Pump() {
     }
   }
   if (returned > 0) legacy_seen_until_ = now + kLegacyActiveMs;
-  while (!waiting_.empty()) {
-    ConnectionId id = waiting_.Front();
-    bool offer = offer_next_release_ && ledger_->free() > 0;
-    if (offer || !TakeSlotFor(id, &returned)) break;
-    waiting_.Pop();
-    ++socket_held_;
-    // A client that left before its grant costs nothing: the server closes
-    // it and OnGone takes this slot back (Pump does not re-enter).
-    server_->Grant(id);
+  for (bool again = true; again;) {
+    while (!waiting_.empty()) {
+      ConnectionId id = waiting_.Front();
+      bool offer = offer_next_release_ && ledger_->free() > 0;
+      if (offer || !TakeSlotFor(id, &returned)) break;
+      waiting_.Pop();
+      Hand(id);
+    }
+    again = !waiting_.empty() && TakeBackIdleStock();
   }
   if (returned > 0 && !pool_->Put(returned, &err)) LogWarning(err);
   bool put = returned > 0;
@@ -273,6 +337,66 @@ void Broker::OnProbe(uv_timer_t* timer) {
   auto* broker = static_cast<Broker*>(timer->data);
   broker->in_pool_ = -1;
   if (!broker->waiting_.empty() && !broker->LegacyActive()) broker->offer_next_release_ = true;
+}
+
+void Broker::OnStarted(PoolServer::Invocation* invocation) {
+  std::string err;
+  uint64_t id = invocation->id;
+  auto watcher = ReadWatcher::Start(
+      loop_, invocation->pool->token_fd(), [this, id] { OnPoolRead(id); }, &err);
+  if (!watcher) LogWarning(err + "; pid " + std::to_string(invocation->pid) +
+                           " gets a token only when it starts");
+  pools_[id] = {invocation, std::move(watcher)};
+  waiting_.Push(id | kPoolBit);  // one token stocked for its first job beyond its own slot
+  Pump();
+}
+
+// A process of the invocation read from its pool: if it took the stocked
+// token, it may want another (a reader blocked on an empty pipe is not seen).
+void Broker::OnPoolRead(uint64_t invocation_id) {
+  auto it = pools_.find(invocation_id);
+  if (it == pools_.end()) return;
+  std::string err;
+  uint64_t request = invocation_id | kPoolBit;
+  if (it->second.invocation->pool->Stocked(&err) == 0 && waiting_.Count(request) == 0) {
+    waiting_.Push(request);
+  }
+  Pump();
+}
+
+void Broker::OnReturned(PoolServer::Invocation* invocation, int count) {
+  std::string err;
+  Owner owner{OwnerKind::kInvocation, invocation->id};
+  int stocked = invocation->pool->Stocked(&err);
+  int out = ledger_->HeldBy(owner) - std::max(stocked, 0);  // in its processes' hands
+  int back = std::min(count, std::max(out, 0));
+  if (back > 0) ledger_->Release(owner, back, &err);
+  if (count > back) {
+    DropSurplus(count - back, ("(pid " + std::to_string(invocation->pid) + ", " +
+                               Shortened(invocation->command) + ") wrote back")
+                                  .c_str());
+  }
+  legacy_seen_until_ = uv_now(loop_) + kLegacyActiveMs;
+  Pump();
+}
+
+void Broker::OnEnded(const PoolServer::Invocation& invocation,
+                     const InvocationPool::Books& books) {
+  std::string err;
+  Owner owner{OwnerKind::kInvocation, invocation.id};
+  if (int held = ledger_->HeldBy(owner); held > 0) ledger_->Release(owner, held, &err);
+  waiting_.Erase(invocation.id | kPoolBit);
+  if (auto it = pools_.find(invocation.id); it != pools_.end()) {
+    if (it->second.watcher) it->second.watcher->Stop();
+    pools_.erase(it);
+  }
+  if (books.reclaimed > 0) {
+    reclaimed_ += books.reclaimed;
+    LogWarning("pid " + std::to_string(invocation.pid) + " (" + Shortened(invocation.command) +
+               ") ended holding " + std::to_string(books.reclaimed) +
+               " token(s) (killed?); given back to the budget");
+  }
+  Pump();
 }
 
 bool Broker::ReturnFreeSlots(std::string* err) {

@@ -24,11 +24,15 @@
 
 #include <uv.h>
 
+#include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "core/fair_queue.h"
 #include "core/ledger.h"
 #include "legacy_pool.h"
+#include "pool_server.h"
+#include "read_watcher-posix.h"
 #include "socket_server.h"
 
 namespace jobbridge {
@@ -37,11 +41,20 @@ inline constexpr Owner kLegacyOwner{OwnerKind::kLegacyPool, 0};
 inline constexpr Owner kCommandOwner{OwnerKind::kCommand, 0};
 inline Owner SocketOwner(ConnectionId id) { return {OwnerKind::kSocket, id}; }
 
-class Broker : public SocketServer::Delegate {
+// Per-invocation pools (in progress, behind JOBBRIDGE_INVOCATION_POOLS=1):
+// a tool invocation's pool waits in the same turns as socket connections,
+// under its id with kPoolBit set; a turn stocks one token in it. Its pool is
+// asked for again when its stocked token is taken (ReadWatcher), tokens it
+// writes back free slots, and what it still holds when it ends is reclaimed.
+class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
  public:
   static constexpr uint64_t kLegacyActiveMs = 50;
   static constexpr uint64_t kIdleTokenMs = 2;
   static constexpr uint64_t kProbeMs = 50;
+  // A token stocked in an invocation's pool and not taken for this long
+  // while others wait is taken back, and that pool asks again at the end of
+  // the turns (its make may read only later, or never).
+  static constexpr uint64_t kStockIdleMs = 20;
 
   // All pointers must outlive the broker. Call Start before the loop runs and
   // Stop (then run the loop until its handles close) before destruction.
@@ -64,6 +77,15 @@ class Broker : public SocketServer::Delegate {
   bool OnRelease(ConnectionId id) override;
   void OnGone(ConnectionId id) override;
 
+  // PoolServer::Delegate
+  void OnStarted(PoolServer::Invocation* invocation) override;
+  void OnReturned(PoolServer::Invocation* invocation, int count) override;
+  void OnEnded(const PoolServer::Invocation& invocation,
+               const InvocationPool::Books& books) override;
+
+  // Tokens that invocations still held when they ended, given back.
+  int reclaimed() const { return reclaimed_; }
+
  private:
   static void OnPoolReadable(uv_poll_t* handle, int status, int events);
   static void OnReturnsReadable(uv_poll_t* handle, int status, int events);
@@ -71,8 +93,13 @@ class Broker : public SocketServer::Delegate {
   static void OnProbe(uv_timer_t* timer);
   static void OnFifoWritten(uv_fs_event_t* handle, const char* name, int events, int status);
 
+  static constexpr uint64_t kPoolBit = uint64_t{1} << 63;
+  static bool IsPool(uint64_t id) { return (id & kPoolBit) != 0; }
+  static Owner OwnerOf(uint64_t id);
   void Pump();
   bool TakeSlotFor(ConnectionId id, int* returned);
+  void Hand(uint64_t id);  // the slot just taken for `id`: a grant, or a token stocked
+  void OnPoolRead(uint64_t invocation_id);
   bool LegacyActive();
   int SocketShare();
   int PoolCount();
@@ -92,6 +119,18 @@ class Broker : public SocketServer::Delegate {
   FairQueue waiting_;  // the waiting requests, in turns between connections
   int socket_held_ = 0;
   int surplus_dropped_ = 0;
+  int reclaimed_ = 0;
+  struct Pool {
+    PoolServer::Invocation* invocation;
+    std::unique_ptr<ReadWatcher> watcher;
+    uint64_t stocked_at = 0;  // uv_now() of the last token stocked
+  };
+  // Takes back tokens idle in invocations' pools while others wait; true
+  // when it freed any. Arms rebalance_timer_ for the next one due.
+  bool TakeBackIdleStock();
+  static void OnRebalance(uv_timer_t* timer);
+  uv_timer_t* rebalance_timer_ = nullptr;
+  std::unordered_map<uint64_t, Pool> pools_;  // by invocation id
   uint64_t started_ms_ = 0;
   uint64_t first_surplus_ms_ = 0;
   bool warned_no_shared_slot_ = false;

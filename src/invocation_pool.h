@@ -61,6 +61,8 @@ class InvocationPool {
   // Reads every token the invocation wrote back; how many, or -1 with *err.
   int TakeReturned(std::string* err);
 
+  // The bridge's own end of the token pipe (for a ReadWatcher).
+  int token_fd() const { return token_write_.get(); }
   // Readable when the invocation wrote a token back, and at its end.
   int returns_fd() const { return returns_read_.get(); }
   // Readable (end of file) when the invocation's last process has exited.

@@ -10,6 +10,12 @@
 
 namespace jobbridge {
 
+// The variable that names the pools socket to the shims (set by a root that
+// serves per-invocation pools), and the root's switch for them while they
+// are in progress.
+inline constexpr const char* kPoolsVariable = "JOBBRIDGE_POOLS";
+inline constexpr const char* kInvocationPoolsSwitch = "JOBBRIDGE_INVOCATION_POOLS";
+
 // What the root hands over: R of the token pipe, W of the returns pipe (the
 // invocation's `--jobserver-auth=R,W`), W of the life pipe. Close-on-exec,
 // as they arrive: the shim clears it on the three before its exec.

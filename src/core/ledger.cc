@@ -14,6 +14,8 @@ const char* KindName(OwnerKind kind) {
       return "socket client";
     case OwnerKind::kUpstream:
       return "upstream lease";
+    case OwnerKind::kInvocation:
+      return "invocation pool";
   }
   return "unknown owner";
 }

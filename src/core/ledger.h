@@ -21,6 +21,7 @@ enum class OwnerKind : uint8_t {
   kLegacyPool,  // tokens parked in (or taken from) a legacy pipe/FIFO pool
   kSocket,      // a socket-protocol connection (later issues)
   kUpstream,    // a lease from an outer budget (later issues)
+  kInvocation,  // tokens stocked in (or taken from) one tool invocation's own pool
 };
 
 struct Owner {
