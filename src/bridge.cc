@@ -60,7 +60,7 @@ struct Context {
   // hands it the terminal; a jobbridge that is a job of a build leaves both
   // to that build, as a make recipe does (StartedInsideABuild).
   bool own_group = true;
-  std::string outer;  // the outer budget joined, described for messages
+  std::string outer;       // the outer budget joined, described for messages
   std::string pools_path;  // the pools socket, when per-invocation pools are on
   bool verbose = false;
 };
@@ -242,8 +242,8 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
   if (ctx->broker) ctx->broker->Start(ctx->server.get());
   // Per-invocation pools, in progress (docs/ARCHITECTURE.md): only when
   // asked for, until the broker's policy for them is complete.
-  if (const char* on = std::getenv(kInvocationPoolsSwitch); ctx->broker && on &&
-                                                             std::string(on) == "1") {
+  if (const char* on = std::getenv(kInvocationPoolsSwitch);
+      ctx->broker && on && std::string(on) == "1") {
     ctx->pools = std::make_unique<PoolServer>(&ctx->loop, ctx->broker.get());
     std::string pools_path = socket_path.substr(0, socket_path.rfind('/')) + "/pools.sock";
     if (!ctx->pools->Listen(pools_path, err)) return false;

@@ -1,5 +1,9 @@
 #include "broker.h"
 
+#include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <limits>
 
@@ -54,6 +58,8 @@ void Broker::Start(SocketServer* server) {
 void Broker::Stop() {
   for (auto& [id, pool] : pools_) {
     if (pool.watcher) pool.watcher->Stop();
+    CloseAndDelete(pool.death_poll);
+    pool.death_poll = nullptr;
   }
   CloseAndDelete(returns_poll_);
   returns_poll_ = nullptr;
@@ -174,6 +180,29 @@ void Broker::Hand(uint64_t id) {
   it->second.stocked_at = uv_now(loop_);
 }
 
+void Broker::OnToolDied(uv_poll_t* handle, int /*status*/, int /*events*/) {
+  uv_poll_stop(handle);
+  static_cast<Broker*>(handle->data)->Pump();
+}
+
+void Broker::ChargeOrphans(int* returned) {
+  std::string err;
+  for (auto& [id, pool] : pools_) {
+    if (!pool.owes && pool.pidfd.valid()) {
+      pollfd died{pool.pidfd.get(), POLLIN, 0};
+      pool.owes = poll(&died, 1, 0) == 1 && !pool.invocation->pool->Ended();
+    }
+    if (!pool.owes || pool.charged) continue;
+    Owner owner{OwnerKind::kInvocation, id};
+    if (ledger_->free() > 0) {
+      pool.charged = ledger_->Grant(owner, 1, &err);
+    } else if (*returned > 0) {
+      --*returned;
+      pool.charged = ledger_->Transfer(kLegacyOwner, owner, 1, &err);
+    }
+  }
+}
+
 bool Broker::TakeBackIdleStock() {
   uint64_t now = uv_now(loop_);
   uint64_t next_due = 0;
@@ -232,6 +261,7 @@ void Broker::Pump() {
     }
   }
   if (returned > 0) legacy_seen_until_ = now + kLegacyActiveMs;
+  ChargeOrphans(&returned);
   for (bool again = true; again;) {
     while (!waiting_.empty()) {
       ConnectionId id = waiting_.Front();
@@ -344,9 +374,19 @@ void Broker::OnStarted(PoolServer::Invocation* invocation) {
   uint64_t id = invocation->id;
   auto watcher = ReadWatcher::Start(
       loop_, invocation->pool->token_fd(), [this, id] { OnPoolRead(id); }, &err);
-  if (!watcher) LogWarning(err + "; pid " + std::to_string(invocation->pid) +
-                           " gets a token only when it starts");
-  pools_[id] = {invocation, std::move(watcher)};
+  if (!watcher)
+    LogWarning(err + "; pid " + std::to_string(invocation->pid) +
+               " gets a token only when it starts");
+  Pool& pool = pools_[id];
+  pool.invocation = invocation;
+  pool.watcher = std::move(watcher);
+  pool.pidfd.Reset(static_cast<int>(syscall(SYS_pidfd_open, invocation->pid, 0)));
+  if (pool.pidfd.valid()) {
+    pool.death_poll = new uv_poll_t;
+    uv_poll_init(loop_, pool.death_poll, pool.pidfd.get());
+    pool.death_poll->data = this;
+    uv_poll_start(pool.death_poll, UV_READABLE, OnToolDied);
+  }
   waiting_.Push(id | kPoolBit);  // one token stocked for its first job beyond its own slot
   Pump();
 }
@@ -380,14 +420,14 @@ void Broker::OnReturned(PoolServer::Invocation* invocation, int count) {
   Pump();
 }
 
-void Broker::OnEnded(const PoolServer::Invocation& invocation,
-                     const InvocationPool::Books& books) {
+void Broker::OnEnded(const PoolServer::Invocation& invocation, const InvocationPool::Books& books) {
   std::string err;
   Owner owner{OwnerKind::kInvocation, invocation.id};
   if (int held = ledger_->HeldBy(owner); held > 0) ledger_->Release(owner, held, &err);
   waiting_.Erase(invocation.id | kPoolBit);
   if (auto it = pools_.find(invocation.id); it != pools_.end()) {
     if (it->second.watcher) it->second.watcher->Stop();
+    CloseAndDelete(it->second.death_poll);
     pools_.erase(it);
   }
   if (books.reclaimed > 0) {

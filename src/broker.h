@@ -121,10 +121,22 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   int surplus_dropped_ = 0;
   int reclaimed_ = 0;
   struct Pool {
-    PoolServer::Invocation* invocation;
+    PoolServer::Invocation* invocation = nullptr;
     std::unique_ptr<ReadWatcher> watcher;
     uint64_t stocked_at = 0;  // uv_now() of the last token stocked
+    // The tool itself (the shim exec'd it: the invocation's pid). Gone while
+    // the life pipe is open means orphaned recipes still run on its implicit
+    // slot, which its parent frees as it reaps it: the pool owes that slot.
+    UniqueFd pidfd;
+    uv_poll_t* death_poll = nullptr;  // freed in its close callback
+    bool owes = false;
+    bool charged = false;  // the owed slot is held by the pool in the ledger
   };
+  // Notices tools that died (pidfds, without waiting) and charges each
+  // pool that owes a slot the first free one (or one returned to the root
+  // pool, `*returned`), before any waiter is served.
+  void ChargeOrphans(int* returned);
+  static void OnToolDied(uv_poll_t* handle, int status, int events);
   // Takes back tokens idle in invocations' pools while others wait; true
   // when it freed any. Arms rebalance_timer_ for the next one due.
   bool TakeBackIdleStock();
