@@ -38,5 +38,22 @@ class KilledSubMakeTest(BridgeTestCase):
         self.assert_no_leftovers()
 
 
+class RogueRecipeTest(BridgeTestCase):
+    def test_tokens_a_killed_plus_recipe_held_come_back_when_its_sub_make_ends(self):
+        # make itself fails the recipe (it was killed) and stops; what matters
+        # is the 3 tokens: they come back when the sub-make's invocation ends,
+        # not only when the whole build does.
+        project = self.sandbox.copy_fixture("invocation-rogue")
+        result = self.sandbox.run([self.bridge, "-v", "-j4", "--", "make", "-s", "-k"],
+                                  cwd=project, env=dict(self.sandbox.env, **SWITCH), timeout=60)
+        with open(os.path.join(project, "grabbed.txt")) as f:
+            self.assertEqual(f.read().strip(), "3")
+        self.assertRegex(result.stderr, r"jobbridge: warning: pid \d+ \(make -s -f sub.mk\) "
+                                        r"ended holding 3 token\(s\) \(killed\?\); given back")
+        self.assertLessEqual(max_overlap(self.sandbox.intervals()), 4)
+        self.assertIn("jobbridge: all 3 jobserver tokens came back (budget 4)", result.stderr)
+        self.assert_no_leftovers()
+
+
 if __name__ == "__main__":
     unittest.main()
