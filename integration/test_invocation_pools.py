@@ -8,7 +8,7 @@ import unittest
 
 from harness import BridgeTestCase, max_overlap, wait_for
 
-SWITCH = {"JOBBRIDGE_INVOCATION_POOLS": "1"}
+SWITCH = {}
 
 
 class KilledSubMakeTest(BridgeTestCase):

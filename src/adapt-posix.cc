@@ -218,7 +218,7 @@ void AdaptCargoMakeflags(Form form, const PoolNames& names, int jobs) {
   setenv(kCargoMakeflagsMark, value.c_str(), 1);
 }
 
-// Per-invocation pools (in progress; pool_client.h): this invocation gets a
+// Per-invocation pools (docs/LEAKS.md): this invocation gets a
 // pool of its own from the root. MAKEFLAGS and MFLAGS name it instead of the
 // pool the shim was given, whose fds the tool no longer inherits, and the
 // life fd is inherited by everything the tool starts. False (and *err) when
@@ -226,7 +226,13 @@ void AdaptCargoMakeflags(Form form, const PoolNames& names, int jobs) {
 bool UseOwnPool(Form form, const std::vector<std::string>& argv, PoolNames* given,
                 std::string* err) {
   const char* pools = std::getenv(kPoolsVariable);
-  if (!pools || !*pools) return true;
+  // A tool given no jobserver (MAKEFLAGS cleared, or a pool it could not
+  // use) is not handed one here either.
+  if (!pools || !*pools ||
+      (given->pipe.kind == JobserverAuth::Kind::kNone &&
+       given->fifo.kind == JobserverAuth::Kind::kNone)) {
+    return true;
+  }
   std::string command;
   for (const std::string& word : argv) command += (command.empty() ? "" : " ") + word;
   ReceivedPool own;

@@ -54,14 +54,14 @@ struct Context {
   std::unique_ptr<Broker> broker;      // the root of a budget serves its sockets so
   std::unique_ptr<Upstream> upstream;  // a jobbridge that joined an outer budget
   std::unique_ptr<Relay> relay;        // relays them to it
-  std::unique_ptr<PoolServer> pools;   // per-invocation pools (in progress)
+  std::unique_ptr<PoolServer> pools;   // per-invocation pools (docs/LEAKS.md)
   Ledger* ledger = nullptr;
   // A root at the top runs the command in a process group of its own and
   // hands it the terminal; a jobbridge that is a job of a build leaves both
   // to that build, as a make recipe does (StartedInsideABuild).
   bool own_group = true;
   std::string outer;       // the outer budget joined, described for messages
-  std::string pools_path;  // the pools socket, when per-invocation pools are on
+  std::string pools_path;  // the pools socket, when it serves per-invocation pools
   bool verbose = false;
 };
 
@@ -240,15 +240,6 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
     return false;
   }
   if (ctx->broker) ctx->broker->Start(ctx->server.get());
-  // Per-invocation pools, in progress (docs/ARCHITECTURE.md): only when
-  // asked for, until the broker's policy for them is complete.
-  if (const char* on = std::getenv(kInvocationPoolsSwitch);
-      ctx->broker && on && std::string(on) == "1") {
-    ctx->pools = std::make_unique<PoolServer>(&ctx->loop, ctx->broker.get());
-    std::string pools_path = socket_path.substr(0, socket_path.rfind('/')) + "/pools.sock";
-    if (!ctx->pools->Listen(pools_path, err)) return false;
-    ctx->pools_path = pools_path;
-  }
   if (ctx->relay) ctx->relay->Start(ctx->server.get(), ctx->upstream.get());
   *handled = ctx->forwarder.Start(&ctx->loop, kForwardedSignals, [ctx](int sig, bool terminal) {
     ForwardSignal(ctx, sig, terminal);
@@ -268,6 +259,19 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
   // Inside a build the terminal is the build's: taking the foreground would
   // take Ctrl-C away from the rest of it.
   if (ctx->own_group) ctx->terminal = Terminal::Open();
+  return true;
+}
+
+// Starts the server that gives each tool invocation a pool of its own.
+bool ServePools(Context* ctx, const RuntimeDir& runtime_dir, std::string* err) {
+  auto pools = std::make_unique<PoolServer>(&ctx->loop, ctx->broker.get());
+  std::string path = runtime_dir.Join("pools.sock");
+  if (!pools->Listen(path, err)) {
+    pools->Shutdown();
+    return false;
+  }
+  ctx->pools = std::move(pools);
+  ctx->pools_path = path;
   return true;
 }
 
@@ -448,6 +452,12 @@ int RunBridge(const Options& options) {
   }
   sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
   std::string shim_dir = MakeShims(options, runtime_dir);
+  // Every make and ninja the shims start gets a pool of its own (docs/LEAKS.md).
+  // A nested jobbridge's tools take from its relay's pool instead.
+  if (!shim_dir.empty() && ctx.broker && !ServePools(&ctx, runtime_dir, &err)) {
+    LogWarning(err + "; every tool shares the command's pool, and a token lost " +
+               "below is lost until the end");
+  }
   int jobs = joined ? outer.jobs.value_or(0) : options.jobs;
   std::vector<std::string> environment = ChildEnvironment(jobs, pool.names, socket_path, shim_dir);
   if (!ctx.pools_path.empty()) environment.push_back(kPoolsVariable + ("=" + ctx.pools_path));

@@ -61,6 +61,7 @@ void Broker::Stop() {
     CloseAndDelete(pool.death_poll);
     pool.death_poll = nullptr;
   }
+  if (read_hub_) read_hub_->Stop();
   CloseAndDelete(returns_poll_);
   returns_poll_ = nullptr;
   CloseAndDelete(fifo_watch_);
@@ -372,11 +373,23 @@ void Broker::OnProbe(uv_timer_t* timer) {
 void Broker::OnStarted(PoolServer::Invocation* invocation) {
   std::string err;
   uint64_t id = invocation->id;
-  auto watcher = ReadWatcher::Start(
-      loop_, invocation->pool->token_fd(), [this, id] { OnPoolRead(id); }, &err);
-  if (!watcher)
+  std::unique_ptr<ReadWatcher> watcher;
+  if (!read_hub_ && !read_hub_failed_) {
+    read_hub_ = ReadWatchHub::Start(loop_, &err);
+    read_hub_failed_ = !read_hub_;
+  }
+  if (read_hub_) {
+    watcher = ReadWatcher::Start(
+        read_hub_.get(), invocation->pool->token_fd(), [this, id] { OnPoolRead(id); }, &err);
+  }
+  if (!watcher && !err.empty() && !warned_no_watcher_) {
+    // Once: without a watcher a pool is stocked at its start and when its
+    // tokens come back, not the moment one is read, so its tool runs
+    // narrower than it could.
+    warned_no_watcher_ = true;
     LogWarning(err + "; pid " + std::to_string(invocation->pid) +
-               " gets a token only when it starts");
+               " and the tools started after it may run narrower than the budget allows");
+  }
   Pool& pool = pools_[id];
   pool.invocation = invocation;
   pool.watcher = std::move(watcher);

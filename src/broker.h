@@ -41,7 +41,7 @@ inline constexpr Owner kLegacyOwner{OwnerKind::kLegacyPool, 0};
 inline constexpr Owner kCommandOwner{OwnerKind::kCommand, 0};
 inline Owner SocketOwner(ConnectionId id) { return {OwnerKind::kSocket, id}; }
 
-// Per-invocation pools (in progress, behind JOBBRIDGE_INVOCATION_POOLS=1):
+// Per-invocation pools (docs/LEAKS.md):
 // a tool invocation's pool waits in the same turns as socket connections,
 // under its id with kPoolBit set; a turn stocks one token in it. Its pool is
 // asked for again when its stocked token is taken (ReadWatcher), tokens it
@@ -142,6 +142,9 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   bool TakeBackIdleStock();
   static void OnRebalance(uv_timer_t* timer);
   uv_timer_t* rebalance_timer_ = nullptr;
+  std::unique_ptr<ReadWatchHub> read_hub_;  // one inotify fd for every pool's watcher
+  bool read_hub_failed_ = false;
+  bool warned_no_watcher_ = false;
   std::unordered_map<uint64_t, Pool> pools_;  // by invocation id
   uint64_t started_ms_ = 0;
   uint64_t first_surplus_ms_ = 0;

@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "pool_client.h"
+
 extern char** environ;
 
 namespace jobbridge {
@@ -25,6 +27,9 @@ std::vector<std::string> ChildEnvironment(int jobs, const PoolNames& names,
       replaced |= text.starts_with(std::string(name) + "=");
     }
     replaced |= text.starts_with(std::string(kCargoMakeflagsMark) + "=");
+    // An outer root's pool server: tools below a nested jobbridge take from
+    // its pool, and the bridge names its own server when it has one.
+    replaced |= text.starts_with(std::string(kPoolsVariable) + "=");
     if (!replaced) env.emplace_back(text);
   }
   env.push_back("MAKEFLAGS=" + FormatMakeflagsForPool(kept, jobs, names));

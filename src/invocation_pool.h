@@ -1,7 +1,7 @@
-// One tool invocation's own legacy pool (docs/ARCHITECTURE.md, "Pools per
-// invocation", in progress): a make or ninja started through a shim gets a
-// token pipe, a returns pipe and a "life" pipe of its own, so the bridge can
-// tell what that invocation still holds when it ends and give it back.
+// One tool invocation's own legacy pool (docs/LEAKS.md): a make or ninja
+// started through a shim gets a token pipe, a returns pipe and a "life" pipe
+// of its own, so the bridge can tell what that invocation still holds when
+// it ends and give it back.
 //
 // - Tokens: the bridge stocks the token pipe (Stock) and takes unused tokens
 //   back out through a private description (Unstock); the invocation returns

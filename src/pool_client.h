@@ -11,10 +11,8 @@
 namespace jobbridge {
 
 // The variable that names the pools socket to the shims (set by a root that
-// serves per-invocation pools), and the root's switch for them while they
-// are in progress.
+// serves per-invocation pools: one with its own budget and adapters on).
 inline constexpr const char* kPoolsVariable = "JOBBRIDGE_POOLS";
-inline constexpr const char* kInvocationPoolsSwitch = "JOBBRIDGE_INVOCATION_POOLS";
 
 // What the root hands over: R of the token pipe, W of the returns pipe (the
 // invocation's `--jobserver-auth=R,W`), W of the life pipe. Close-on-exec,

@@ -1,4 +1,4 @@
-// The pools socket (in progress, for per-invocation pools): where a shim about
+// The pools socket (per-invocation pools, docs/LEAKS.md): where a shim about
 // to exec make or ninja asks the root for a pool of that invocation's own.
 //
 // Protocol (SOCK_SEQPACKET, one request and one reply per connection):

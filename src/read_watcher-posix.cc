@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "util/eintr.h"
 #include "util/uv_handle.h"
@@ -36,7 +38,90 @@ std::string Failure(int error, const std::string& what) {
 
 }  // namespace
 
-std::unique_ptr<ReadWatcher> ReadWatcher::Start(uv_loop_t* loop, int pipe_fd,
+std::unique_ptr<ReadWatchHub> ReadWatchHub::Start(uv_loop_t* loop, std::string* err) {
+  std::unique_ptr<ReadWatchHub> hub(new ReadWatchHub);
+  hub->loop_ = loop;
+  hub->inotify_.Reset(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (!hub->inotify_.valid()) {
+    int error = errno;
+    *err = Failure(error, "inotify_init1, to watch reads on pipes");
+    return nullptr;
+  }
+  auto* poll = new uv_poll_t;
+  if (int status = uv_poll_init(loop, poll, hub->inotify_.get()); status != 0) {
+    delete poll;  // not a handle of the loop yet
+    *err = std::string("polling an inotify fd: ") + uv_strerror(status);
+    return nullptr;
+  }
+  poll->data = hub.get();
+  hub->poll_ = poll;
+  if (int status = uv_poll_start(poll, UV_READABLE, OnReadable); status != 0) {
+    *err = std::string("polling an inotify fd: ") + uv_strerror(status);
+    return nullptr;  // the destructor closes the handle
+  }
+  return hub;
+}
+
+ReadWatchHub::~ReadWatchHub() { Stop(); }
+
+void ReadWatchHub::Stop() {
+  // uv_close stops polling at once, so the fd may be closed before the
+  // handle's memory goes in the close callback.
+  CloseAndDelete(poll_);
+  poll_ = nullptr;
+  for (auto& [wd, watcher] : watchers_) watcher->hub_ = nullptr;
+  watchers_.clear();
+  inotify_.Reset();
+}
+
+void ReadWatchHub::FailAll(const std::string& error) {
+  std::unordered_map<int, ReadWatcher*> failed;
+  failed.swap(watchers_);
+  Stop();
+  for (auto& [wd, watcher] : failed) watcher->error_ = error;
+  // Each callback may stop its own watcher (a no-op now), never destroy another.
+  for (auto& [wd, watcher] : failed) watcher->on_read_();
+}
+
+void ReadWatchHub::OnReadable(uv_poll_t* handle, int status, int /*events*/) {
+  auto* hub = static_cast<ReadWatchHub*>(handle->data);
+  if (status < 0) {
+    hub->FailAll(std::string("polling the inotify fd: ") + uv_strerror(status));
+    return;
+  }
+  alignas(inotify_event) char buffer[4096];
+  std::vector<int> read_wds;
+  bool overflow = false;
+  for (;;) {
+    ssize_t n = RetryOnEintr([&] { return read(hub->inotify_.get(), buffer, sizeof buffer); });
+    if (n < 0) {
+      int error = errno;
+      if (error == EAGAIN) break;
+      hub->FailAll(Failure(error, "reading the inotify fd"));
+      return;
+    }
+    if (n == 0) break;  // not expected of inotify
+    for (ssize_t offset = 0; offset < n;) {
+      const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
+      if (event->mask & IN_Q_OVERFLOW) overflow = true;  // a read may have been lost
+      if (event->mask & IN_ACCESS) read_wds.push_back(event->wd);
+      offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+    }
+  }
+  if (overflow) {
+    read_wds.clear();
+    for (auto& [wd, watcher] : hub->watchers_) read_wds.push_back(wd);
+  }
+  std::sort(read_wds.begin(), read_wds.end());
+  read_wds.erase(std::unique(read_wds.begin(), read_wds.end()), read_wds.end());
+  // Looked up again each time: a callback may stop any watcher. Events of
+  // a watch removed since (its wd is not reused soon) are ignored.
+  for (int wd : read_wds) {
+    if (auto it = hub->watchers_.find(wd); it != hub->watchers_.end()) it->second->on_read_();
+  }
+}
+
+std::unique_ptr<ReadWatcher> ReadWatcher::Start(ReadWatchHub* hub, int pipe_fd,
                                                 std::function<void()> on_read, std::string* err) {
   std::unique_ptr<ReadWatcher> watcher(new ReadWatcher);
   watcher->path_ = "/proc/self/fd/" + std::to_string(pipe_fd);
@@ -52,78 +137,35 @@ std::unique_ptr<ReadWatcher> ReadWatcher::Start(uv_loop_t* loop, int pipe_fd,
     *err = "watching reads on " + path + ": not a pipe or FIFO";
     return nullptr;
   }
-  watcher->inotify_.Reset(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
-  if (!watcher->inotify_.valid()) {
-    int error = errno;
-    *err = Failure(error, "inotify_init1, to watch reads on " + path);
+  if (!hub->inotify_.valid()) {
+    *err = "watching reads on " + path + ": the inotify hub has stopped";
     return nullptr;
   }
   // The kernel resolves the link: the watch is on the pipe's inode, which
-  // sees reads through every description of it.
-  if (inotify_add_watch(watcher->inotify_.get(), path.c_str(), IN_ACCESS) < 0) {
+  // sees reads through every description of it. The same inode gives the
+  // same descriptor, so a second watcher of one pipe is refused.
+  int wd = inotify_add_watch(hub->inotify_.get(), path.c_str(), IN_ACCESS | IN_MASK_CREATE);
+  if (wd < 0) {
     int error = errno;
-    *err = Failure(error, "inotify_add_watch on " + path);
+    *err = error == EEXIST ? "watching reads on " + path + ": that pipe is already watched"
+                           : Failure(error, "inotify_add_watch on " + path);
     return nullptr;
   }
-  auto* poll = new uv_poll_t;
-  if (int status = uv_poll_init(loop, poll, watcher->inotify_.get()); status != 0) {
-    delete poll;  // not a handle of the loop yet
-    *err = "polling the inotify fd for " + path + ": " + uv_strerror(status);
-    return nullptr;
-  }
-  poll->data = watcher.get();
-  watcher->poll_ = poll;
-  if (int status = uv_poll_start(poll, UV_READABLE, OnReadable); status != 0) {
-    *err = "polling the inotify fd for " + path + ": " + uv_strerror(status);
-    return nullptr;  // the destructor closes the handle
-  }
+  watcher->hub_ = hub;
+  watcher->wd_ = wd;
   watcher->on_read_ = std::move(on_read);
+  hub->watchers_[wd] = watcher.get();
   return watcher;
 }
 
 ReadWatcher::~ReadWatcher() { Stop(); }
 
 void ReadWatcher::Stop() {
-  // uv_close stops polling at once, so the fd may be closed before the
-  // handle's memory goes in the close callback.
-  CloseAndDelete(poll_);
-  poll_ = nullptr;
-  inotify_.Reset();
-}
-
-bool ReadWatcher::Drain() {
-  alignas(inotify_event) char buffer[4096];
-  bool read_seen = false;
-  for (;;) {
-    ssize_t n = RetryOnEintr([&] { return read(inotify_.get(), buffer, sizeof buffer); });
-    if (n < 0) {
-      int error = errno;
-      if (error != EAGAIN) error_ = Failure(error, "reading the inotify fd for " + path_);
-      return read_seen;
-    }
-    if (n == 0) return read_seen;  // not expected of inotify
-    for (ssize_t offset = 0; offset < n;) {
-      const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
-      // An overflow may have lost a read: say there was one.
-      if (event->mask & (IN_ACCESS | IN_Q_OVERFLOW)) read_seen = true;
-      offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
-    }
-  }
-}
-
-void ReadWatcher::OnReadable(uv_poll_t* handle, int status, int /*events*/) {
-  auto* self = static_cast<ReadWatcher*>(handle->data);
-  bool read_seen = false;
-  if (status < 0) {
-    self->error_ = "polling the inotify fd for " + self->path_ + ": " + uv_strerror(status);
-  } else {
-    read_seen = self->Drain();
-  }
-  if (!self->error_.empty()) {
-    self->Stop();
-    read_seen = true;  // the caller should look, as no more callbacks come
-  }
-  if (read_seen) self->on_read_();  // last: it may Stop the watcher
+  if (!hub_) return;
+  hub_->watchers_.erase(wd_);
+  // EINVAL when the pipe is gone already (the kernel removed the watch).
+  inotify_rm_watch(hub_->inotify_.get(), wd_);
+  hub_ = nullptr;
 }
 
 }  // namespace jobbridge

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "fd_test_util.h"
 #include "loop_test_util.h"
@@ -66,7 +67,12 @@ size_t InotifyFds() { return test_util::FdsOpenOn("anon_inode:inotify").size(); 
 
 class ReadWatcherTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_EQ(uv_loop_init(&loop_), 0); }
+  void SetUp() override {
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+    std::string err;
+    hub_ = ReadWatchHub::Start(&loop_, &err);
+    ASSERT_NE(hub_, nullptr) << err;
+  }
 
   void TearDown() override {
     if (!closed_) CloseLoop();
@@ -76,14 +82,17 @@ class ReadWatcherTest : public ::testing::Test {
   void Watch(int fd) {
     std::string err;
     watcher_ = ReadWatcher::Start(
-        &loop_, fd, [this] { ++calls_; }, &err);
+        hub_.get(), fd, [this] { ++calls_; }, &err);
     ASSERT_NE(watcher_, nullptr) << err;
   }
 
-  // Stops and destroys the watcher at once, then checks no handle is left.
+  // Stops and destroys the watcher and the hub at once, then checks no
+  // handle is left.
   void CloseLoop() {
     if (watcher_) watcher_->Stop();
     watcher_.reset();
+    if (hub_) hub_->Stop();
+    hub_.reset();
     EXPECT_TRUE(RunLoopUntil(&loop_, [&] { return !uv_loop_alive(&loop_); }))
         << "handles left open";
     EXPECT_EQ(uv_loop_close(&loop_), 0);
@@ -95,6 +104,7 @@ class ReadWatcherTest : public ::testing::Test {
   void RunOnce() { uv_run(&loop_, UV_RUN_NOWAIT); }
 
   uv_loop_t loop_{};
+  std::unique_ptr<ReadWatchHub> hub_;
   std::unique_ptr<ReadWatcher> watcher_;
   int calls_ = 0;
   bool closed_ = false;
@@ -171,12 +181,18 @@ TEST_F(ReadWatcherTest, SeesReadsThroughAnotherDescriptionOfAFifo) {
 }
 
 TEST_F(ReadWatcherTest, StopLeavesNoHandleNorFdAndNoMoreCallbacks) {
-  size_t inotify_before = InotifyFds();
+  size_t inotify_before = InotifyFds();  // the hub's
   Pipe p = MakePipe(3);
   Watch(p.write.get());
-  EXPECT_EQ(InotifyFds(), inotify_before + 1);
-  CloseLoop();  // Stop, destroy the watcher at once, run the loop, close it
   EXPECT_EQ(InotifyFds(), inotify_before);
+  EXPECT_EQ(hub_->watching(), 1u);
+  watcher_->Stop();
+  EXPECT_EQ(hub_->watching(), 0u);
+  ASSERT_TRUE(Reap(Fork([&] { return ReadByte(p.read.get()); })));
+  RunOnce();
+  EXPECT_EQ(calls_, 0);
+  CloseLoop();  // stops and destroys the hub at once, runs the loop, closes it
+  EXPECT_EQ(InotifyFds(), inotify_before - 1);
   ASSERT_TRUE(Reap(Fork([&] { return ReadByte(p.read.get()); })));
   EXPECT_EQ(calls_, 0);
 }
@@ -185,7 +201,7 @@ TEST_F(ReadWatcherTest, TheCallbackMayStopTheWatcher) {
   Pipe p = MakePipe(3);
   std::string err;
   watcher_ = ReadWatcher::Start(
-      &loop_, p.write.get(),
+      hub_.get(), p.write.get(),
       [this] {
         ++calls_;
         watcher_->Stop();
@@ -194,9 +210,52 @@ TEST_F(ReadWatcherTest, TheCallbackMayStopTheWatcher) {
   ASSERT_NE(watcher_, nullptr) << err;
   ASSERT_TRUE(Reap(Fork([&] { return ReadByte(p.read.get()); })));
   EXPECT_TRUE(RunLoopUntil(&loop_, [&] { return calls_ >= 1; }));
+  EXPECT_EQ(hub_->watching(), 0u);
   ASSERT_TRUE(Reap(Fork([&] { return ReadByte(p.read.get()); })));
-  EXPECT_TRUE(RunLoopUntil(&loop_, [&] { return !uv_loop_alive(&loop_); }));
+  RunOnce();  // the kernel queued that read's event inside the child's read
   EXPECT_EQ(calls_, 1);
+}
+
+// Many pipes, one inotify fd: a read on one calls back that one's watcher
+// only, and the same pipe cannot be watched twice.
+TEST_F(ReadWatcherTest, OneHubWatchesManyPipesApart) {
+  size_t inotify_before = InotifyFds();
+  constexpr int kPipes = 200;  // more than max_user_instances' default of 128
+  std::vector<Pipe> pipes;
+  std::vector<std::unique_ptr<ReadWatcher>> watchers;
+  std::vector<int> calls(kPipes, 0);
+  for (int i = 0; i < kPipes; ++i) {
+    pipes.push_back(MakePipe(2));
+    std::string err;
+    watchers.push_back(ReadWatcher::Start(
+        hub_.get(), pipes.back().write.get(), [&calls, i] { ++calls[i]; }, &err));
+    ASSERT_NE(watchers.back(), nullptr) << i << ": " << err;
+  }
+  EXPECT_EQ(InotifyFds(), inotify_before);
+  EXPECT_EQ(hub_->watching(), static_cast<size_t>(kPipes));
+
+  std::string err;
+  EXPECT_EQ(ReadWatcher::Start(
+                hub_.get(), pipes[7].read.get(), [] {}, &err),
+            nullptr);
+  EXPECT_NE(err.find("already watched"), std::string::npos) << err;
+
+  ASSERT_TRUE(Reap(Fork([&] { return ReadByte(pipes[7].read.get()); })));
+  ASSERT_TRUE(Reap(Fork([&] { return ReadByte(pipes[150].read.get()); })));
+  EXPECT_TRUE(RunLoopUntil(&loop_, [&] { return calls[7] >= 1 && calls[150] >= 1; }));
+  RunOnce();
+  for (int i = 0; i < kPipes; ++i) EXPECT_EQ(calls[i], i == 7 || i == 150 ? 1 : 0) << i;
+
+  // A watcher stopped while the pipe lives on sees no more reads; the
+  // others still do.
+  watchers[7]->Stop();
+  ASSERT_TRUE(Reap(Fork([&] { return ReadByte(pipes[7].read.get()); })));
+  ASSERT_TRUE(Reap(Fork([&] { return ReadByte(pipes[8].read.get()); })));
+  EXPECT_TRUE(RunLoopUntil(&loop_, [&] { return calls[8] >= 1; }));
+  RunOnce();
+  EXPECT_EQ(calls[7], 1);
+  for (auto& watcher : watchers) watcher->Stop();
+  EXPECT_EQ(hub_->watching(), 0u);
 }
 
 TEST_F(ReadWatcherTest, BadFdGivesAClearError) {
@@ -207,14 +266,14 @@ TEST_F(ReadWatcherTest, BadFdGivesAClearError) {
   }
   std::string err;
   EXPECT_EQ(ReadWatcher::Start(
-                &loop_, closed, [] {}, &err),
+                hub_.get(), closed, [] {}, &err),
             nullptr);
   EXPECT_NE(err.find("/proc/self/fd/" + std::to_string(closed)), std::string::npos) << err;
   EXPECT_NE(err.find(strerror(EBADF)), std::string::npos) << err;
 
   err.clear();
   EXPECT_EQ(ReadWatcher::Start(
-                &loop_, -1, [] {}, &err),
+                hub_.get(), -1, [] {}, &err),
             nullptr);
   EXPECT_NE(err.find("/proc/self/fd/-1"), std::string::npos) << err;
 
@@ -222,7 +281,7 @@ TEST_F(ReadWatcherTest, BadFdGivesAClearError) {
   UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
   ASSERT_TRUE(null.valid());
   EXPECT_EQ(ReadWatcher::Start(
-                &loop_, null.get(), [] {}, &err),
+                hub_.get(), null.get(), [] {}, &err),
             nullptr);
   EXPECT_NE(err.find("not a pipe or FIFO"), std::string::npos) << err;
   EXPECT_NE(err.find("/proc/self/fd/" + std::to_string(null.get())), std::string::npos) << err;
