@@ -292,8 +292,16 @@ void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_d
   SurplusSeen surplus;
   if (ctx->broker) surplus = {ctx->broker->surplus_dropped(), ctx->broker->first_surplus_ms()};
   if (ctx->broker && ctx->broker->reclaimed() > 0) {
+    // Named, so a user can find what was killed in the build's log.
+    std::string who;
+    for (const Broker::Reclaim& reclaim : ctx->broker->reclaims()) {
+      who += (who.empty() ? "" : ", ") + std::string("pid ") + std::to_string(reclaim.pid) +
+             " (" + reclaim.command + "): " + std::to_string(reclaim.tokens) + " token(s)";
+    }
+    if (ctx->broker->reclaims().size() == Broker::kMaxReclaimsKept) who += ", ...";
     LogWarning(std::to_string(ctx->broker->reclaimed()) + " token(s) were still held by tool " +
-               "invocations when they ended (killed?), and given back to the budget then");
+               "invocations when they ended (killed?), and given back to the budget then: " +
+               who);
   }
   if (pool->own) CloseLegacyPool(pool->own.get(), ledger, surplus, verbose && !ctx->upstream);
   if (int held = ledger->HeldBy(kCommandOwner); held > 0) {

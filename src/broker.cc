@@ -445,6 +445,9 @@ void Broker::OnEnded(const PoolServer::Invocation& invocation, const InvocationP
   }
   if (books.reclaimed > 0) {
     reclaimed_ += books.reclaimed;
+    if (reclaims_.size() < kMaxReclaimsKept) {
+      reclaims_.push_back({invocation.pid, Shortened(invocation.command), books.reclaimed});
+    }
     LogWarning("pid " + std::to_string(invocation.pid) + " (" + Shortened(invocation.command) +
                ") ended holding " + std::to_string(books.reclaimed) +
                " token(s) (killed?); given back to the budget");

@@ -27,6 +27,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "core/fair_queue.h"
 #include "core/ledger.h"
@@ -83,8 +84,16 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   void OnEnded(const PoolServer::Invocation& invocation,
                const InvocationPool::Books& books) override;
 
-  // Tokens that invocations still held when they ended, given back.
+  // Tokens that invocations still held when they ended, given back, and
+  // by whom (the first kMaxReclaimsKept invocations), for the summary.
+  struct Reclaim {
+    pid_t pid;
+    std::string command;
+    int tokens;
+  };
+  static constexpr size_t kMaxReclaimsKept = 10;
   int reclaimed() const { return reclaimed_; }
+  const std::vector<Reclaim>& reclaims() const { return reclaims_; }
 
  private:
   static void OnPoolReadable(uv_poll_t* handle, int status, int events);
@@ -120,6 +129,7 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   int socket_held_ = 0;
   int surplus_dropped_ = 0;
   int reclaimed_ = 0;
+  std::vector<Reclaim> reclaims_;
   struct Pool {
     PoolServer::Invocation* invocation = nullptr;
     std::unique_ptr<ReadWatcher> watcher;
