@@ -255,3 +255,6 @@ if [ -x "$ninja_bin" ]; then
 else
   echo "adapter start-up cost: skipped (no $ninja_bin; run scripts/install-deps.sh)"
 fi
+
+echo
+python3 scripts/bench_pools.py "$jobbridge" "${BENCH_REPEAT:-5}" 200
