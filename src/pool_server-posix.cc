@@ -5,9 +5,11 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "log.h"
+#include "outer_budget.h"
 #include "pool_server.h"
 #include "util/eintr.h"
 #include "util/fd_passing.h"
@@ -22,6 +24,7 @@ struct PoolServer::Watched {
   Invocation invocation;
   uv_poll_t* returns_poll = nullptr;  // freed in their close callbacks
   uv_poll_t* life_poll = nullptr;
+  std::string listed;  // its entry beside budget.json (ListInvocationPool)
 };
 
 // A connection whose one request has not come yet.
@@ -53,7 +56,8 @@ bool ParseRequest(const std::string& request, pid_t* pid, std::string* command) 
 
 }  // namespace
 
-PoolServer::PoolServer(uv_loop_t* loop, Delegate* delegate) : loop_(loop), delegate_(delegate) {}
+PoolServer::PoolServer(uv_loop_t* loop, Delegate* delegate, std::string list_dir)
+    : loop_(loop), delegate_(delegate), list_dir_(std::move(list_dir)) {}
 
 PoolServer::~PoolServer() = default;
 
@@ -125,10 +129,18 @@ void PoolServer::Answer(int connection, const std::string& request) {
     refuse(err);
     return;
   }
+  // Unlisted, the pool would look like another budget's to a jobbridge
+  // nested below the tool: then the tool shares the pool it was given.
+  if (!ListInvocationPool(list_dir_, invocation.pool->token_fd(), invocation.pid, &watched->listed,
+                          &err)) {
+    refuse(err);
+    return;
+  }
   InvocationPool::ChildFds fds = invocation.pool->child_fds();
   if (!SendFds(connection, "ok", {fds.token_read, fds.returns_write, fds.life_write}, &err)) {
     LogWarning("pools socket: could not hand pid " + std::to_string(invocation.pid) +
                " its pool: " + err);
+    UnlistInvocationPool(watched->listed);
     return;
   }
   invocation.pool->CloseChildEnds();  // the bridge keeps no write end of either pipe
@@ -182,6 +194,7 @@ void PoolServer::End(uint64_t id) {
   int count = invocation.pool->TakeReturned(&err);
   if (count > 0) delegate_->OnReturned(&invocation, count);
   InvocationPool::Books books = invocation.pool->Close(&err);
+  UnlistInvocationPool(watched->listed);
   delegate_->OnEnded(invocation, books);
 }
 

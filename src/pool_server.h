@@ -7,7 +7,10 @@
 //   root -> shim  "ok" with three fds: the token pipe's read end, the returns
 //                 pipe's write end and the life pipe's write end (see
 //                 invocation_pool.h), or "error WHY" with none.
-// Only the root's uid may connect. The server then watches each pool: tokens
+// Only the root's uid may connect. Each pool is listed beside the root's
+// budget.json (ListInvocationPool, outer_budget.h) from before the shim gets
+// it until the invocation ends, so that a jobbridge nested below the tool
+// tells it for the root's. The server then watches each pool: tokens
 // written back are handed to the delegate as they come, and when the life
 // pipe reads end of file (the invocation's last process has exited) the pool
 // is closed and its books go to the delegate.
@@ -50,7 +53,9 @@ class PoolServer {
   // The longest request accepted, in bytes.
   static constexpr size_t kMaxRequest = 4096;
 
-  PoolServer(uv_loop_t* loop, Delegate* delegate);
+  // `list_dir`: where the pools given out are listed, the folder of the
+  // root's budget.json.
+  PoolServer(uv_loop_t* loop, Delegate* delegate, std::string list_dir);
   ~PoolServer();
   PoolServer(const PoolServer&) = delete;
   PoolServer& operator=(const PoolServer&) = delete;
@@ -77,6 +82,7 @@ class PoolServer {
 
   uv_loop_t* loop_;
   Delegate* delegate_;
+  std::string list_dir_;
   UniqueFd listen_fd_;
   uv_poll_t* listen_poll_ = nullptr;
   uint64_t next_id_ = 1;

@@ -6,12 +6,14 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,7 +56,7 @@ class PoolServerTest : public ::testing::Test {
     dir_ = templ;
     path_ = dir_ + "/pools.sock";
     ASSERT_EQ(uv_loop_init(&loop_), 0);
-    server_ = std::make_unique<PoolServer>(&loop_, &recorder_);
+    server_ = std::make_unique<PoolServer>(&loop_, &recorder_, dir_);
     std::string err;
     ASSERT_TRUE(server_->Listen(path_, &err)) << err;
   }
@@ -151,6 +153,31 @@ TEST_F(PoolServerTest, TokensWrittenBackReachTheDelegateWhileItRuns) {
   ASSERT_TRUE(RunLoopUntil(&loop_, [&] { return recorder_.ended.size() == 1; }));
   EXPECT_EQ(recorder_.ended[0].reclaimed, 0);
   EXPECT_EQ(recorder_.ended[0].returned, 1);
+}
+
+// Entries named invocation-pool-* in the folder: the pools listed.
+std::vector<std::string> Listed(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::string name = entry.path().filename().string();
+    if (name.starts_with("invocation-pool-")) names.push_back(name);
+  }
+  return names;
+}
+
+TEST_F(PoolServerTest, APoolIsListedFromBeforeTheShimGetsItUntilItsInvocationEnds) {
+  std::vector<UniqueFd> fds;
+  ASSERT_EQ(Ask("pool 5150 make", &fds), "ok");
+  struct stat info {};
+  ASSERT_EQ(fstat(fds[0].get(), &info), 0);
+  std::string name =
+      "invocation-pool-" + std::to_string(info.st_dev) + ":" + std::to_string(info.st_ino);
+  EXPECT_EQ(Listed(dir_), std::vector<std::string>{name});
+  std::error_code error;
+  EXPECT_EQ(std::filesystem::read_symlink(dir_ + "/" + name, error).string(), "5150");
+  fds.clear();  // the invocation ends
+  ASSERT_TRUE(RunLoopUntil(&loop_, [&] { return recorder_.ended.size() == 1; }));
+  EXPECT_TRUE(Listed(dir_).empty());
 }
 
 TEST_F(PoolServerTest, AMalformedRequestGetsAnErrorAndNoPool) {
