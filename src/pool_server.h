@@ -7,7 +7,9 @@
 //   root -> shim  "ok" with three fds: the token pipe's read end, the returns
 //                 pipe's write end and the life pipe's write end (see
 //                 invocation_pool.h), or "error WHY" with none.
-// Only the root's uid may connect. Each pool is listed beside the root's
+// Only the root's uid may connect. Out of fds (a low open-file limit, or
+// many tools at once) a request is refused at once, and the tool shares the
+// pool it was given. Each pool is listed beside the root's
 // budget.json (ListInvocationPool, outer_budget.h) from before the shim gets
 // it until the invocation ends, so that a jobbridge nested below the tool
 // tells it for the root's. The server then watches each pool: tokens
@@ -77,6 +79,8 @@ class PoolServer {
   static void OnRequestReadable(uv_poll_t* handle, int status, int events);
   static void OnPoolEvent(uv_poll_t* handle, int status, int events);
   void Serve(int connection);
+  bool RefuseOneOutOfFds();
+  void RefuseOutOfFds(int connection, const std::string& detail);
   void Answer(int connection, const std::string& request);
   void End(uint64_t id);
 
@@ -84,7 +88,11 @@ class PoolServer {
   Delegate* delegate_;
   std::string list_dir_;
   UniqueFd listen_fd_;
+  // Out of fds, closed to make room to accept a request and refuse it at
+  // once (RefuseOneOutOfFds), then opened again.
+  UniqueFd spare_fd_;
   uv_poll_t* listen_poll_ = nullptr;
+  bool warned_out_of_fds_ = false;
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Watched>> invocations_;
   std::unordered_set<Pending*> pending_;  // connections whose request has not come
