@@ -11,6 +11,7 @@ import os
 import random
 import re
 import signal
+import sys
 import unittest
 
 from harness import BridgeTestCase, max_overlap, ninja_binary, wait_for
@@ -285,6 +286,79 @@ probe-%:
         self.assertIn(f"jobbridge: all {budget - 1} jobserver tokens came back "
                       f"(budget {budget})", result.stderr)
         self.assert_no_leftovers()
+
+
+# The command of the accept test: socket clients connect until the root has
+# no fd left (it pauses accepting them), then a make asks for its pool.
+FILL_THEN_MAKE = """
+import os, socket, subprocess, sys
+root = os.getppid()
+limit = int(sys.argv[1])
+def used():
+    return sum(1 for name in os.listdir(f"/proc/{root}/fd") if int(name) < limit)
+conns = []
+for _ in range(limit - 10):  # more than the root has room for; the rest wait
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(os.environ["JOBSERVERV2"])
+    conns.append(s)
+while used() < limit:
+    os.sched_yield()
+status = subprocess.call(["make", "-s", "-C", "sub", "PART=a", "JOB_SECONDS=0.1"],
+                         close_fds=False)  # the jobserver's fds go to make
+for s in conns:
+    s.close()
+sys.exit(status)
+"""
+
+
+class OutOfFdsTest(BridgeTestCase):
+    """A root short of fds gives the tools it cannot serve no pool of their
+    own: each shares the pool it was given, says so, and the build goes on."""
+
+    def lowest_limit_serving_pools(self):
+        for limit in range(20, 100):
+            result = self.sandbox.run(["prlimit", f"--nofile={limit}:{limit}", self.bridge,
+                                       "-j2", "--", "true"])
+            self.assertIn(result.returncode, (0, 1), result.stderr)
+            if result.returncode == 0 and "file descriptors are free" not in result.stderr:
+                return limit
+        self.fail("pools were not served under any limit below 100")
+
+    def run_under(self, limit, command):
+        project = self.sandbox.copy_fixture("make-recursive")
+        result = self.sandbox.run(["prlimit", f"--nofile={limit}:{limit}", self.bridge, "-v",
+                                   "-j4", "--", *command], cwd=project, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("no reply from the pools socket", result.stderr)
+        self.assertNotIn("no more pools are given out", result.stderr)
+        return result
+
+    def assert_refused(self, stderr, detail):
+        self.assertEqual(stderr.count(f"jobbridge: warning: pools socket: out of file "
+                                      f"descriptors ({detail}"), 1, stderr)
+        self.assertRegex(stderr, r"jobbridge: warning: adapt: no pool of its own for make: the "
+                                 r"root refused a pool: the root is out of file descriptors \("
+                                 + detail + r".*Too many open files\); it shares the pool it "
+                                 r"was given")
+
+    def test_sub_makes_the_root_has_no_fds_for_share_their_parents_pool(self):
+        # At the lowest limit that serves pools, the top make gets one and
+        # the root has no room left for its three sub-makes' pipes.
+        result = self.run_under(self.lowest_limit_serving_pools(),
+                                ["make", "-s", "JOB_SECONDS=1"])
+        self.assert_refused(result.stderr, "creating an invocation's ")
+        intervals = self.sandbox.intervals()
+        self.assertEqual(len(intervals), 12)
+        self.assertEqual(max_overlap(intervals), 4)
+        self.assert_nothing_lost(result, 3)
+
+    def test_a_request_the_root_cannot_accept_is_refused_at_once(self):
+        # Not left to wait out the shim's 10 s in the backlog.
+        limit = self.lowest_limit_serving_pools()
+        result = self.run_under(limit, [sys.executable, "-c", FILL_THEN_MAKE, str(limit)])
+        self.assert_refused(result.stderr, "accepting a request: ")
+        self.assertEqual(len(self.sandbox.intervals()), 4)
+        self.assert_nothing_lost(result, 3)
 
 
 if __name__ == "__main__":

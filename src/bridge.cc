@@ -264,7 +264,8 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
 
 // Starts the server that gives each tool invocation a pool of its own.
 bool ServePools(Context* ctx, const RuntimeDir& runtime_dir, std::string* err) {
-  auto pools = std::make_unique<PoolServer>(&ctx->loop, ctx->broker.get());
+  if (!EnoughFdsForPools(err)) return false;  // the command must still start
+  auto pools = std::make_unique<PoolServer>(&ctx->loop, ctx->broker.get(), runtime_dir.path());
   std::string path = runtime_dir.Join("pools.sock");
   if (!pools->Listen(path, err)) {
     pools->Shutdown();

@@ -14,12 +14,28 @@ namespace jobbridge {
 // folder stays behind.
 inline constexpr rlim_t kMinFreeFds = 16;
 
+// What serving per-invocation pools (PoolServer) takes beyond that: the
+// pools socket and its spare fd, the command's start (its status pipe), and
+// one invocation's pool as it is made (the connection, three pipes, a
+// private description, a pidfd, the read watchers' inotify instance). With
+// fewer free, a root serves none, and its tools share the command's pool.
+inline constexpr rlim_t kFdsForPools = 14;
+
 // Raises the soft fd limit to the hard one (every socket client costs an
 // fd). Returns the limit jobbridge was started with, for the command.
 rlimit RaiseFdLimit();
 
+// How many fds are free under the (raised) open-file limit, which goes to
+// *limit: numbers at or above it take no room. RLIM_INFINITY when there is
+// no limit, or /proc cannot tell.
+rlim_t FreeFds(rlim_t* limit);
+
 // Whether at least kMinFreeFds fds are free under the (raised) open-file
 // limit. Returns false and sets *err, naming the limit and the fix, otherwise.
 bool EnoughFreeFds(std::string* err);
+
+// Whether kFdsForPools fds are free, once the rest is set up. Returns false
+// and sets *err, naming the limit and the fix, otherwise.
+bool EnoughFdsForPools(std::string* err);
 
 }  // namespace jobbridge

@@ -25,6 +25,8 @@ namespace {
 
 constexpr int kBudgetFileVersion = 1;
 constexpr const char* kBudgetFileName = "budget.json";
+// Beside it, one entry per pool given to a tool invocation (ListInvocationPool).
+constexpr const char* kInvocationPoolPrefix = "invocation-pool-";
 
 std::string Identity(const struct stat& info) {
   return std::to_string(info.st_dev) + ":" + std::to_string(info.st_ino);
@@ -272,8 +274,35 @@ bool WriteBudgetFile(const std::string& dir, const JobserverAuth& legacy, std::s
   return true;
 }
 
+bool ListInvocationPool(const std::string& dir, int pool_fd, pid_t pid, std::string* entry,
+                        std::string* err) {
+  struct stat info {};
+  if (fstat(pool_fd, &info) != 0) {
+    *err = std::string("cannot look at an invocation's token pipe: ") + strerror(errno);
+    return false;
+  }
+  // A symlink: made and removed without an fd, so a root short of fds can
+  // still list a pool it could make. It points at the invocation's pid, for
+  // whoever looks into the folder.
+  *entry = dir + "/" + kInvocationPoolPrefix + Identity(info);
+  if (symlink(std::to_string(pid).c_str(), entry->c_str()) != 0) {
+    *err = "cannot list an invocation's pool as " + *entry + ": " + strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+void UnlistInvocationPool(const std::string& entry) { unlink(entry.c_str()); }
+
 bool SocketRootSharesPool(const std::string& socket_path, const JobserverAuth& legacy) {
+  std::string identity = PoolIdentity(legacy);
+  if (identity.empty()) return false;
   std::string dir = socket_path.substr(0, socket_path.rfind('/'));
+  // A pool the root gave one tool invocation (a make started through its
+  // shims names that one in MAKEFLAGS, not the root's own): listed for as
+  // long as that invocation runs, so for as long as anything below it does.
+  struct stat info {};
+  if (lstat((dir + "/" + kInvocationPoolPrefix + identity).c_str(), &info) == 0) return true;
   std::ifstream in(dir + "/" + kBudgetFileName);
   if (!in) return false;
   std::stringstream text;
@@ -286,8 +315,7 @@ bool SocketRootSharesPool(const std::string& socket_path, const JobserverAuth& l
       !pool->is_string()) {
     return false;
   }
-  std::string identity = PoolIdentity(legacy);
-  return !identity.empty() && *pool == identity;
+  return *pool == identity;
 }
 
 }  // namespace jobbridge

@@ -4,6 +4,8 @@
 // (docs/ARCHITECTURE.md, "Joining an outer budget").
 #pragma once
 
+#include <sys/types.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,9 +19,10 @@ struct OuterBudget {
   Kind kind = Kind::kNone;
   std::string socket_path;  // kSocket: the root's JOBSERVERV2
   // The legacy pool jobbridge's legacy children share: for kLegacy the outer
-  // pool itself; for kSocket the pool the socket root gives its own tree, when
-  // it says so (budget.json) and MAKEFLAGS names that very pool. Kind kNone
-  // when there is none.
+  // pool itself; for kSocket a pool of the socket root's, when it says so
+  // (SocketRootSharesPool) of the very pool MAKEFLAGS names: the one it gives
+  // its tree, or the one it gave the tool that started this jobbridge. Kind
+  // kNone when there is none.
   JobserverAuth legacy;
   std::string legacy_source;  // the variable `legacy` came from
   std::optional<int> jobs;    // the -jN beside it, when there was one
@@ -62,8 +65,23 @@ bool CheckSocketRoot(const std::string& path, std::string* err);
 // that MAKEFLAGS names the same budget. Returns false and sets *err on failure.
 bool WriteBudgetFile(const std::string& dir, const JobserverAuth& legacy, std::string* err);
 
-// Whether the jobbridge listening at `socket_path` wrote, in its budget.json,
-// that `legacy` is the pool it gives its tree.
+// Lists, in `dir` beside budget.json, the pool a root gives one tool
+// invocation (PoolServer): the pipe behind `pool_fd`, by device and inode,
+// for `pid`. A make started through the root's shims names that pool in
+// MAKEFLAGS instead of the root's own, and a jobbridge nested below it must
+// still tell it for the root's. Listed, not asked for over a socket: the
+// check stays a look at files, as for budget.json, and a pool whose root has
+// died is still recognized as that root's (and not joined). The root lists a
+// pool before the shim gets it and unlists it (UnlistInvocationPool, with
+// *entry) when the invocation's last process has exited. Returns false and
+// sets *err when it cannot be listed.
+bool ListInvocationPool(const std::string& dir, int pool_fd, pid_t pid, std::string* entry,
+                        std::string* err);
+void UnlistInvocationPool(const std::string& entry);
+
+// Whether the jobbridge listening at `socket_path` said that `legacy` is a
+// pool of its budget: the pool it gives its tree (budget.json), or one it
+// gave a tool invocation and still lists (ListInvocationPool).
 bool SocketRootSharesPool(const std::string& socket_path, const JobserverAuth& legacy);
 
 }  // namespace jobbridge

@@ -23,9 +23,18 @@ bool RequestPool(const std::string& path, pid_t pid, const std::string& command,
   std::string request = "pool " + std::to_string(pid) + (command.empty() ? "" : " " + command);
   if (request.size() > kMaxFdMessageSize) request.resize(kMaxFdMessageSize);
   pollfd ready{socket_fd.get(), POLLOUT, 0};
+  std::string reply;
+  std::vector<UniqueFd> fds;
   if (RetryOnEintr([&] { return poll(&ready, 1, kPoolReplyTimeoutMs); }) != 1 ||
       !SendFds(socket_fd.get(), request, {}, err)) {
-    if (err->empty()) *err = "the pools socket " + path + " did not take the request";
+    // A root out of fds refuses at once and hangs up, perhaps before the
+    // request went: its reason is still there to be read.
+    std::string ignored;
+    if (ReceiveFds(socket_fd.get(), &reply, &fds, 3, &ignored) && reply.starts_with("error ")) {
+      *err = "the root refused a pool: " + reply.substr(6);
+    } else if (err->empty()) {
+      *err = "the pools socket " + path + " did not take the request";
+    }
     return false;
   }
   ready = {socket_fd.get(), POLLIN, 0};
@@ -34,8 +43,6 @@ bool RequestPool(const std::string& path, pid_t pid, const std::string& command,
            std::to_string(kPoolReplyTimeoutMs / 1000) + " s";
     return false;
   }
-  std::string reply;
-  std::vector<UniqueFd> fds;
   if (!ReceiveFds(socket_fd.get(), &reply, &fds, 3, err)) return false;
   if (reply != "ok" || fds.size() != 3) {
     *err = reply.starts_with("error ") ? "the root refused a pool: " + reply.substr(6)

@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -5,9 +6,11 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "log.h"
+#include "outer_budget.h"
 #include "pool_server.h"
 #include "util/eintr.h"
 #include "util/fd_passing.h"
@@ -22,6 +25,7 @@ struct PoolServer::Watched {
   Invocation invocation;
   uv_poll_t* returns_poll = nullptr;  // freed in their close callbacks
   uv_poll_t* life_poll = nullptr;
+  std::string listed;  // its entry beside budget.json (ListInvocationPool)
 };
 
 // A connection whose one request has not come yet.
@@ -53,11 +57,17 @@ bool ParseRequest(const std::string& request, pid_t* pid, std::string* command) 
 
 }  // namespace
 
-PoolServer::PoolServer(uv_loop_t* loop, Delegate* delegate) : loop_(loop), delegate_(delegate) {}
+PoolServer::PoolServer(uv_loop_t* loop, Delegate* delegate, std::string list_dir)
+    : loop_(loop), delegate_(delegate), list_dir_(std::move(list_dir)) {}
 
 PoolServer::~PoolServer() = default;
 
 bool PoolServer::Listen(const std::string& path, std::string* err) {
+  spare_fd_.Reset(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!spare_fd_.valid()) {
+    *err = std::string("cannot open /dev/null: ") + strerror(errno);
+    return false;
+  }
   listen_fd_ = ListenUnix(path, SOCK_SEQPACKET, err);
   if (!listen_fd_.valid()) return false;
   listen_poll_ = new uv_poll_t;
@@ -73,10 +83,54 @@ void PoolServer::OnListenReadable(uv_poll_t* handle, int /*status*/, int /*event
     int fd = accept4(server->listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       server->Serve(fd);
+    } else if (errno == EMFILE || errno == ENFILE) {
+      if (!server->RefuseOneOutOfFds()) return;
     } else if (errno != EINTR && errno != ECONNABORTED) {
-      return;  // EAGAIN; or out of fds, retried at the next readiness
+      return;  // EAGAIN
     }
   }
+}
+
+// Left in the backlog, a shim would wait kPoolReplyTimeoutMs for its reply:
+// the spare fd makes room to accept it and refuse it at once. True when one
+// was refused. When even that fails, no more pools are given out: the
+// listener closes, so that shims are refused at connect and its readiness
+// cannot spin the loop.
+bool PoolServer::RefuseOneOutOfFds() {
+  std::string detail = std::string("accepting a request: ") + strerror(errno);
+  spare_fd_.Reset();
+  UniqueFd connection(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  // accept4 takes its fd before it looks at the backlog: EMFILE says
+  // nothing of a request waiting, and EAGAIN here says there is none.
+  bool refused = connection.valid();
+  bool still_out = !refused && (errno == EMFILE || errno == ENFILE);
+  if (refused) {
+    // Its request read first: a connection closed with data unread is reset,
+    // and the shim would not see why.
+    char request[kMaxRequest + 1];
+    RetryOnEintr([&] { return recv(connection.get(), request, sizeof request, 0); });
+    RefuseOutOfFds(connection.get(), detail);
+  }
+  connection.Reset();
+  spare_fd_.Reset(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (spare_fd_.valid() && !still_out) return refused;
+  LogWarning("pools socket: out of file descriptors (" + detail + "); no more pools are " +
+             "given out, and every tool started from now on shares the pool it was given");
+  CloseAndDelete(listen_poll_);
+  listen_poll_ = nullptr;
+  listen_fd_.Reset();
+  return false;
+}
+
+// The limit, not a fault: the root says so once, each shim for its tool.
+void PoolServer::RefuseOutOfFds(int connection, const std::string& detail) {
+  std::string ignored;
+  SendFds(connection, "error the root is out of file descriptors (" + detail + ")", {}, &ignored);
+  if (warned_out_of_fds_) return;
+  warned_out_of_fds_ = true;
+  LogWarning("pools socket: out of file descriptors (" + detail + "), so some tools get no " +
+             "pool of their own and share the pool they were given; raise the open-file limit " +
+             "(ulimit -n)");
 }
 
 void PoolServer::Serve(int connection) {
@@ -122,6 +176,18 @@ void PoolServer::Answer(int connection, const std::string& request) {
   }
   invocation.pool = InvocationPool::Create(&err);
   if (!invocation.pool) {
+    // errno is the failed pipe2's or open's: Create's clean-up only closes.
+    if (errno == EMFILE || errno == ENFILE) {
+      RefuseOutOfFds(connection, err);
+    } else {
+      refuse(err);
+    }
+    return;
+  }
+  // Unlisted, the pool would look like another budget's to a jobbridge
+  // nested below the tool: then the tool shares the pool it was given.
+  if (!ListInvocationPool(list_dir_, invocation.pool->token_fd(), invocation.pid, &watched->listed,
+                          &err)) {
     refuse(err);
     return;
   }
@@ -129,6 +195,7 @@ void PoolServer::Answer(int connection, const std::string& request) {
   if (!SendFds(connection, "ok", {fds.token_read, fds.returns_write, fds.life_write}, &err)) {
     LogWarning("pools socket: could not hand pid " + std::to_string(invocation.pid) +
                " its pool: " + err);
+    UnlistInvocationPool(watched->listed);
     return;
   }
   invocation.pool->CloseChildEnds();  // the bridge keeps no write end of either pipe
@@ -182,6 +249,7 @@ void PoolServer::End(uint64_t id) {
   int count = invocation.pool->TakeReturned(&err);
   if (count > 0) delegate_->OnReturned(&invocation, count);
   InvocationPool::Books books = invocation.pool->Close(&err);
+  UnlistInvocationPool(watched->listed);
   delegate_->OnEnded(invocation, books);
 }
 
@@ -189,6 +257,7 @@ void PoolServer::Shutdown() {
   CloseAndDelete(listen_poll_);
   listen_poll_ = nullptr;
   listen_fd_.Reset();
+  spare_fd_.Reset();
   for (Pending* pending : std::vector<Pending*>(pending_.begin(), pending_.end())) {
     ClosePending(pending);
   }

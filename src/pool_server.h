@@ -7,7 +7,12 @@
 //   root -> shim  "ok" with three fds: the token pipe's read end, the returns
 //                 pipe's write end and the life pipe's write end (see
 //                 invocation_pool.h), or "error WHY" with none.
-// Only the root's uid may connect. The server then watches each pool: tokens
+// Only the root's uid may connect. Out of fds (a low open-file limit, or
+// many tools at once) a request is refused at once, and the tool shares the
+// pool it was given. Each pool is listed beside the root's
+// budget.json (ListInvocationPool, outer_budget.h) from before the shim gets
+// it until the invocation ends, so that a jobbridge nested below the tool
+// tells it for the root's. The server then watches each pool: tokens
 // written back are handed to the delegate as they come, and when the life
 // pipe reads end of file (the invocation's last process has exited) the pool
 // is closed and its books go to the delegate.
@@ -50,7 +55,9 @@ class PoolServer {
   // The longest request accepted, in bytes.
   static constexpr size_t kMaxRequest = 4096;
 
-  PoolServer(uv_loop_t* loop, Delegate* delegate);
+  // `list_dir`: where the pools given out are listed, the folder of the
+  // root's budget.json.
+  PoolServer(uv_loop_t* loop, Delegate* delegate, std::string list_dir);
   ~PoolServer();
   PoolServer(const PoolServer&) = delete;
   PoolServer& operator=(const PoolServer&) = delete;
@@ -72,13 +79,20 @@ class PoolServer {
   static void OnRequestReadable(uv_poll_t* handle, int status, int events);
   static void OnPoolEvent(uv_poll_t* handle, int status, int events);
   void Serve(int connection);
+  bool RefuseOneOutOfFds();
+  void RefuseOutOfFds(int connection, const std::string& detail);
   void Answer(int connection, const std::string& request);
   void End(uint64_t id);
 
   uv_loop_t* loop_;
   Delegate* delegate_;
+  std::string list_dir_;
   UniqueFd listen_fd_;
+  // Out of fds, closed to make room to accept a request and refuse it at
+  // once (RefuseOneOutOfFds), then opened again.
+  UniqueFd spare_fd_;
   uv_poll_t* listen_poll_ = nullptr;
+  bool warned_out_of_fds_ = false;
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Watched>> invocations_;
   std::unordered_set<Pending*> pending_;  // connections whose request has not come

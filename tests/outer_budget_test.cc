@@ -265,6 +265,49 @@ TEST_F(OuterBudgetTest, APoolIsRecognizedInTheFormAShimGaveIt) {
   EXPECT_EQ(outer.legacy.kind, JobserverAuth::Kind::kPipe);
 }
 
+TEST_F(OuterBudgetTest, APoolTheRootGaveAToolInvocationIsSharedWhileListed) {
+  // The root's own pool, in budget.json; MAKEFLAGS names the pool it gave
+  // the make this jobbridge runs under (its token pipe: R; its returns: W).
+  int own[2], returns[2];
+  ASSERT_EQ(pipe2(own, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(returns, O_CLOEXEC), 0);
+  UniqueFd own_read(own[0]), own_write(own[1]), returns_read(returns[0]), returns_write(returns[1]);
+  std::string err;
+  ASSERT_TRUE(WriteBudgetFile(dir_, {JobserverAuth::Kind::kPipe, own[0], own[1], ""}, &err)) << err;
+  env_["JOBSERVERV2"] = MakeSocket(true);
+  env_["MAKEFLAGS"] = PipeFlags(read_.get(), returns[1]);
+  EXPECT_EQ(Find().legacy.kind, JobserverAuth::Kind::kNone) << "not listed: another budget's";
+
+  std::string entry;
+  ASSERT_TRUE(ListInvocationPool(dir_, write_.get(), 4242, &entry, &err)) << err;
+  EXPECT_EQ(entry.rfind(dir_ + "/invocation-pool-", 0), 0u) << entry;
+  OuterBudget outer = Find();
+  EXPECT_EQ(outer.kind, Kind::kSocket);
+  EXPECT_EQ(outer.legacy, (JobserverAuth{JobserverAuth::Kind::kPipe, read_.get(), returns[1], ""}));
+  EXPECT_TRUE(warnings_.empty()) << testing::PrintToString(warnings_);
+  // The ninja shim's form of the same pool.
+  env_["MAKEFLAGS"] = "-j4 --jobserver-auth=fifo:/proc/self/fd/" + std::to_string(read_.get());
+  EXPECT_EQ(Find().legacy.kind, JobserverAuth::Kind::kFifo);
+
+  std::string again;
+  EXPECT_FALSE(ListInvocationPool(dir_, read_.get(), 4243, &again, &err)) << "listed twice";
+  EXPECT_NE(err.find("cannot list an invocation's pool"), std::string::npos) << err;
+
+  // Its root killed, the listing stays and the pool, which nobody refills, is
+  // still recognized as that root's: not joined.
+  listener_.Reset();
+  unlink(env_["JOBSERVERV2"].c_str());
+  MakeSocket(false);
+  env_["MAKEFLAGS"] = PipeFlags(read_.get(), returns[1]);
+  EXPECT_EQ(Find().kind, Kind::kNone);
+  EXPECT_TRUE(Warned("it is the pool of that socket root")) << testing::PrintToString(warnings_);
+
+  UnlistInvocationPool(entry);  // the invocation ended
+  struct stat info {};
+  EXPECT_NE(lstat(entry.c_str(), &info), 0);
+  EXPECT_EQ(Find().kind, Kind::kLegacy) << "an unlisted pool is just a pool";
+}
+
 TEST_F(OuterBudgetTest, BudgetFileFieldByField) {
   std::string err;
   ASSERT_TRUE(

@@ -5,13 +5,16 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,7 +57,7 @@ class PoolServerTest : public ::testing::Test {
     dir_ = templ;
     path_ = dir_ + "/pools.sock";
     ASSERT_EQ(uv_loop_init(&loop_), 0);
-    server_ = std::make_unique<PoolServer>(&loop_, &recorder_);
+    server_ = std::make_unique<PoolServer>(&loop_, &recorder_, dir_);
     std::string err;
     ASSERT_TRUE(server_->Listen(path_, &err)) << err;
   }
@@ -151,6 +154,86 @@ TEST_F(PoolServerTest, TokensWrittenBackReachTheDelegateWhileItRuns) {
   ASSERT_TRUE(RunLoopUntil(&loop_, [&] { return recorder_.ended.size() == 1; }));
   EXPECT_EQ(recorder_.ended[0].reclaimed, 0);
   EXPECT_EQ(recorder_.ended[0].returned, 1);
+}
+
+// Entries named invocation-pool-* in the folder: the pools listed.
+std::vector<std::string> Listed(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::string name = entry.path().filename().string();
+    if (name.starts_with("invocation-pool-")) names.push_back(name);
+  }
+  return names;
+}
+
+TEST_F(PoolServerTest, APoolIsListedFromBeforeTheShimGetsItUntilItsInvocationEnds) {
+  std::vector<UniqueFd> fds;
+  ASSERT_EQ(Ask("pool 5150 make", &fds), "ok");
+  struct stat info {};
+  ASSERT_EQ(fstat(fds[0].get(), &info), 0);
+  std::string name =
+      "invocation-pool-" + std::to_string(info.st_dev) + ":" + std::to_string(info.st_ino);
+  EXPECT_EQ(Listed(dir_), std::vector<std::string>{name});
+  std::error_code error;
+  EXPECT_EQ(std::filesystem::read_symlink(dir_ + "/" + name, error).string(), "5150");
+  fds.clear();  // the invocation ends
+  ASSERT_TRUE(RunLoopUntil(&loop_, [&] { return recorder_.ended.size() == 1; }));
+  EXPECT_TRUE(Listed(dir_).empty());
+}
+
+// Lowers the soft open-file limit so that exactly `free` fds are left
+// below it; restores it when it goes.
+class FewFreeFds {
+ public:
+  explicit FewFreeFds(int free) {
+    getrlimit(RLIMIT_NOFILE, &original_);
+    // The limit is the number of the unused fd after `free` unused ones.
+    int limit = 0;
+    for (int unused = 0;; ++limit) {
+      if (fcntl(limit, F_GETFD) < 0 && unused++ == free) break;
+    }
+    rlimit lowered = original_;
+    lowered.rlim_cur = static_cast<rlim_t>(limit);
+    EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &lowered), 0) << strerror(errno);
+  }
+  ~FewFreeFds() { setrlimit(RLIMIT_NOFILE, &original_); }
+
+ private:
+  rlimit original_{};
+};
+
+TEST_F(PoolServerTest, OutOfFdsARequestIsRefusedAtOnceAndLaterOnesAreServed) {
+  // No fd free: the request cannot even be accepted but for the spare fd.
+  UniqueFd shim = Connect();
+  std::string err, reply;
+  std::vector<UniqueFd> fds;
+  ASSERT_TRUE(SendFds(shim.get(), "pool 11 make", {}, &err)) << err;
+  {
+    FewFreeFds none(0);
+    ASSERT_TRUE(RunLoopUntil(&loop_, [&] { return test_util::Readable(shim.get()); }));
+  }
+  ASSERT_TRUE(ReceiveFds(shim.get(), &reply, &fds, 3, &err)) << err;
+  EXPECT_EQ(reply,
+            "error the root is out of file descriptors (accepting a request: Too many open files)");
+
+  // Room to accept, not to make the pool's pipes.
+  shim = Connect();
+  ASSERT_TRUE(SendFds(shim.get(), "pool 12 make", {}, &err)) << err;
+  {
+    FewFreeFds two(2);
+    ASSERT_TRUE(RunLoopUntil(&loop_, [&] { return test_util::Readable(shim.get()); }));
+  }
+  ASSERT_TRUE(ReceiveFds(shim.get(), &reply, &fds, 3, &err)) << err;
+  EXPECT_TRUE(
+      reply.starts_with("error the root is out of file descriptors (creating an "
+                        "invocation's "))
+      << reply;
+  EXPECT_TRUE(fds.empty());
+  EXPECT_TRUE(recorder_.started.empty());
+
+  // With fds again, pools are given out as before.
+  EXPECT_EQ(Ask("pool 13 make", &fds), "ok");
+  EXPECT_EQ(recorder_.started, std::vector<pid_t>{13});
 }
 
 TEST_F(PoolServerTest, AMalformedRequestGetsAnErrorAndNoPool) {
