@@ -6,13 +6,16 @@ sides, and prints its counts as key=value words on stdout.
 
 usage: chaos_driver.py SEED BUDGET CLIENTS CYCLES
 
-A legacy token held by a killed process is lost for the rest of the run
-(README, "Known limits"), and a pool that lost every token would starve the
-legacy side for good. So each kill that may lose tokens is charged the most
-it can lose (a client 1, a sub-make's driver 1, a make the tokens it may hold
-for its other recipes), and such kills stop when the charges would reach
-BUDGET - 1, leaving the pool at least one token. Killed socket clients lose
-nothing, so they are never limited.
+A legacy token held by a killed direct client of COMMAND's pool is lost for
+the rest of the run (README, "When a lost token comes back"), and a pool that
+lost every token would starve the legacy side for good. So each kill that
+may lose tokens is charged the most it can lose (a pipe client 1, a
+sub-make's driver 1), and such kills stop when the charges would reach
+BUDGET - 1, leaving the pool at least one token. What a make started through
+the shim held, its recipes' included, and what a client started through
+`jobbridge adapt` held come back when that invocation ends (per-invocation
+pools, docs/LEAKS.md), and killed socket clients lose nothing: those kills
+are never limited.
 
 The driver is a child subreaper, so processes orphaned by a kill come back to
 it and it can wait for all of them before it ends.
@@ -34,10 +37,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "chaos_client.py")
 PR_SET_CHILD_SUBREAPER = 36
-RECIPES = 3  # a sub-make runs up to 3 recipes at once (chaos.mk)
 KILL_EVERY_CYCLES = 40  # about one kill per this many holds
 # What a kill of each kind of process may lose (the module doc).
-WORST_LOSS = {"socket": 0, "pipe": 1, "fifo": 1, "recipe": 1, "submake": 1, "make": RECIPES - 1,
+WORST_LOSS = {"socket": 0, "pipe": 1, "fifo": 0, "recipe": 0, "submake": 1, "make": 0,
               "shim": 0}
 
 
@@ -190,7 +192,7 @@ class Driver:
         submakes = self.kills["make"] + self.kills["submake"] + self.strikes
         clients = self.kills["pipe"] + self.kills["fifo"] + self.kills["recipe"]
         for turn in (["submake", "client"] if submakes <= clients else ["client", "submake"]):
-            if self.may_lose(WORST_LOSS["make"] if turn == "submake" else 1):
+            if self.may_lose(1):  # a pipe client, or a sub-make's driver
                 return turn
         return None
 
@@ -231,7 +233,7 @@ class Driver:
         log("killed", kind, pid, stamp)
         self.kills[kind] += 1
         self.charged += WORST_LOSS[kind]
-        if kind in ("pipe", "fifo") and held:
+        if kind == "pipe" and held:
             self.sure_lost += 1
         if kind == "submake" and children_of(pid):
             self.sure_lost += 1  # it took its token before it started make
