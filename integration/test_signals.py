@@ -43,6 +43,11 @@ def children(pid):
         return [int(child) for child in f.read().split()]
 
 
+def program(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")[0].decode()
+
+
 class KilledBridgeTest(BridgeTestCase):
     def test_next_jobbridge_removes_the_folder_of_a_killed_one(self):
         live = self.sandbox.start([self.bridge, "-j2", "--", "sh", "-c",
@@ -106,6 +111,31 @@ class KilledBridgeTest(BridgeTestCase):
         self.assertIn("keeps make's jobserver going until the build's last job ends", stderr)
         self.assertIn("was killed has ended; its runtime folder is removed", stderr)
         self.assertNotIn("make: ***", stderr)
+        self.assert_no_leftovers()
+
+    def test_the_caretaker_holds_a_tools_pool_only_while_the_tool_runs(self):
+        """It holds copies of each make's own pool (so that make outlives a
+        kill, above) and closes them when that make ends: a build that starts
+        thousands of tools costs it no more fds than the tools that run."""
+        self.sandbox.write_file("Makefile", 'all:\n\t@echo running >> "$$JOBLOG"; '
+                                            "while [ ! -e go ]; do sleep 0.02; done\n")
+        bridge = self.sandbox.start([self.bridge, "-v", "-j2", "--", "sh", "-c",
+                                     'make -s; for i in $(seq 30); do make -s; done; '
+                                     'echo done >> "$JOBLOG"; '
+                                     "while [ ! -e stop ]; do sleep 0.02; done"])
+        wait_for(lambda: "running" in self.sandbox.read_log(), 30, "the first make to run")
+        caretakers = [pid for pid in children(bridge.pid) if program(pid) == self.bridge]
+        self.assertEqual(len(caretakers), 1)
+        fds = lambda: len(os.listdir(f"/proc/{caretakers[0]}/fd"))
+        held = fds()
+        self.sandbox.write_file("go", "")
+        wait_for(lambda: "done" in self.sandbox.read_log(), 60, "31 makes to end")
+        # Two fds per make while it ran (its returns and token pipes), none after.
+        wait_for(lambda: fds() == held - 2, 10, f"the caretaker to hold {held - 2} fds")
+        self.sandbox.write_file("stop", "")
+        _, stderr = bridge.communicate(timeout=60)
+        self.assertEqual(bridge.returncode, 0, stderr)
+        self.assertIn("jobbridge: all 1 jobserver tokens came back", stderr)
         self.assert_no_leftovers()
 
     def test_make_outlives_a_killed_jobbridge_in_pipe_style(self):

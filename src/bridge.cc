@@ -262,10 +262,19 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
   return true;
 }
 
-// Starts the server that gives each tool invocation a pool of its own.
-bool ServePools(Context* ctx, const RuntimeDir& runtime_dir, std::string* err) {
+// Starts the server that gives each tool invocation a pool of its own; the
+// caretaker holds copies of each pool's ends while its invocation lives.
+bool ServePools(Context* ctx, const RuntimeDir& runtime_dir, Caretaker* caretaker,
+                std::string* err) {
   if (!EnoughFdsForPools(err)) return false;  // the command must still start
   auto pools = std::make_unique<PoolServer>(&ctx->loop, ctx->broker.get(), runtime_dir.path());
+  pools->SetHooks({[caretaker](const PoolServer::Invocation& invocation) {
+                     caretaker->Keep(invocation.id, invocation.pool->returns_fd(),
+                                     invocation.pool->token_fd());
+                   },
+                   [caretaker](const PoolServer::Invocation& invocation) {
+                     caretaker->Forget(invocation.id);
+                   }});
   std::string path = runtime_dir.Join("pools.sock");
   if (!pools->Listen(path, err)) {
     pools->Shutdown();
@@ -463,7 +472,7 @@ int RunBridge(const Options& options) {
   std::string shim_dir = MakeShims(options, runtime_dir);
   // Every make and ninja the shims start gets a pool of its own (docs/LEAKS.md).
   // A nested jobbridge's tools take from its relay's pool instead.
-  if (!shim_dir.empty() && ctx.broker && !ServePools(&ctx, runtime_dir, &err)) {
+  if (!shim_dir.empty() && ctx.broker && !ServePools(&ctx, runtime_dir, &caretaker, &err)) {
     LogWarning(err + "; every tool shares the command's pool, and a token lost " +
                "below is lost until the end");
   }

@@ -191,15 +191,17 @@ void PoolServer::Answer(int connection, const std::string& request) {
     refuse(err);
     return;
   }
+  invocation.id = next_id_++;
+  if (hooks_.created) hooks_.created(invocation);
   InvocationPool::ChildFds fds = invocation.pool->child_fds();
   if (!SendFds(connection, "ok", {fds.token_read, fds.returns_write, fds.life_write}, &err)) {
     LogWarning("pools socket: could not hand pid " + std::to_string(invocation.pid) +
                " its pool: " + err);
     UnlistInvocationPool(watched->listed);
+    if (hooks_.ended) hooks_.ended(invocation);
     return;
   }
   invocation.pool->CloseChildEnds();  // the bridge keeps no write end of either pipe
-  invocation.id = next_id_++;
   watched->server = this;
   for (auto [poll, fd] : {std::pair{&watched->returns_poll, invocation.pool->returns_fd()},
                           std::pair{&watched->life_poll, invocation.pool->life_fd()}}) {
@@ -251,6 +253,7 @@ void PoolServer::End(uint64_t id) {
   InvocationPool::Books books = invocation.pool->Close(&err);
   UnlistInvocationPool(watched->listed);
   delegate_->OnEnded(invocation, books);
+  if (hooks_.ended) hooks_.ended(invocation);
 }
 
 void PoolServer::Shutdown() {

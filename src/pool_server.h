@@ -15,13 +15,16 @@
 // tells it for the root's. The server then watches each pool: tokens
 // written back are handed to the delegate as they come, and when the life
 // pipe reads end of file (the invocation's last process has exited) the pool
-// is closed and its books go to the delegate.
+// is closed and its books go to the delegate. Hooks, if set, hear of each
+// pool before its invocation gets it and once it has ended (the bridge hands
+// copies of the pool's ends to its caretaker, src/caretaker.h).
 #pragma once
 
 #include <sys/types.h>
 #include <uv.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -52,6 +55,14 @@ class PoolServer {
     virtual void OnEnded(const Invocation& invocation, const InvocationPool::Books& books) = 0;
   };
 
+  // Optional: `created` runs before the invocation is handed its pool (so a
+  // copy made there covers it from its first token), `ended` after OnEnded,
+  // and also for a pool that could not be handed over.
+  struct Hooks {
+    std::function<void(const Invocation&)> created;
+    std::function<void(const Invocation&)> ended;
+  };
+
   // The longest request accepted, in bytes.
   static constexpr size_t kMaxRequest = 4096;
 
@@ -64,6 +75,7 @@ class PoolServer {
 
   // Binds and listens on `path` (mode 0600). Returns false and sets *err.
   bool Listen(const std::string& path, std::string* err);
+  void SetHooks(Hooks hooks) { hooks_ = std::move(hooks); }
 
   size_t invocation_count() const { return invocations_.size(); }
 
@@ -87,6 +99,7 @@ class PoolServer {
   uv_loop_t* loop_;
   Delegate* delegate_;
   std::string list_dir_;
+  Hooks hooks_;
   UniqueFd listen_fd_;
   // Out of fds, closed to make room to accept a request and refuse it at
   // once (RefuseOneOutOfFds), then opened again.

@@ -261,6 +261,29 @@ TEST_F(PoolServerTest, ShutdownEndsLiveInvocationsAndReclaimsWhatIsOut) {
   // TearDown checks that every handle, the silent connection's too, closed.
 }
 
+// The bridge hands each pool's ends to its caretaker through the hooks: the
+// copy must exist before the invocation can write a token back, and be
+// dropped only once the pool is done with.
+TEST_F(PoolServerTest, HooksHearOfAPoolBeforeItIsHandedOverAndAfterItEnds) {
+  std::vector<std::string> heard;
+  server_->SetHooks({[&](const PoolServer::Invocation& invocation) {
+                       bool handed = !recorder_.started.empty() ||
+                                     invocation.pool->child_fds().returns_write < 0;
+                       heard.push_back("created " + std::to_string(invocation.id) +
+                                       (handed ? " after" : " before") + " the hand-over");
+                     },
+                     [&](const PoolServer::Invocation& invocation) {
+                       heard.push_back("ended " + std::to_string(invocation.id) + " after " +
+                                       std::to_string(recorder_.ended.size()) + " OnEnded");
+                     }});
+  std::vector<UniqueFd> fds;
+  ASSERT_EQ(Ask("pool 5 make", &fds), "ok");
+  EXPECT_EQ(heard, std::vector<std::string>{"created 1 before the hand-over"});
+  fds.clear();  // the invocation ends
+  ASSERT_TRUE(RunLoopUntil(&loop_, [&] { return heard.size() == 2; }));
+  EXPECT_EQ(heard[1], "ended 1 after 1 OnEnded");
+}
+
 // The shim's side (pool_client.h) against the server: a blocking client in
 // a thread of its own while this thread runs the server's loop.
 TEST_F(PoolServerTest, RequestPoolReceivesTheInvocationsThreeEnds) {
