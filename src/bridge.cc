@@ -305,13 +305,12 @@ void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_d
     // Named, so a user can find what was killed in the build's log.
     std::string who;
     for (const Broker::Reclaim& reclaim : ctx->broker->reclaims()) {
-      who += (who.empty() ? "" : ", ") + std::string("pid ") + std::to_string(reclaim.pid) +
-             " (" + reclaim.command + "): " + std::to_string(reclaim.tokens) + " token(s)";
+      who += (who.empty() ? "" : ", ") + std::string("pid ") + std::to_string(reclaim.pid) + " (" +
+             reclaim.command + "): " + std::to_string(reclaim.tokens) + " token(s)";
     }
     if (ctx->broker->reclaims().size() == Broker::kMaxReclaimsKept) who += ", ...";
     LogWarning(std::to_string(ctx->broker->reclaimed()) + " token(s) were still held by tool " +
-               "invocations when they ended (killed?), and given back to the budget then: " +
-               who);
+               "invocations when they ended (killed?), and given back to the budget then: " + who);
   }
   if (pool->own) CloseLegacyPool(pool->own.get(), ledger, surplus, verbose && !ctx->upstream);
   if (int held = ledger->HeldBy(kCommandOwner); held > 0) {
