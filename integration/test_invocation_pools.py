@@ -3,8 +3,9 @@ through the shims gets a pool of its own, and what it held when it was
 killed comes back when its last process (orphaned recipes included) ends.
 
 Each test measures what a user would see from the jobs' own stamps (the
-width, the wall time against plain make in the same run), the exit code and
-the messages, and ends with every token back and nothing left behind.
+width, the peak against the budget), the exit code and the messages, and
+ends with every token back and nothing left behind. The wall time against
+plain make is test_parity.py's.
 """
 
 import os
@@ -14,7 +15,7 @@ import signal
 import sys
 import unittest
 
-from harness import BridgeTestCase, max_overlap, ninja_binary, wait_for
+from harness import BridgeTestCase, max_overlap, wait_for
 
 RECLAIMED = (r"jobbridge: warning: pid (\d+) \(({command})\) ended holding (\d+) token\(s\) "
              r"\(killed\?\); given back to the budget")
@@ -37,10 +38,6 @@ def first_full_width(intervals, budget, since):
 def read_text(path):
     with open(path) as f:
         return f.read().strip()
-
-
-def wall(intervals):
-    return (max(end for _, _, end in intervals) - min(start for _, start, _ in intervals)) / 1e9
 
 
 class KilledSubMakeTest(BridgeTestCase):
@@ -105,8 +102,10 @@ class RogueRecipeTest(BridgeTestCase):
 class OverReleaseTest(BridgeTestCase):
     def test_a_rogue_writer_raises_the_width_by_at_most_what_its_invocation_holds(self):
         # Sub-make a holds 2 tokens (3 jobs running) when a '+' recipe of it
-        # writes 100 tokens it never took. At most those 2 are freed while
-        # still in use; the rest is dropped, reported with a's pid and command.
+        # writes 100 tokens it never took. Those 2 are freed while still in
+        # use, one more is taken for a's implicit slot lent (it goes into a's
+        # own pool, for a's tree only); the rest is dropped, reported with
+        # a's pid and command.
         project = self.sandbox.write_file("Makefile", """\
 all: a b
 a b:
@@ -149,78 +148,19 @@ os.write(write_fd, b"+" * 100)
         match = re.search(r"a legacy client \(pid (\d+), make -s -f sub-a.mk\) wrote back "
                           r"(\d+) token\(s\) it never took", result.stderr)
         self.assertIsNotNone(match, result.stderr)
-        self.assertGreaterEqual(int(match.group(2)), 100 - 2)
+        self.assertGreaterEqual(int(match.group(2)), 100 - 2 - 1)
         # a's rogue recipe, a-1 and a-2 ran on a's implicit slot and 2 tokens.
-        self.assertLessEqual(max_overlap(self.sandbox.intervals()), 4 + 2)
+        self.assertLessEqual(max_overlap(self.sandbox.intervals()), 4 + 2 + 1)
         # Tokens a's make writes back later, for slots freed by the rogue's
-        # write, are dropped too: 100 in all, each reported with a's pid.
+        # write, are dropped too: all but the lent one, each reported with
+        # a's pid.
         reports = re.findall(rf"a legacy client \(pid {match.group(1)}, make -s -f sub-a.mk\) "
                              r"wrote back (\d+) token", result.stderr)
-        self.assertEqual(sum(int(n) for n in reports), 100)
+        dropped = sum(int(n) for n in reports)
+        self.assertIn(dropped, (99, 100))
         self.assertIn("jobbridge: warning: the 3 jobserver tokens came back, but legacy clients "
-                      "wrote back 100 token(s) they never took", result.stderr)
+                      f"wrote back {dropped} token(s) they never took", result.stderr)
         self.assert_no_leftovers()
-
-
-class ParityTest(BridgeTestCase):
-    """No slot idles in the stocking policy: 8 sub-makes x 10 jobs at -j4 take
-    within 5 % of plain make -j4's wall time, measured by the jobs."""
-
-    SUBMAKES, JOBS, SECONDS = 8, 10, 0.1
-
-    def write_build(self, runner):
-        parts = " ".join(f"p{i}" for i in range(self.SUBMAKES))
-        self.sandbox.write_file("Makefile", f"""\
-all: {parts}
-{parts}:
-\t+@{runner}
-""")
-        self.sandbox.write_file("sub.mk", f"""\
-all: {" ".join(f"$(PART)-{j}" for j in range(self.JOBS))}
-$(PART)-%:
-\t@$(JOB) $@ {self.SECONDS}
-""")
-        for i in range(self.SUBMAKES):
-            rules = "".join(f"build p{i}-{j}: job\n  name = p{i}-{j}\n"
-                            for j in range(self.JOBS))
-            self.sandbox.write_file(f"p{i}.ninja", "rule job\n  command = \"$$JOB\" $name "
-                                    f"{self.SECONDS}\n" + rules)
-
-    def measure(self, args, env=None):
-        """Runs one build; returns its result and the jobs' intervals."""
-        if os.path.exists(self.sandbox.log):
-            os.remove(self.sandbox.log)
-        result = self.sandbox.run(args, timeout=120, env=env)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        intervals = self.sandbox.intervals()
-        self.assertEqual(len(intervals), self.SUBMAKES * self.JOBS)
-        return result, intervals
-
-    def parity(self, runner):
-        # Three runs of each, alternated, compared by their fastest: a load
-        # spike on a shared machine slows one run, not all three.
-        env = dict(self.sandbox.env, PATH=os.path.dirname(ninja_binary()) + ":" +
-                   self.sandbox.env["PATH"])  # ninja 1.13 next in PATH after the shim
-        plain, bridged = [], []
-        for _ in range(3):
-            self.write_build("$(MAKE) -s -f sub.mk PART=$@")
-            plain.append(wall(self.measure(["make", "-s", "-j4"])[1]))
-            self.write_build(runner)
-            result, intervals = self.measure([self.bridge, "-v", "-j4", "--", "make", "-s"], env)
-            self.assertEqual(max_overlap(intervals), 4)
-            self.assertIn("jobbridge: all 3 jobserver tokens came back (budget 4)", result.stderr)
-            self.assertNotIn("warning", result.stderr)
-            bridged.append(wall(intervals))
-        print(f"\n{runner.split()[0]}: plain make -j4 {min(plain):.3f} s, jobbridge "
-              f"{min(bridged):.3f} s (fastest of 3), ratio {min(bridged) / min(plain):.3f}")
-        self.assertLessEqual(min(bridged), min(plain) * 1.05)
-        self.assert_no_leftovers()
-
-    def test_sub_makes(self):
-        self.parity("$(MAKE) -s -f sub.mk PART=$@")
-
-    def test_a_make_whose_recipes_run_ninja(self):
-        self.parity("ninja --quiet -f $@.ninja")
 
 
 class RandomizedTest(BridgeTestCase):
