@@ -1,7 +1,5 @@
 #include "broker.h"
 
-#include <poll.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -171,67 +169,8 @@ void Broker::Hand(uint64_t id) {
     server_->Grant(id);
     return;
   }
-  std::string err;
-  auto it = pools_.find(id & ~kPoolBit);
-  if (it == pools_.end() || !it->second.invocation->pool->Stock(1, &err)) {
-    if (!err.empty()) LogWarning(err);
-    ledger_->Release(OwnerOf(id), 1, &err);
-    return;
-  }
-  it->second.stocked_at = uv_now(loop_);
+  HandToPool(id & ~kPoolBit);
 }
-
-void Broker::OnToolDied(uv_poll_t* handle, int /*status*/, int /*events*/) {
-  uv_poll_stop(handle);
-  static_cast<Broker*>(handle->data)->Pump();
-}
-
-void Broker::ChargeOrphans(int* returned) {
-  std::string err;
-  for (auto& [id, pool] : pools_) {
-    if (!pool.owes && pool.pidfd.valid()) {
-      pollfd died{pool.pidfd.get(), POLLIN, 0};
-      pool.owes = poll(&died, 1, 0) == 1 && !pool.invocation->pool->Ended();
-    }
-    if (!pool.owes || pool.charged) continue;
-    Owner owner{OwnerKind::kInvocation, id};
-    if (ledger_->free() > 0) {
-      pool.charged = ledger_->Grant(owner, 1, &err);
-    } else if (*returned > 0) {
-      --*returned;
-      pool.charged = ledger_->Transfer(kLegacyOwner, owner, 1, &err);
-    }
-  }
-}
-
-bool Broker::TakeBackIdleStock() {
-  uint64_t now = uv_now(loop_);
-  uint64_t next_due = 0;
-  bool freed = false;
-  std::string err;
-  for (auto& [id, pool] : pools_) {
-    uint64_t request = id | kPoolBit;
-    if (waiting_.Count(request) > 0) continue;
-    int stocked = pool.invocation->pool->Stocked(&err);
-    if (stocked <= 0) continue;
-    if (now < pool.stocked_at + kStockIdleMs) {
-      uint64_t due = pool.stocked_at + kStockIdleMs;
-      next_due = next_due == 0 ? due : std::min(next_due, due);
-      continue;
-    }
-    if (pool.invocation->pool->Unstock(1, &err) == 1) {
-      ledger_->Release({OwnerKind::kInvocation, id}, 1, &err);
-      waiting_.Push(request);  // asks again, at the end of the turns
-      freed = true;
-    }
-  }
-  if (next_due != 0) {
-    uv_timer_start(rebalance_timer_, OnRebalance, next_due - now, 0);
-  }
-  return freed;
-}
-
-void Broker::OnRebalance(uv_timer_t* timer) { static_cast<Broker*>(timer->data)->Pump(); }
 
 void Broker::Pump() {
   if (pumping_ || !server_) return;  // Grant may re-enter through OnGone
@@ -262,6 +201,7 @@ void Broker::Pump() {
     }
   }
   if (returned > 0) legacy_seen_until_ = now + kLegacyActiveMs;
+  WakeRested();
   ChargeOrphans(&returned);
   for (bool again = true; again;) {
     while (!waiting_.empty()) {
@@ -368,91 +308,6 @@ void Broker::OnProbe(uv_timer_t* timer) {
   auto* broker = static_cast<Broker*>(timer->data);
   broker->in_pool_ = -1;
   if (!broker->waiting_.empty() && !broker->LegacyActive()) broker->offer_next_release_ = true;
-}
-
-void Broker::OnStarted(PoolServer::Invocation* invocation) {
-  std::string err;
-  uint64_t id = invocation->id;
-  std::unique_ptr<ReadWatcher> watcher;
-  if (!read_hub_ && !read_hub_failed_) {
-    read_hub_ = ReadWatchHub::Start(loop_, &err);
-    read_hub_failed_ = !read_hub_;
-  }
-  if (read_hub_) {
-    watcher = ReadWatcher::Start(
-        read_hub_.get(), invocation->pool->token_fd(), [this, id] { OnPoolRead(id); }, &err);
-  }
-  if (!watcher && !err.empty() && !warned_no_watcher_) {
-    // Once: without a watcher a pool is stocked at its start and when its
-    // tokens come back, not the moment one is read, so its tool runs
-    // narrower than it could.
-    warned_no_watcher_ = true;
-    LogWarning(err + "; pid " + std::to_string(invocation->pid) +
-               " and the tools started after it may run narrower than the budget allows");
-  }
-  Pool& pool = pools_[id];
-  pool.invocation = invocation;
-  pool.watcher = std::move(watcher);
-  pool.pidfd.Reset(static_cast<int>(syscall(SYS_pidfd_open, invocation->pid, 0)));
-  if (pool.pidfd.valid()) {
-    pool.death_poll = new uv_poll_t;
-    uv_poll_init(loop_, pool.death_poll, pool.pidfd.get());
-    pool.death_poll->data = this;
-    uv_poll_start(pool.death_poll, UV_READABLE, OnToolDied);
-  }
-  waiting_.Push(id | kPoolBit);  // one token stocked for its first job beyond its own slot
-  Pump();
-}
-
-// A process of the invocation read from its pool: if it took the stocked
-// token, it may want another (a reader blocked on an empty pipe is not seen).
-void Broker::OnPoolRead(uint64_t invocation_id) {
-  auto it = pools_.find(invocation_id);
-  if (it == pools_.end()) return;
-  std::string err;
-  uint64_t request = invocation_id | kPoolBit;
-  if (it->second.invocation->pool->Stocked(&err) == 0 && waiting_.Count(request) == 0) {
-    waiting_.Push(request);
-  }
-  Pump();
-}
-
-void Broker::OnReturned(PoolServer::Invocation* invocation, int count) {
-  std::string err;
-  Owner owner{OwnerKind::kInvocation, invocation->id};
-  int stocked = invocation->pool->Stocked(&err);
-  int out = ledger_->HeldBy(owner) - std::max(stocked, 0);  // in its processes' hands
-  int back = std::min(count, std::max(out, 0));
-  if (back > 0) ledger_->Release(owner, back, &err);
-  if (count > back) {
-    DropSurplus(count - back, ("(pid " + std::to_string(invocation->pid) + ", " +
-                               Shortened(invocation->command) + ") wrote back")
-                                  .c_str());
-  }
-  legacy_seen_until_ = uv_now(loop_) + kLegacyActiveMs;
-  Pump();
-}
-
-void Broker::OnEnded(const PoolServer::Invocation& invocation, const InvocationPool::Books& books) {
-  std::string err;
-  Owner owner{OwnerKind::kInvocation, invocation.id};
-  if (int held = ledger_->HeldBy(owner); held > 0) ledger_->Release(owner, held, &err);
-  waiting_.Erase(invocation.id | kPoolBit);
-  if (auto it = pools_.find(invocation.id); it != pools_.end()) {
-    if (it->second.watcher) it->second.watcher->Stop();
-    CloseAndDelete(it->second.death_poll);
-    pools_.erase(it);
-  }
-  if (books.reclaimed > 0) {
-    reclaimed_ += books.reclaimed;
-    if (reclaims_.size() < kMaxReclaimsKept) {
-      reclaims_.push_back({invocation.pid, Shortened(invocation.command), books.reclaimed});
-    }
-    LogWarning("pid " + std::to_string(invocation.pid) + " (" + Shortened(invocation.command) +
-               ") ended holding " + std::to_string(books.reclaimed) +
-               " token(s) (killed?); given back to the budget");
-  }
-  Pump();
 }
 
 bool Broker::ReturnFreeSlots(std::string* err) {

@@ -20,6 +20,35 @@
 // - A free slot nobody waits for goes back into the legacy pool.
 // - The legacy side may give back one token more than it took (the command's
 //   implicit slot, lent, as cc-rs does); more than that is dropped.
+// Per-invocation pools (docs/LEAKS.md; the functions are in broker_pools.cc):
+// - A tool invocation's pool waits in the same turns as socket connections
+//   (its id with kPoolBit set) while its pipe is empty; a turn stocks one
+//   token in it. When a process of it empties the pipe (ReadWatcher), it
+//   asks again at once. A pool that starts while nobody else waits asks for
+//   two: ninja reads one per edge in a burst without blocking, and tries
+//   again only when a job ends.
+// - While others wait it keeps at most one idle token stocked: tokens
+//   beyond one (its second at the start, or tokens written back into the
+//   token pipe itself: ninja and the tools below it reach it by its path)
+//   go back to the budget at once; the one stocked goes back when it sat
+//   unread for kStockIdleMs. A pool whose stock was taken back unread then
+//   rests, out of the turns: it asks again when one of its processes uses
+//   its pipes, or after kStockIdleMs doubled per rest in a row (at most
+//   kMaxRestMs). So a slot idles in a pool nobody reads for at most
+//   kStockIdleMs at a time, ever more rarely, while others wait, and a pool
+//   that needs a token again unseen (a reader blocked on its empty pipe)
+//   asks within kMaxRestMs.
+// - Tokens written back free its slots, up to what its processes hold of
+//   its share (tokens in its pipe count as its share first). One more is
+//   its tool's implicit slot (held by its parent), lent as cc-rs does, or
+//   coming back: it goes back into this pool's own pipe, for its own tree,
+//   and stays counted as lent (its lender takes it back unseen); anything
+//   beyond is surplus, dropped and reported with the pid and command. A
+//   rogue writer so raises the width by at most what its invocation holds
+//   plus that one slot (once more only after a process took it out again).
+// - What an invocation still holds when it ends is reclaimed (its lent
+//   slot is not), and a tool that died while its orphaned recipes still run
+//   on its implicit slot is charged one slot (ChargeOrphans).
 #pragma once
 
 #include <uv.h>
@@ -42,20 +71,18 @@ inline constexpr Owner kLegacyOwner{OwnerKind::kLegacyPool, 0};
 inline constexpr Owner kCommandOwner{OwnerKind::kCommand, 0};
 inline Owner SocketOwner(ConnectionId id) { return {OwnerKind::kSocket, id}; }
 
-// Per-invocation pools (docs/LEAKS.md):
-// a tool invocation's pool waits in the same turns as socket connections,
-// under its id with kPoolBit set; a turn stocks one token in it. Its pool is
-// asked for again when its stocked token is taken (ReadWatcher), tokens it
-// writes back free slots, and what it still holds when it ends is reclaimed.
 class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
  public:
   static constexpr uint64_t kLegacyActiveMs = 50;
   static constexpr uint64_t kIdleTokenMs = 2;
   static constexpr uint64_t kProbeMs = 50;
   // A token stocked in an invocation's pool and not taken for this long
-  // while others wait is taken back, and that pool asks again at the end of
-  // the turns (its make may read only later, or never).
+  // while others wait is taken back (its make may read only later, or never).
   static constexpr uint64_t kStockIdleMs = 20;
+  // The longest a pool whose stock was taken back unread rests before it
+  // asks again while others wait (a reader may block on its empty pipe
+  // unseen, or ninja try it and wait for a job to end before trying again).
+  static constexpr uint64_t kMaxRestMs = 320;
 
   // All pointers must outlive the broker. Call Start before the loop runs and
   // Stop (then run the loop until its handles close) before destruction.
@@ -108,7 +135,7 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   void Pump();
   bool TakeSlotFor(ConnectionId id, int* returned);
   void Hand(uint64_t id);  // the slot just taken for `id`: a grant, or a token stocked
-  void OnPoolRead(uint64_t invocation_id);
+  void HandToPool(uint64_t invocation_id);
   bool LegacyActive();
   int SocketShare();
   int PoolCount();
@@ -133,7 +160,10 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   struct Pool {
     PoolServer::Invocation* invocation = nullptr;
     std::unique_ptr<ReadWatcher> watcher;
-    uint64_t stocked_at = 0;  // uv_now() of the last token stocked
+    uint64_t stocked_at = 0;  // uv_now() when its stock last changed (ours, or its processes')
+    int seen_stocked = 0;     // tokens in its pipe after the broker last looked
+    int rests = 0;            // its stock taken back unread, times in a row
+    uint64_t rest_until = 0;  // resting until then (out of the turns); 0: not resting
     // The tool itself (the shim exec'd it: the invocation's pid). Gone while
     // the life pipe is open means orphaned recipes still run on its implicit
     // slot, which its parent frees as it reaps it: the pool owes that slot.
@@ -142,6 +172,21 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
     bool owes = false;
     bool charged = false;  // the owed slot is held by the pool in the ledger
   };
+  static Owner PoolOwner(uint64_t invocation_id) { return {OwnerKind::kInvocation, invocation_id}; }
+  // A process of the invocation read from or wrote into its token pipe
+  // (or the broker did: nothing changed then).
+  void OnPoolUsed(uint64_t invocation_id);
+  // Tokens in its token pipe beyond what it circulates (its ledger share
+  // and its lent slot) were written there without being taken: the first
+  // is its implicit slot lent, the rest surplus, drained.
+  void SettleTokenPipe(Pool& pool);
+  // Its processes used its pool: a resting pool asks again now.
+  void EndRest(Pool& pool);
+  // Puts the pools whose rest is over back in the turns.
+  void WakeRested();
+  void Rest(Pool& pool);
+  void WaitForStock(Pool& pool);  // asks for a token if its pipe is empty
+  void DropPoolSurplus(PoolServer::Invocation* invocation, int count, const char* how);
   // Notices tools that died (pidfds, without waiting) and charges each
   // pool that owes a slot the first free one (or one returned to the root
   // pool, `*returned`), before any waiter is served.
@@ -150,8 +195,10 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   // Takes back tokens idle in invocations' pools while others wait; true
   // when it freed any. Arms rebalance_timer_ for the next one due.
   bool TakeBackIdleStock();
+  void ArmRebalance(uint64_t due);  // rebalance_timer_ fires at `due` or before
   static void OnRebalance(uv_timer_t* timer);
   uv_timer_t* rebalance_timer_ = nullptr;
+  uint64_t rebalance_due_ = 0;              // when rebalance_timer_ fires; 0: not armed
   std::unique_ptr<ReadWatchHub> read_hub_;  // one inotify fd for every pool's watcher
   bool read_hub_failed_ = false;
   bool warned_no_watcher_ = false;

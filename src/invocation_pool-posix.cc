@@ -2,6 +2,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "invocation_pool.h"
@@ -68,6 +69,12 @@ bool InvocationPool::Stock(int count, std::string* err) {
   return false;
 }
 
+bool InvocationPool::StockLent(std::string* err) {
+  if (!Stock(1, err)) return false;
+  books_.lent = 1;
+  return true;
+}
+
 int InvocationPool::Stocked(std::string* err) const { return CountIn(token_write_.get(), err); }
 
 int InvocationPool::Unstock(int max, std::string* err) {
@@ -94,9 +101,13 @@ bool InvocationPool::Ended() {
 InvocationPool::Books InvocationPool::Close(std::string* err) {
   if (TakeReturned(err) < 0) return books_;
   if (Unstock(std::numeric_limits<int>::max(), err) < 0) return books_;
-  int out = books_.given - books_.returned;
+  // Every token read out of the pool either came back (returned, or into
+  // the token pipe: unstocked) or is still held; a dropped token was never
+  // the pool's. A lender's token stocked and left here drains as one more
+  // than was given: not surplus.
+  int out = books_.given - books_.returned + books_.dropped;
   books_.reclaimed = out > 0 ? out : 0;
-  books_.surplus = out < 0 ? -out : 0;
+  books_.surplus = books_.dropped + std::max(-out - books_.lent, 0);
   return books_;
 }
 

@@ -11,9 +11,15 @@
 //   by everything the invocation starts, recipes without '+' included (they
 //   do not get the jobserver fds, and outlive a killed make), so its read end
 //   sees end of file exactly when the last of them has exited (Ended).
+// - Lent slot: the tool runs on a slot its parent holds, outside this pool.
+//   A process of it may lend that slot, writing a token it never read (as
+//   cc-rs 1.0 does); the bridge stocks that token here again (StockLent, or
+//   MarkLent when it was written into the token pipe itself), for this
+//   invocation's tree only, and the books count the slot as lent from then
+//   on (its lender takes it back unseen: a read like any other).
 // - End: Close drains the pool and settles the books: tokens the invocation
 //   still held when it ended come back (reclaimed), tokens written back
-//   beyond what it took are surplus.
+//   beyond what it took are surplus. The lent slot is neither.
 //
 // The bridge hands the child ends over (ChildFds) and then closes its own
 // copies (CloseChildEnds), keeping no write end of the returns or life pipe.
@@ -38,10 +44,15 @@ class InvocationPool {
 
   // Tokens given, back and settled when the invocation ended.
   struct Books {
-    int given = 0;      // stocked, less what was unstocked
-    int returned = 0;   // written back by the invocation
-    int reclaimed = 0;  // held when it ended: given - returned - left in the pool
-    int surplus = 0;    // written back beyond what it was given
+    int given = 0;     // stocked (lent tokens too), less what was unstocked
+    int returned = 0;  // written back into the returns pipe
+    int dropped = 0;   // written back (into either pipe) and dropped as surplus
+    int lent = 0;      // 1 once the tool's implicit slot was lent (see above)
+    // Held when it ended: given - returned + dropped, the pool drained first.
+    // The lent slot is in neither count: a lender that took it back ended
+    // holding it as its own implicit slot, one that did not left it here.
+    int reclaimed = 0;
+    int surplus = 0;  // written back beyond what it was given: dropped, or found at the end
   };
 
   // Makes the three pipes. Returns nullptr and sets *err on failure.
@@ -58,6 +69,16 @@ class InvocationPool {
   int Stocked(std::string* err) const;
   // Reads back at most `max` unused tokens; how many, or -1 with *err.
   int Unstock(int max, std::string* err);
+  // Writes one token into the token pipe for the tool's implicit slot,
+  // lent: a token written back beyond what its processes held. False with
+  // *err when it does not fit.
+  bool StockLent(std::string* err);
+  // The tool's implicit slot is lent by a token written into the token pipe
+  // itself (a client that reaches it by its path, fifo:/proc/self/fd/R).
+  void MarkLent() { books_.lent = 1; }
+  // `count` tokens written back beyond what the invocation held were dropped
+  // (read out of the returns pipe, or unstocked out of the token pipe).
+  void CountDropped(int count) { books_.dropped += count; }
   // Reads every token the invocation wrote back; how many, or -1 with *err.
   int TakeReturned(std::string* err);
 

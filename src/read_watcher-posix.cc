@@ -104,7 +104,7 @@ void ReadWatchHub::OnReadable(uv_poll_t* handle, int status, int /*events*/) {
     for (ssize_t offset = 0; offset < n;) {
       const auto* event = reinterpret_cast<const inotify_event*>(buffer + offset);
       if (event->mask & IN_Q_OVERFLOW) overflow = true;  // a read may have been lost
-      if (event->mask & IN_ACCESS) read_wds.push_back(event->wd);
+      if (event->mask & (IN_ACCESS | IN_MODIFY)) read_wds.push_back(event->wd);
       offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
     }
   }
@@ -122,7 +122,8 @@ void ReadWatchHub::OnReadable(uv_poll_t* handle, int status, int /*events*/) {
 }
 
 std::unique_ptr<ReadWatcher> ReadWatcher::Start(ReadWatchHub* hub, int pipe_fd,
-                                                std::function<void()> on_read, std::string* err) {
+                                                std::function<void()> on_read, std::string* err,
+                                                Watch what) {
   std::unique_ptr<ReadWatcher> watcher(new ReadWatcher);
   watcher->path_ = "/proc/self/fd/" + std::to_string(pipe_fd);
   const std::string& path = watcher->path_;
@@ -144,7 +145,8 @@ std::unique_ptr<ReadWatcher> ReadWatcher::Start(ReadWatchHub* hub, int pipe_fd,
   // The kernel resolves the link: the watch is on the pipe's inode, which
   // sees reads through every description of it. The same inode gives the
   // same descriptor, so a second watcher of one pipe is refused.
-  int wd = inotify_add_watch(hub->inotify_.get(), path.c_str(), IN_ACCESS | IN_MASK_CREATE);
+  uint32_t events = IN_ACCESS | (what == Watch::kReadsAndWrites ? IN_MODIFY : 0);
+  int wd = inotify_add_watch(hub->inotify_.get(), path.c_str(), events | IN_MASK_CREATE);
   if (wd < 0) {
     int error = errno;
     *err = error == EEXIST ? "watching reads on " + path + ": that pipe is already watched"

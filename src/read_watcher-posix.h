@@ -8,8 +8,8 @@
 // polls a raw inotify fd. Identical events coalesce in the kernel while
 // unread, and each drain of the queue gives one callback per watcher: a
 // callback means "at least one read since the last callback", never how
-// many; the caller looks at FIONREAD. Writes are not reported (IN_MODIFY is
-// not watched).
+// many; the caller looks at FIONREAD. Writes are reported only when asked
+// for (Watch::kReadsAndWrites: IN_MODIFY too).
 //
 // Cost: one inotify instance per loop (the hub) and one watch per pipe
 // (fs.inotify.max_user_watches, 8192 or more). One instance per pipe would
@@ -63,14 +63,18 @@ class ReadWatchHub {
 
 class ReadWatcher {
  public:
+  enum class Watch { kReads, kReadsAndWrites };
+
   // Watches the pipe or FIFO that `pipe_fd` (either end, any description)
   // refers to; the watch follows the pipe, so `pipe_fd` may be closed after.
-  // Calls `on_read` on the hub's loop after reads; it may call Stop, but must
+  // Calls `on_read` on the hub's loop after reads (and writes, with
+  // kReadsAndWrites: the bridge's own included); it may call Stop, but must
   // not destroy the watcher. Returns nullptr and sets *err (naming the path
   // and the errno) when `pipe_fd` is not an open pipe or FIFO, the hub
   // already watches that pipe, or inotify fails. `hub` must outlive it.
   static std::unique_ptr<ReadWatcher> Start(ReadWatchHub* hub, int pipe_fd,
-                                            std::function<void()> on_read, std::string* err);
+                                            std::function<void()> on_read, std::string* err,
+                                            Watch what = Watch::kReads);
 
   ReadWatcher(const ReadWatcher&) = delete;
   ReadWatcher& operator=(const ReadWatcher&) = delete;

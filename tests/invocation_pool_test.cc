@@ -100,6 +100,33 @@ TEST(InvocationPoolTest, TokensWrittenBackBeyondWhatWasTakenAreSurplus) {
   EXPECT_EQ(books.surplus, 4);
 }
 
+// A client that lends the tool's implicit slot writes a token it never read;
+// the bridge stocks it again (StockLent). Taken back by its lender, or left
+// in the pool, that slot is neither held at the end nor surplus.
+TEST(InvocationPoolTest, ALentSlotIsNeitherReclaimedNorSurplus) {
+  for (bool taken_back : {true, false}) {
+    auto pool = MakePool();
+    ASSERT_NE(pool, nullptr);
+    std::string err;
+    ASSERT_TRUE(pool->Stock(1, &err)) << err;
+    InvocationPool::ChildFds fds = pool->child_fds();
+    ASSERT_EQ(write(fds.returns_write, "|", 1), 1);  // lends its slot
+    ASSERT_EQ(pool->TakeReturned(&err), 1) << err;
+    ASSERT_TRUE(pool->StockLent(&err)) << err;
+    char tokens[2];
+    ASSERT_EQ(read(fds.token_read, tokens, 1), 1);  // a job
+    ASSERT_EQ(write(fds.returns_write, tokens, 1), 1);
+    if (taken_back) {
+      ASSERT_EQ(read(fds.token_read, tokens, 1), 1);
+    }
+    pool->CloseChildEnds();  // and ends
+    InvocationPool::Books books = pool->Close(&err);
+    EXPECT_EQ(books.lent, 1);
+    EXPECT_EQ(books.reclaimed, 0) << "taken back: " << taken_back;
+    EXPECT_EQ(books.surplus, 0) << "taken back: " << taken_back;
+  }
+}
+
 // A recipe without '+' does not get the jobserver fds (make closes them),
 // so the returns pipe reads end of file while it still runs; the life pipe
 // does not, until it has exited.

@@ -1,7 +1,7 @@
 // ReadWatcher against a real loop and real pipes, read and written by forked
-// children: a read by another process calls back, a write does not, Stop
-// leaves no handle and no fd open. Every test waits for the child or the
-// loop (never for a sleep) and ends with uv_loop_close(loop) == 0.
+// children: a read by another process calls back, a write does not (unless
+// asked for), Stop leaves no handle and no fd open. Every test waits for the
+// child or the loop (never for a sleep) and ends with uv_loop_close(loop) == 0.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -143,6 +143,19 @@ TEST_F(ReadWatcherTest, WriteByAnotherProcessDoesNotCallBack) {
   RunOnce();
   EXPECT_EQ(calls_, 1);
   EXPECT_EQ(Queued(p.read.get()), 3);
+}
+
+// A token pool whose clients write back into it (ninja by its path) asks
+// for writes too.
+TEST_F(ReadWatcherTest, WritesCallBackWhenAskedFor) {
+  Pipe p = MakePipe(1);
+  std::string err;
+  watcher_ = ReadWatcher::Start(
+      hub_.get(), p.write.get(), [this] { ++calls_; }, &err, ReadWatcher::Watch::kReadsAndWrites);
+  ASSERT_NE(watcher_, nullptr) << err;
+  ASSERT_TRUE(Reap(Fork([&] { return WriteByte(p.write.get()); })));
+  EXPECT_TRUE(RunLoopUntil(&loop_, [&] { return calls_ >= 1; })) << "no callback after a write";
+  EXPECT_EQ(Queued(p.read.get()), 2);
 }
 
 TEST_F(ReadWatcherTest, ReadsBeforeTheLoopRunsGiveOneCallback) {
