@@ -84,8 +84,12 @@ r, w = (int(x) for x in auth.split(","))
 os.write(w, b"xxxxx")
 def in_returns():  # FIONREAD on the write end: what the bridge has not read yet
     return struct.unpack("i", fcntl.ioctl(w, termios.FIONREAD, b"\\0" * 4))[0]
+def in_pool():  # what the bridge has put back into the token pipe
+    return struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\\0" * 4))[0]
 deadline = time.monotonic() + 30
-while in_returns() and time.monotonic() < deadline:
+# The bridge reads the returns pipe and puts back what it keeps in one
+# turn: wait for both, or a read between them sees too few.
+while (in_returns() or in_pool() < 3) and time.monotonic() < deadline:
     time.sleep(0.001)
 fd = os.open(f"/proc/self/fd/{r}", os.O_RDONLY | os.O_NONBLOCK)
 got = 0
