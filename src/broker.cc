@@ -204,14 +204,10 @@ void Broker::Pump() {
   WakeRested();
   ChargeOrphans(&returned);
   for (bool again = true; again;) {
-    while (!waiting_.empty()) {
-      ConnectionId id = waiting_.Front();
-      bool offer = offer_next_release_ && ledger_->free() > 0;
-      if (offer || !TakeSlotFor(id, &returned)) break;
-      waiting_.Pop();
-      Hand(id);
-    }
-    again = !waiting_.empty() && TakeBackIdleStock();
+    Serve(&waiting_, &returned);
+    if (waiting_.empty()) Serve(&guessed_, &returned);
+    again =
+        waiting_.empty() ? !guessed_.empty() && TakeBackIdleStock(true) : TakeBackIdleStock(false);
   }
   if (returned > 0 && !pool_->Put(returned, &err)) LogWarning(err);
   bool put = returned > 0;
@@ -235,9 +231,19 @@ void Broker::Pump() {
   // clients write theirs back into it, and so do the clients that reach a
   // pipe through its path (ninja and the tools below it open
   // fifo:/proc/self/fd/R, which writes into the token pipe itself).
-  bool waiting = !waiting_.empty();
+  bool waiting = !waiting_.empty() || !guessed_.empty();
   WatchPool(waiting && in_pool == 0, waiting && in_pool > 0);
   pumping_ = false;
+}
+
+void Broker::Serve(FairQueue* queue, int* returned) {
+  while (!queue->empty()) {
+    uint64_t id = queue->Front();
+    bool offer = offer_next_release_ && ledger_->free() > 0;
+    if (offer || !TakeSlotFor(id, returned)) return;
+    queue->Pop();
+    Hand(id);
+  }
 }
 
 int Broker::SettleLegacyBooks(int back, const char* how) {

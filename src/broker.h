@@ -21,23 +21,29 @@
 // - The legacy side may give back one token more than it took (the command's
 //   implicit slot, lent, as cc-rs does); more than that is dropped.
 // Per-invocation pools (docs/LEAKS.md; the functions are in broker_pools.cc):
-// - A tool invocation's pool waits in the same turns as socket connections
-//   (its id with kPoolBit set) while its pipe is empty; a turn stocks one
-//   token in it. When a process of it empties the pipe (ReadWatcher), it
-//   asks again at once. A pool that starts while nobody else waits asks for
-//   two: ninja reads one per edge in a burst without blocking, and tries
-//   again only when a job ends.
-// - While others wait it keeps at most one idle token stocked: tokens
-//   beyond one (its second at the start, or tokens written back into the
-//   token pipe itself: ninja and the tools below it reach it by its path)
-//   go back to the budget at once; the one stocked goes back when it sat
-//   unread for kStockIdleMs. A pool whose stock was taken back unread then
-//   rests, out of the turns: it asks again when one of its processes uses
-//   its pipes, or after kStockIdleMs doubled per rest in a row (at most
-//   kMaxRestMs). So a slot idles in a pool nobody reads for at most
-//   kStockIdleMs at a time, ever more rarely, while others wait, and a pool
-//   that needs a token again unseen (a reader blocked on its empty pipe)
-//   asks within kMaxRestMs.
+// - A tool invocation's pool whose process was seen reading its pipe
+//   (ReadWatcher) waits in the same turns as socket connections (its id
+//   with kPoolBit set) while its pipe holds less than two; a turn stocks one
+//   token in it. Its other asks are guesses (guessed_: its start, the end of
+//   a rest, its stock taken back unread), served only when no seen ask
+//   waits: a make reading for its recipes goes before the ninjas it starts.
+//   A pool that starts while nobody else waits guesses two: ninja reads one
+//   per edge in a burst without blocking, and tries again only when a job
+//   ends.
+// - A token its make writes back goes into its own empty pipe first: make
+//   reads again at once for its next recipe, as from plain make's pipe.
+// - While a seen ask waits it keeps at most one idle token stocked: tokens
+//   beyond one (its second at the start or while it reads, or tokens
+//   written back into the token pipe itself: ninja and the tools below it
+//   reach it by its path) go back to the budget at once; the one stocked
+//   goes back when it sat unread for kStockIdleMs (while only guesses wait:
+//   any stock unread for kGuessIdleMs). A pool whose stock was taken back
+//   unread then rests, out of the turns: it asks again when one of its
+//   processes uses its pipes, or after kStockIdleMs doubled per rest in a
+//   row (at most kMaxRestMs). So a slot idles in a pool nobody reads for at
+//   most kStockIdleMs at a time, ever more rarely, while a reader is seen
+//   waiting, and a pool that needs a token again unseen (a reader blocked
+//   on its empty pipe) asks within kMaxRestMs.
 // - Tokens written back free its slots, up to what its processes hold of
 //   its share (tokens in its pipe count as its share first). One more is
 //   its tool's implicit slot (held by its parent), lent as cc-rs does, or
@@ -83,6 +89,9 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   // asks again while others wait (a reader may block on its empty pipe
   // unseen, or ninja try it and wait for a job to end before trying again).
   static constexpr uint64_t kMaxRestMs = 320;
+  // While only guesses wait (no ask seen from a reader: guessed_), a pool's
+  // stock is taken back for them once it sat unread this long.
+  static constexpr uint64_t kGuessIdleMs = 100;
 
   // All pointers must outlive the broker. Call Start before the loop runs and
   // Stop (then run the loop until its handles close) before destruction.
@@ -94,7 +103,7 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   // server closed its connections). Returns false and sets *err on failure.
   bool ReturnFreeSlots(std::string* err);
 
-  size_t waiting() const { return waiting_.size(); }
+  size_t waiting() const { return waiting_.size() + guessed_.size(); }
   // Tokens dropped so far because a client wrote back more than it took,
   // and when the first was dropped (ms after Start).
   int surplus_dropped() const { return surplus_dropped_; }
@@ -133,6 +142,8 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   static bool IsPool(uint64_t id) { return (id & kPoolBit) != 0; }
   static Owner OwnerOf(uint64_t id);
   void Pump();
+  // Serves `queue`'s turns while a slot may be had for its front.
+  void Serve(FairQueue* queue, int* returned);
   bool TakeSlotFor(ConnectionId id, int* returned);
   void Hand(uint64_t id);  // the slot just taken for `id`: a grant, or a token stocked
   void HandToPool(uint64_t invocation_id);
@@ -153,6 +164,9 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   LegacyPool* pool_;
   SocketServer* server_ = nullptr;
   FairQueue waiting_;  // the waiting requests, in turns between connections
+  // Pools' asks that no reader was seen making: its start, the end of a
+  // rest, its stock taken back unread. Served only when waiting_ is empty.
+  FairQueue guessed_;
   int socket_held_ = 0;
   int surplus_dropped_ = 0;
   int reclaimed_ = 0;
@@ -185,7 +199,11 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   // Puts the pools whose rest is over back in the turns.
   void WakeRested();
   void Rest(Pool& pool);
-  void WaitForStock(Pool& pool);  // asks for a token if its pipe is empty
+  // Asks for a token if its pipe is empty: in waiting_ when a process of it
+  // was `seen` emptying it, else in guessed_.
+  void WaitForStock(Pool& pool, bool seen);
+  void Unask(uint64_t invocation_id);  // withdraws its asks from both queues
+  int Asks(uint64_t invocation_id) const;
   void DropPoolSurplus(PoolServer::Invocation* invocation, int count, const char* how);
   // Notices tools that died (pidfds, without waiting) and charges each
   // pool that owes a slot the first free one (or one returned to the root
@@ -194,7 +212,7 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   static void OnToolDied(uv_poll_t* handle, int status, int events);
   // Takes back tokens idle in invocations' pools while others wait; true
   // when it freed any. Arms rebalance_timer_ for the next one due.
-  bool TakeBackIdleStock();
+  bool TakeBackIdleStock(bool for_guesses);
   void ArmRebalance(uint64_t due);  // rebalance_timer_ fires at `due` or before
   static void OnRebalance(uv_timer_t* timer);
   uv_timer_t* rebalance_timer_ = nullptr;

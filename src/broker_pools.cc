@@ -17,6 +17,9 @@ void Broker::OnStarted(PoolServer::Invocation* invocation) {
   std::string err;
   uint64_t id = invocation->id;
   std::unique_ptr<ReadWatcher> watcher;
+  // A make reads the token for a recipe before it starts the tool in it:
+  // that read, still unseen in the queue, goes before this pool's guesses.
+  if (read_hub_) read_hub_->Drain();
   if (!read_hub_ && !read_hub_failed_) {
     read_hub_ = ReadWatchHub::Start(loop_, &err);
     read_hub_failed_ = !read_hub_;
@@ -51,14 +54,16 @@ void Broker::OnStarted(PoolServer::Invocation* invocation) {
   // each without blocking, and does not try again until a job ends, so a
   // restock after the first read comes too late. The second goes back as
   // soon as another waits (TakeBackIdleStock).
-  if (waiting_.empty()) waiting_.Push(id | kPoolBit);
-  waiting_.Push(id | kPoolBit);
+  // Guesses: a parent make that reads for its next recipe goes first.
+  if (waiting_.empty() && guessed_.empty()) guessed_.Push(id | kPoolBit);
+  guessed_.Push(id | kPoolBit);
   Pump();
 }
 
 void Broker::HandToPool(uint64_t invocation_id) {
   std::string err;
   auto it = pools_.find(invocation_id);
+  int before = it == pools_.end() ? 0 : std::max(it->second.invocation->pool->Stocked(&err), 0);
   if (it == pools_.end() || !it->second.invocation->pool->Stock(1, &err)) {
     if (!err.empty()) LogWarning(err);
     ledger_->Release(PoolOwner(invocation_id), 1, &err);
@@ -66,16 +71,34 @@ void Broker::HandToPool(uint64_t invocation_id) {
   }
   Pool& pool = it->second;
   pool.stocked_at = uv_now(loop_);
-  pool.seen_stocked = std::max(pool.invocation->pool->Stocked(&err), 0);
+  // What it holds now as far as the broker knows: a read seen later, even
+  // one made at once, shows as fewer (OnPoolUsed).
+  pool.seen_stocked = before + 1;
 }
 
-void Broker::WaitForStock(Pool& pool) {
-  uint64_t request = pool.invocation->id | kPoolBit;
+void Broker::WaitForStock(Pool& pool, bool seen) {
+  uint64_t id = pool.invocation->id;
   std::string err;
-  if (pool.rest_until == 0 && waiting_.Count(request) == 0 &&
-      pool.invocation->pool->Stocked(&err) == 0) {
-    waiting_.Push(request);
+  // A process seen reading is likely to read again: its pool may hold two,
+  // the one it reads next and the one after (taken back at once while
+  // another waits: TakeBackIdleStock).
+  int stocked = pool.invocation->pool->Stocked(&err);
+  if (pool.rest_until != 0 || stocked < 0 || stocked > (seen ? 1 : 0)) return;
+  if (seen) {
+    guessed_.Erase(id | kPoolBit);
+    if (waiting_.Count(id | kPoolBit) == 0) waiting_.Push(id | kPoolBit);
+  } else if (Asks(id) == 0) {
+    guessed_.Push(id | kPoolBit);
   }
+}
+
+void Broker::Unask(uint64_t invocation_id) {
+  waiting_.Erase(invocation_id | kPoolBit);
+  guessed_.Erase(invocation_id | kPoolBit);
+}
+
+int Broker::Asks(uint64_t invocation_id) const {
+  return waiting_.Count(invocation_id | kPoolBit) + guessed_.Count(invocation_id | kPoolBit);
 }
 
 void Broker::EndRest(Pool& pool) {
@@ -97,7 +120,7 @@ void Broker::WakeRested() {
     if (pool.rest_until == 0) continue;
     if (pool.rest_until <= now) {
       pool.rest_until = 0;  // its count stays: unread again, it rests longer
-      WaitForStock(pool);
+      WaitForStock(pool, false);
     } else {
       next = next == 0 ? pool.rest_until : std::min(next, pool.rest_until);
     }
@@ -131,15 +154,17 @@ void Broker::OnPoolUsed(uint64_t invocation_id) {
   if (stocked < 0) return;
   // Unchanged since the broker's own move: no sign of its processes (a
   // token stocked and read at once looks the same: it asks again below).
-  if (stocked != pool.seen_stocked) {
+  bool seen = stocked != pool.seen_stocked;
+  if (seen) {
     pool.stocked_at = uv_now(loop_);
     EndRest(pool);
     SettleTokenPipe(pool);
     stocked = std::max(invocation_pool->Stocked(&err), 0);
-    if (stocked > 0) waiting_.Erase(invocation_id | kPoolBit);  // a token written back
+    if (stocked > 0) Unask(invocation_id);  // a token written back
   }
+  bool read = stocked < pool.seen_stocked;
   pool.seen_stocked = stocked;
-  if (stocked == 0) WaitForStock(pool);
+  WaitForStock(pool, read);
   Pump();
 }
 
@@ -178,8 +203,8 @@ void Broker::OnReturned(PoolServer::Invocation* invocation, int count) {
   int stocked = std::max(invocation_pool->Stocked(&err), 0);
   int held = ledger_->HeldBy(owner);
   int back = std::min(count, std::max(held - stocked, 0));
-  if (back > 0) ledger_->Release(owner, back, &err);
   int beyond = count - back;
+  if (back > 0) ledger_->Release(owner, back, &err);
   bool lent_in_pipe = stocked > held;
   if (beyond > 0 && !lent_in_pipe) {
     if (invocation_pool->StockLent(&err)) {
@@ -189,6 +214,18 @@ void Broker::OnReturned(PoolServer::Invocation* invocation, int count) {
     }
   }
   if (beyond > 0) DropPoolSurplus(invocation, beyond, "wrote back");
+  // Its own pipe first, unless a reader elsewhere is seen waiting or an
+  // orphan is owed a slot: a make that writes a token back reads again at
+  // once for its next recipe, as it would from plain make's single pipe.
+  // Unread, it is taken back like any stock (TakeBackIdleStock).
+  int none_returned = 0;
+  ChargeOrphans(&none_returned);
+  uint64_t asking = invocation->id | kPoolBit;
+  if (back > 0 && ledger_->free() > 0 && invocation_pool->Stocked(&err) == 0 &&
+      waiting_.size() == static_cast<size_t>(waiting_.Count(asking)) &&
+      ledger_->Grant(owner, 1, &err)) {
+    HandToPool(invocation->id);
+  }
   if (auto it = pools_.find(invocation->id); it != pools_.end()) {
     Pool& pool = it->second;
     pool.seen_stocked = std::max(invocation_pool->Stocked(&err), 0);
@@ -196,9 +233,9 @@ void Broker::OnReturned(PoolServer::Invocation* invocation, int count) {
     // A make that gave back a token is likely to read again.
     EndRest(pool);
     if (pool.seen_stocked > 0) {
-      waiting_.Erase(invocation->id | kPoolBit);
+      Unask(invocation->id);
     } else {
-      WaitForStock(pool);
+      WaitForStock(pool, true);
     }
   }
   legacy_seen_until_ = uv_now(loop_) + kLegacyActiveMs;
@@ -209,7 +246,7 @@ void Broker::OnEnded(const PoolServer::Invocation& invocation, const InvocationP
   std::string err;
   Owner owner = PoolOwner(invocation.id);
   if (int held = ledger_->HeldBy(owner); held > 0) ledger_->Release(owner, held, &err);
-  waiting_.Erase(invocation.id | kPoolBit);
+  Unask(invocation.id);
   if (auto it = pools_.find(invocation.id); it != pools_.end()) {
     if (it->second.watcher) it->second.watcher->Stop();
     CloseAndDelete(it->second.death_poll);
@@ -250,7 +287,8 @@ void Broker::ChargeOrphans(int* returned) {
   }
 }
 
-bool Broker::TakeBackIdleStock() {
+bool Broker::TakeBackIdleStock(bool for_guesses) {
+  uint64_t idle_ms = for_guesses ? kGuessIdleMs : kStockIdleMs;
   uint64_t now = uv_now(loop_);
   uint64_t next_due = 0;
   bool freed = false;
@@ -258,20 +296,22 @@ bool Broker::TakeBackIdleStock() {
   for (auto& [id, pool] : pools_) {
     InvocationPool* invocation_pool = pool.invocation->pool.get();
     int stocked = invocation_pool->Stocked(&err);
-    if (int asks = waiting_.Count(id | kPoolBit); asks > 0) {
+    if (int asks = Asks(id); asks > 0) {
       // Its pipe is empty, or it waits for its second token at its start,
       // which it does not get while others wait.
-      if (stocked <= 0 || static_cast<size_t>(asks) == waiting_.size()) continue;
-      waiting_.Erase(id | kPoolBit);
+      if (stocked <= 0 || static_cast<size_t>(asks) == waiting()) continue;
+      Unask(id);
     }
     int ours = std::min(stocked, ledger_->HeldBy(PoolOwner(id)));  // beyond: its lent slot
     if (ours <= 0) continue;
-    // Beyond one, tokens its processes wrote back into the token pipe: now.
-    bool idle = now >= pool.stocked_at + kStockIdleMs;
-    int take = ours - 1 + (idle ? 1 : 0);
+    // Beyond one (its second at its start or while it reads, tokens its
+    // processes wrote back into the token pipe): now, unless only guesses
+    // wait.
+    bool idle = now >= pool.stocked_at + idle_ms;
+    int take = idle ? ours : for_guesses ? 0 : ours - 1;
     if (!idle)
-      next_due = next_due == 0 ? pool.stocked_at + kStockIdleMs
-                               : std::min(next_due, pool.stocked_at + kStockIdleMs);
+      next_due =
+          next_due == 0 ? pool.stocked_at + idle_ms : std::min(next_due, pool.stocked_at + idle_ms);
     if (take == 0) continue;
     int got = invocation_pool->Unstock(take, &err);
     if (got > 0) {
@@ -284,7 +324,7 @@ bool Broker::TakeBackIdleStock() {
     } else if (idle && pool.seen_stocked == 0) {
       Rest(pool);
     }
-    if (pool.seen_stocked == 0) WaitForStock(pool);
+    if (pool.seen_stocked == 0) WaitForStock(pool, false);
   }
   if (next_due != 0) ArmRebalance(next_due);
   return freed;

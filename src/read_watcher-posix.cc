@@ -89,6 +89,12 @@ void ReadWatchHub::OnReadable(uv_poll_t* handle, int status, int /*events*/) {
     hub->FailAll(std::string("polling the inotify fd: ") + uv_strerror(status));
     return;
   }
+  hub->Drain();
+}
+
+void ReadWatchHub::Drain() {
+  if (!inotify_.valid()) return;
+  ReadWatchHub* hub = this;
   alignas(inotify_event) char buffer[4096];
   std::vector<int> read_wds;
   bool overflow = false;

@@ -48,6 +48,11 @@ class ReadWatchHub {
 
   size_t watching() const { return watchers_.size(); }
 
+  // Calls back now the watchers whose pipes were used since the last
+  // callback, without waiting for the loop to poll (a caller about to act
+  // on what the watchers would say).
+  void Drain();
+
  private:
   friend class ReadWatcher;
   ReadWatchHub() = default;
