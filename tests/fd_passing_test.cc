@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -182,6 +183,43 @@ TEST_P(FdPassingTooManyTest, FailsWithoutLeaking) {
 INSTANTIATE_TEST_SUITE_P(FdPassing, FdPassingTooManyTest,
                          ::testing::Values(TooMany{3, 1}, TooMany{2, 1}, TooMany{1, 0},
                                            TooMany{5, 3}));
+
+// A receiver at its fd limit gets fewer fds than were sent (the kernel sets
+// only MSG_CTRUNC): it says it is out of fds, not that too many came.
+TEST_F(FdPassingTest, AReceiverOutOfFdsSaysSo) {
+  std::vector<Pipe> pipes;
+  std::vector<int> write_ends;
+  for (int i = 0; i < 3; ++i) {
+    pipes.push_back(MakePipe());
+    write_ends.push_back(pipes.back().write_end.get());
+  }
+  ASSERT_TRUE(SendFds(sender_.get(), "pool", write_ends, &err_)) << err_;
+  for (Pipe& pipe : pipes) pipe.write_end.Reset();
+  pid_t child = fork();
+  ASSERT_GE(child, 0) << strerror(errno);
+  if (child == 0) {
+    // Room for one more fd only: the limit is the lowest free fd plus one.
+    int lowest = dup(0);
+    if (lowest < 0) _exit(2);
+    close(lowest);
+    rlimit limit{static_cast<rlim_t>(lowest) + 1, static_cast<rlim_t>(lowest) + 1};
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) _exit(3);
+    std::string message;
+    std::vector<UniqueFd> fds;
+    std::string err;
+    if (ReceiveFds(receiver_.get(), &message, &fds, 3, &err)) _exit(4);
+    if (err.find("received only 1 of the fds sent: this process is out of fds") ==
+        std::string::npos) {
+      _exit(5);
+    }
+    _exit(fds.empty() ? 0 : 6);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child) << strerror(errno);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2-3: set-up, 4: received, 5: the wrong message, 6: fds";
+  for (Pipe& pipe : pipes) EXPECT_TRUE(WritersGone(pipe.read_end.get()));
+}
 
 TEST_F(FdPassingTest, ReportsEof) {
   sender_.Reset();

@@ -104,8 +104,9 @@ inline bool SendFds(int socket, const std::string& message, const std::vector<in
 // it, all close-on-exec. Returns false and sets *err, leaving both empty and
 // every fd that arrived closed, if recvmsg fails, if the peer closed the
 // connection ("the peer closed the connection"), if more than `max_fds` fds
-// came (they are all closed: the message is lost), or if the message was
-// longer than kMaxFdMessageSize.
+// came (they are all closed: the message is lost), if this process had no
+// room for every fd sent (RLIMIT_NOFILE: "out of fds"), or if the message
+// was longer than kMaxFdMessageSize.
 inline bool ReceiveFds(int socket, std::string* message, std::vector<UniqueFd>* fds, size_t max_fds,
                        std::string* err) {
   message->clear();
@@ -130,6 +131,14 @@ inline bool ReceiveFds(int socket, std::string* message, std::vector<UniqueFd>* 
   std::vector<UniqueFd> passed = fd_passing_internal::AdoptPassedFds(&msg);
   if (received == 0) {
     *err = "the peer closed the connection";
+    return false;
+  }
+  // Fewer than fit, cut short: the kernel could not install the rest here
+  // (EMFILE), and says so only by MSG_CTRUNC.
+  if ((msg.msg_flags & MSG_CTRUNC) != 0 && passed.size() < room) {
+    *err = "received only " + std::to_string(passed.size()) +
+           " of the fds sent: this process is out of fds (raise its limit: ulimit -n); closed "
+           "those that arrived";
     return false;
   }
   // The kernel fills the control buffer to its padded end, so a little more
