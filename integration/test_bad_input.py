@@ -132,7 +132,7 @@ class BadInputTest(BridgeTestCase):
         # Under a low open-file limit jobbridge died of SIGSEGV or SIGABRT (an
         # unchecked uv_loop_init, libuv aborting) and left its runtime folder.
         outcomes = {}
-        for limit in (4, 8, 10, 12, 16, 21, 22, 26, 40):
+        for limit in (4, 8, 10, 12, 16, 17, 18, 19, 20, 21, 22, 26, 40):
             result = self.sandbox.run(["prlimit", f"--nofile={limit}:{limit}", self.bridge,
                                        "-v", "-j2", "--", "true"])
             outcomes[limit] = result.returncode
