@@ -66,10 +66,10 @@
 
 #include "core/fair_queue.h"
 #include "core/ledger.h"
-#include "legacy_pool.h"
+#include "endpoints/legacy_pool.h"
+#include "endpoints/socket_server.h"
 #include "pool_server.h"
 #include "read_watcher-posix.h"
-#include "socket_server.h"
 
 namespace jobbridge {
 

@@ -3,7 +3,7 @@
 //
 // The tree writes tokens back into pipes only the bridge reads: the root
 // pool's returns pipe (pipe style) and each tool invocation's own returns
-// pipe (per-invocation pools, src/invocation_pool.h). With the bridge gone,
+// pipe (per-invocation pools, src/endpoints/invocation_pool.h). With the bridge gone,
 // make's next token return would die of SIGPIPE (exit 141, without a word).
 // The caretaker holds copies of the bridge's ends of the root pool and, as
 // the bridge hands them over (Keep), of every live invocation pool's returns
@@ -28,7 +28,7 @@
 #include <cstdint>
 #include <string>
 
-#include "legacy_pool.h"
+#include "endpoints/legacy_pool.h"
 #include "runtime_dir-posix.h"
 #include "util/unique_fd.h"
 

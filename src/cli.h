@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "legacy_pool.h"
+#include "endpoints/legacy_pool.h"
 
 namespace jobbridge {
 

@@ -30,7 +30,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "invocation_pool.h"
+#include "endpoints/invocation_pool.h"
 #include "util/unique_fd.h"
 
 namespace jobbridge {

@@ -15,8 +15,8 @@
 
 #include "core/fair_queue.h"
 #include "core/ledger.h"
-#include "socket_server.h"
-#include "upstream.h"
+#include "endpoints/socket_server.h"
+#include "endpoints/upstream.h"
 
 namespace jobbridge {
 

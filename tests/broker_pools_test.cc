@@ -19,10 +19,10 @@
 
 #include "broker.h"
 #include "core/ledger.h"
-#include "legacy_pool.h"
+#include "endpoints/legacy_pool.h"
+#include "endpoints/socket_server.h"
 #include "loop_test_util.h"
 #include "pool_server.h"
-#include "socket_server.h"
 #include "util/unique_fd.h"
 
 namespace jobbridge {

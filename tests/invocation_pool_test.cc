@@ -1,7 +1,7 @@
-// An invocation's own pool (src/invocation_pool.h) against real child
+// An invocation's own pool (src/endpoints/invocation_pool.h) against real child
 // processes: what it took, gave back and still held when it ended, and an
 // end that waits for recipes which never had the jobserver fds.
-#include "invocation_pool.h"
+#include "endpoints/invocation_pool.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

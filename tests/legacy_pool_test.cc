@@ -1,7 +1,7 @@
 // The legacy pool against real pipes and FIFOs. The key property: the bridge
 // never changes the flags of a description its children share, so the
 // inherited ends stay blocking whatever the pool does with its own ends.
-#include "legacy_pool.h"
+#include "endpoints/legacy_pool.h"
 
 #include <dirent.h>
 #include <fcntl.h>

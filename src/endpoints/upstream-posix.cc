@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "upstream.h"
+#include "endpoints/upstream.h"
 #include "util/eintr.h"
 #include "util/private_description.h"
 #include "util/unique_fd.h"

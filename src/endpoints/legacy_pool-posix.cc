@@ -8,7 +8,7 @@
 #include <cstring>
 #include <limits>
 
-#include "legacy_pool.h"
+#include "endpoints/legacy_pool.h"
 #include "util/eintr.h"
 #include "util/fifo_pair.h"
 #include "util/private_description.h"

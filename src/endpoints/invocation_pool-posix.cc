@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "invocation_pool.h"
+#include "endpoints/invocation_pool.h"
 #include "util/eintr.h"
 #include "util/private_description.h"
 #include "util/token_io.h"

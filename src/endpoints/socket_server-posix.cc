@@ -6,8 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "endpoints/socket_server.h"
 #include "log.h"
-#include "socket_server.h"
 #include "util/eintr.h"
 #include "util/uv_handle.h"
 
