@@ -1,9 +1,10 @@
+// The broker's turns (the policy: broker.h), the root pool's books and the
+// socket side. Stock and invocations' events are in broker_pools.cc.
 #include "broker.h"
 
 #include <unistd.h>
 
 #include <algorithm>
-#include <limits>
 
 #include "log.h"
 #include "util/uv_handle.h"
@@ -11,35 +12,12 @@
 namespace jobbridge {
 
 Broker::Broker(uv_loop_t* loop, Ledger* ledger, LegacyPool* pool)
-    : loop_(loop), ledger_(ledger), pool_(pool) {}
+    : loop_(loop), ledger_(ledger), root_(pool) {}
 
 void Broker::Start(SocketServer* server) {
   server_ = server;
   started_ms_ = uv_now(loop_);
-  if (pool_->ReturnsFd() >= 0) {
-    // Every token a legacy client writes back passes through here.
-    returns_poll_ = new uv_poll_t;
-    uv_poll_init(loop_, returns_poll_, pool_->ReturnsFd());
-    returns_poll_->data = this;
-    uv_poll_start(returns_poll_, UV_READABLE, OnReturnsReadable);
-  }
-  if (pool_->ReturnsFd() < 0) {
-    // A FIFO: clients write tokens back into the pool itself, and a
-    // readable poll cannot tell a write from a token that sits there.
-    // inotify reports each write (IN_MODIFY) by any process, so surplus is
-    // dropped the moment it lands, not at the next socket event.
-    fifo_watch_ = new uv_fs_event_t;
-    uv_fs_event_init(loop_, fifo_watch_);
-    fifo_watch_->data = this;
-    std::string path = pool_->Auth().fifo_path;
-    if (uv_fs_event_start(fifo_watch_, OnFifoWritten, path.c_str(), 0) != 0) {
-      LogWarning("cannot watch the jobserver FIFO " + path + " for writes: tokens written " +
-                 "back without being taken are found only at the next socket request");
-    }
-  }
-  pool_poll_ = new uv_poll_t;
-  uv_poll_init(loop_, pool_poll_, pool_->PrivateReadFd());
-  pool_poll_->data = this;
+  root_.Start(loop_, [this] { Pump(); });
   idle_timer_ = new uv_timer_t;
   uv_timer_init(loop_, idle_timer_);
   idle_timer_->data = this;
@@ -54,30 +32,72 @@ void Broker::Start(SocketServer* server) {
 }
 
 void Broker::Stop() {
-  for (auto& [id, pool] : pools_) {
-    if (pool.watcher) pool.watcher->Stop();
-    CloseAndDelete(pool.death_poll);
-    pool.death_poll = nullptr;
+  for (auto& [id, invocation_endpoint] : by_invocation_) {
+    static_cast<InvocationEndpoint*>(endpoints_.Find(invocation_endpoint))->Stop();
   }
   if (read_hub_) read_hub_->Stop();
-  CloseAndDelete(returns_poll_);
-  returns_poll_ = nullptr;
-  CloseAndDelete(fifo_watch_);
-  fifo_watch_ = nullptr;
-  CloseAndDelete(pool_poll_);
+  root_.Stop();
   CloseAndDelete(idle_timer_);
   CloseAndDelete(probe_timer_);
   CloseAndDelete(rebalance_timer_);
   rebalance_timer_ = nullptr;
-  pool_poll_ = nullptr;
   idle_timer_ = nullptr;
   probe_timer_ = nullptr;
   server_ = nullptr;
 }
 
+EndpointId Broker::Join(std::unique_ptr<Endpoint> endpoint) {
+  Endpoint* joined = endpoint.get();
+  EndpointId id = endpoints_.Add(std::move(endpoint));
+  if (joined->traits().keeps_stock) stocks_[id].endpoint = joined;
+  return id;
+}
+
+void Broker::Ask(EndpointId id, int count) {
+  for (int i = 0; i < count; ++i) waiting_.Push(id);
+  Pump();
+}
+
+bool Broker::Release(EndpointId id, int count) {
+  Endpoint* endpoint = endpoints_.Find(id);
+  std::string err;
+  if (!endpoint || !ledger_->Release(endpoint->owner(), count, &err)) return false;
+  if (endpoint->traits().waiters_seen) socket_held_ -= count;
+  Pump();
+  return true;
+}
+
+void Broker::Leave(EndpointId id) {
+  Endpoint* endpoint = endpoints_.Find(id);
+  if (!endpoint) return;
+  Unask(id);
+  Owner owner = endpoint->owner();
+  int held = ledger_->HeldBy(owner);
+  std::string err;
+  if (held > 0) {
+    ledger_->Release(owner, held, &err);
+    if (endpoint->traits().waiters_seen) socket_held_ -= held;
+  }
+  Forget(id);
+  Pump();
+}
+
+void Broker::Forget(EndpointId id) {
+  Unask(id);
+  stocks_.erase(id);
+  endpoints_.Remove(id);
+}
+
+void Broker::Unask(EndpointId id) {
+  waiting_.Erase(id);
+  guessed_.Erase(id);
+}
+
+int Broker::Asks(EndpointId id) const { return waiting_.Count(id) + guessed_.Count(id); }
+
 int Broker::PoolCount() {
   std::string err;
-  int count = pool_->Available(&err);
+  int count = root_.Stocked(&err);
   return count < 0 ? 0 : count;
 }
 
@@ -96,13 +116,15 @@ int Broker::SocketShare() {
   return std::max(1, (shared + 1) / 2);
 }
 
-void Broker::OnRequest(ConnectionId id) {
-  waiting_.Push(id);
+void Broker::OnRequest(ConnectionId connection) {
+  auto [it, added] = by_connection_.try_emplace(connection);
+  if (added) it->second = Join(std::make_unique<SocketEndpoint>(server_, connection));
+  waiting_.Push(it->second);
   // Under -j1 the command holds the only slot: a socket client would wait
   // until the command ends, which looks like a hang. Say so, once.
   if (!warned_no_shared_slot_ && ledger_->budget() - ledger_->HeldBy(kCommandOwner) <= 0) {
     warned_no_shared_slot_ = true;
-    LogWarning("a socket client (pid " + std::to_string(server_->PeerPid(id)) +
+    LogWarning("a socket client (pid " + std::to_string(server_->PeerPid(connection)) +
                ") waits for a slot, but with a budget of " + std::to_string(ledger_->budget()) +
                " the command holds the only one: it gets a slot only when the command ends; " +
                "give a budget of 2 or more (-j2)");
@@ -110,42 +132,29 @@ void Broker::OnRequest(ConnectionId id) {
   Pump();
 }
 
-bool Broker::OnRelease(ConnectionId id) {
-  std::string err;
-  if (!ledger_->Release(SocketOwner(id), 1, &err)) return false;
-  --socket_held_;
-  Pump();
-  return true;
+bool Broker::OnRelease(ConnectionId connection) {
+  auto it = by_connection_.find(connection);
+  return it != by_connection_.end() && Release(it->second, 1);
 }
 
-void Broker::OnGone(ConnectionId id) {
-  waiting_.Erase(id);
-  int held = ledger_->HeldBy(SocketOwner(id));
-  std::string err;
-  if (held > 0) {
-    ledger_->Release(SocketOwner(id), held, &err);
-    socket_held_ -= held;
-  }
-  Pump();
+void Broker::OnGone(ConnectionId connection) {
+  auto it = by_connection_.find(connection);
+  if (it == by_connection_.end()) return Pump();
+  EndpointId id = it->second;
+  by_connection_.erase(it);
+  Leave(id);
 }
 
-// Finds a slot for the oldest request's connection: a free slot, a token a
-// legacy client just returned (`*returned` of them are in hand), or one from
-// the pool. Returns false when none may be had now (the caller then waits
-// for the pool or a timer).
-Owner Broker::OwnerOf(uint64_t id) {
-  if (IsPool(id)) return {OwnerKind::kInvocation, id & ~kPoolBit};
-  return SocketOwner(id);
-}
-
-// An invocation's pool is the legacy side too: the socket side's share does
-// not bound it, and it takes a token out of the root pool only when that
-// token sat there unread (nobody at the top wants it).
-bool Broker::TakeSlotFor(ConnectionId id, int* returned) {
+// An endpoint whose readers are invisible (a pool) is the legacy side too:
+// the socket side's share does not bound it, and it takes a token out of the
+// root pool only when that token sat there unread (nobody at the top wants
+// it).
+bool Broker::TakeSlotFor(const Endpoint& endpoint, int* returned) {
   std::string err;
   uint64_t now = uv_now(loop_);
-  Owner owner = OwnerOf(id);
-  bool within_share = IsPool(id) || socket_held_ < SocketShare();
+  Owner owner = endpoint.owner();
+  bool seen = endpoint.traits().waiters_seen;
+  bool within_share = !seen || socket_held_ < SocketShare();
   if (ledger_->free() > 0 && within_share) return ledger_->Grant(owner, 1, &err);
   if (*returned > 0 && within_share) {
     --*returned;
@@ -153,23 +162,36 @@ bool Broker::TakeSlotFor(ConnectionId id, int* returned) {
   }
   if (now < reserved_until_ || ledger_->HeldBy(kLegacyOwner) == 0) return false;
   bool idle_token = pool_nonempty_since_ != 0 && now >= pool_nonempty_since_ + kIdleTokenMs;
-  if ((IsPool(id) || !within_share) && !idle_token) return false;
-  int got = pool_->Take(1, &err);
+  if ((!seen || !within_share) && !idle_token) return false;
+  int got = root_.TakeBack(1, &err);
   if (got < 0) LogWarning(err);
   in_pool_ = -1;  // counted again when next needed
   if (got != 1) return false;
   return ledger_->Transfer(kLegacyOwner, owner, 1, &err);
 }
 
-void Broker::Hand(uint64_t id) {
-  if (!IsPool(id)) {
-    ++socket_held_;
-    // A client that left before its grant costs nothing: the server closes
-    // it and OnGone takes this slot back (Pump does not re-enter).
-    server_->Grant(id);
+void Broker::Hand(EndpointId id, Endpoint* endpoint) {
+  Owner owner = endpoint->owner();
+  Endpoint::Traits traits = endpoint->traits();
+  if (traits.waiters_seen) ++socket_held_;
+  std::string err;
+  int before = traits.keeps_stock ? std::max(endpoint->Stocked(&err), 0) : 0;
+  // A socket client that left before its grant costs nothing: the server
+  // closes it and OnGone takes this slot back (Pump does not re-enter), and
+  // `endpoint` is gone then: not touched after Give.
+  if (!endpoint->Give(1, &err)) {
+    if (!err.empty()) LogWarning(err);
+    ledger_->Release(owner, 1, &err);
+    if (traits.waiters_seen) --socket_held_;
     return;
   }
-  HandToPool(id & ~kPoolBit);
+  if (!traits.keeps_stock) return;
+  if (auto it = stocks_.find(id); it != stocks_.end()) {
+    it->second.stocked_at = uv_now(loop_);
+    // What it holds now as far as the broker knows: a read seen later, even
+    // one made at once, shows as fewer (OnPoolUsed).
+    it->second.seen_stocked = before + 1;
+  }
 }
 
 void Broker::Pump() {
@@ -181,22 +203,21 @@ void Broker::Pump() {
   // active) until given to a socket request below or fed back to it.
   in_pool_ = -1;
   int returned = 0;
-  if (returns_readable_) {
-    returns_readable_ = false;
-    returned = pool_->TakeReturned(std::numeric_limits<int>::max(), &err);
+  if (root_.returned_waiting()) {
+    returned = root_.TakeReturned(&err);
     if (returned < 0) {
       LogWarning(err);
       returned = 0;
     }
     in_pool_ = PoolCount();
     returned -= SettleLegacyBooks(in_pool_ + returned, "wrote back");
-  } else if (!returns_poll_ || ledger_->HeldBy(kCommandOwner) == 0) {
+  } else if (!root_.pipes() || ledger_->HeldBy(kCommandOwner) == 0) {
     // A FIFO: surplus lands in the pool itself. With pipes, a lent slot is
     // taken back from a pool that lost a token since.
     in_pool_ = PoolCount();
-    const char* how = returns_poll_ ? "wrote into the token pipe" : "wrote into the FIFO";
+    const char* how = root_.pipes() ? "wrote into the token pipe" : "wrote into the FIFO";
     if (int surplus = SettleLegacyBooks(in_pool_, how); surplus > 0) {
-      pool_->Take(surplus, &err);
+      root_.TakeBack(surplus, &err);
       in_pool_ = -1;
     }
   }
@@ -209,11 +230,11 @@ void Broker::Pump() {
     again =
         waiting_.empty() ? !guessed_.empty() && TakeBackIdleStock(true) : TakeBackIdleStock(false);
   }
-  if (returned > 0 && !pool_->Put(returned, &err)) LogWarning(err);
+  if (returned > 0 && !root_.Give(returned, &err)) LogWarning(err);
   bool put = returned > 0;
-  // Free slots that no request may take go to the legacy pool.
+  // Free slots that no request may take go to the root pool.
   if (int free = ledger_->free(); free > 0) {
-    if (ledger_->Grant(kLegacyOwner, free, &err) && !pool_->Put(free, &err)) LogWarning(err);
+    if (ledger_->Grant(kLegacyOwner, free, &err) && !root_.Give(free, &err)) LogWarning(err);
     put = true;
     if (offer_next_release_) {
       offer_next_release_ = false;
@@ -238,11 +259,16 @@ void Broker::Pump() {
 
 void Broker::Serve(FairQueue* queue, int* returned) {
   while (!queue->empty()) {
-    uint64_t id = queue->Front();
+    EndpointId id = queue->Front();
+    Endpoint* endpoint = endpoints_.Find(id);
+    if (!endpoint) {  // cannot happen: Forget withdraws its requests
+      queue->Erase(id);
+      continue;
+    }
     bool offer = offer_next_release_ && ledger_->free() > 0;
-    if (offer || !TakeSlotFor(id, returned)) return;
+    if (offer || !TakeSlotFor(*endpoint, returned)) return;
     queue->Pop();
-    Hand(id);
+    Hand(id, endpoint);
   }
 }
 
@@ -277,15 +303,8 @@ void Broker::DropSurplus(int count, const char* how) {
 }
 
 void Broker::WatchPool(bool readable, bool idle_timer) {
-  if (!pool_poll_) return;
-  if (readable != pool_polling_) {
-    if (readable) {
-      uv_poll_start(pool_poll_, UV_READABLE, OnPoolReadable);
-    } else {
-      uv_poll_stop(pool_poll_);
-    }
-    pool_polling_ = readable;
-  }
+  if (!idle_timer_) return;
+  root_.WatchTokens(readable);
   if (idle_timer) {
     uv_timer_start(idle_timer_, OnTimer, kIdleTokenMs, 0);
   } else {
@@ -293,22 +312,7 @@ void Broker::WatchPool(bool readable, bool idle_timer) {
   }
 }
 
-void Broker::OnPoolReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
-  static_cast<Broker*>(handle->data)->Pump();
-}
-
-void Broker::OnReturnsReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
-  auto* broker = static_cast<Broker*>(handle->data);
-  broker->returns_readable_ = true;  // read in Pump, not on every request
-  broker->Pump();
-}
-
 void Broker::OnTimer(uv_timer_t* timer) { static_cast<Broker*>(timer->data)->Pump(); }
-
-void Broker::OnFifoWritten(uv_fs_event_t* handle, const char* /*name*/, int /*events*/,
-                           int /*status*/) {
-  static_cast<Broker*>(handle->data)->Pump();
-}
 
 void Broker::OnProbe(uv_timer_t* timer) {
   auto* broker = static_cast<Broker*>(timer->data);
@@ -319,7 +323,7 @@ void Broker::OnProbe(uv_timer_t* timer) {
 bool Broker::ReturnFreeSlots(std::string* err) {
   int free = ledger_->free();
   if (free == 0) return true;
-  return ledger_->Grant(kLegacyOwner, free, err) && pool_->Put(free, err);
+  return ledger_->Grant(kLegacyOwner, free, err) && root_.Give(free, err);
 }
 
 }  // namespace jobbridge

@@ -1,35 +1,40 @@
-// The broker: one budget, two protocols. It decides which waiting socket
-// request gets which slot, and moves slots between the socket side and the
-// legacy pool so that neither side starves and no slot idles while work waits.
+// The broker: one budget, many places slots can go (endpoints/endpoint.h:
+// socket connections, the root legacy pool, each tool invocation's pool). It
+// decides which waiting endpoint gets which slot, and moves slots between
+// them so that no side starves and no slot idles while work waits. This
+// comment is the policy; broker.cc (turns, the root pool, the socket side)
+// and broker_pools.cc (stock, what invocations write back, their end)
+// implement it against the Endpoint interface.
 //
 // The ledger is the authority; the broker asks it before moving a byte.
 // Policy (docs/ARCHITECTURE.md, "Sharing one budget"):
-// - Socket requests are served in turns between connections (FairQueue: a
-//   flood of '+' on one delays a newcomer by one slot, not by the flood),
-//   from free slots first, then from tokens legacy clients return (with
-//   pipes, every returned token passes through the broker), then from tokens
-//   taken out of the legacy pool.
-// - While the legacy side is active (its clients hold tokens, or did within
-//   kLegacyActiveMs), the socket side may hold at most half of the shared
-//   slots; a slot it gives back beyond that goes to the legacy pool.
-// - A token that sits in the pool for kIdleTokenMs while socket requests wait
-//   is not wanted by the legacy side: the socket side may take it anyway.
+// - Endpoints that want a slot are served in turns (FairQueue, by endpoint:
+//   a flood of '+' on one connection delays a newcomer by one slot, not by
+//   the flood), from free slots first, then from tokens legacy clients
+//   return to the root pool (with pipes, every returned token passes
+//   through the broker), then from tokens taken out of the root pool.
+// - Endpoints whose waiters are seen (socket connections) make up the
+//   socket side. While the legacy side is active (its clients hold tokens,
+//   or did within kLegacyActiveMs), the socket side may hold at most half of
+//   the shared slots; a slot it gives back beyond that goes to the root pool.
+// - A token that sits in the root pool for kIdleTokenMs while others wait is
+//   not wanted by the legacy side: an endpoint beyond its share, or one whose
+//   readers are invisible (a pool), may take it then, and only then.
 // - Every kProbeMs while the legacy side looks idle and socket requests wait,
-//   one released slot is offered to the legacy pool (reserved for
+//   one released slot is offered to the root pool (reserved for
 //   kIdleTokenMs), so a legacy client blocked on an empty pool is noticed.
-// - A free slot nobody waits for goes back into the legacy pool.
+// - A free slot nobody waits for goes back into the root pool.
 // - The legacy side may give back one token more than it took (the command's
 //   implicit slot, lent, as cc-rs does); more than that is dropped.
-// Per-invocation pools (docs/LEAKS.md; the functions are in broker_pools.cc):
-// - A tool invocation's pool whose process was seen reading its pipe
-//   (ReadWatcher) waits in the same turns as socket connections (its id
-//   with kPoolBit set) while its pipe holds less than two; a turn stocks one
-//   token in it. Its other asks are guesses (guessed_: its start, the end of
-//   a rest, its stock taken back unread), served only when no seen ask
-//   waits: a make reading for its recipes goes before the ninjas it starts.
-//   A pool that starts while nobody else waits guesses two: ninja reads one
-//   per edge in a burst without blocking, and tries again only when a job
-//   ends.
+// Endpoints that keep stock (per-invocation pools, docs/LEAKS.md):
+// - A pool whose process was seen reading its pipe (ReadWatcher) waits in
+//   the same turns as socket connections (waiting_) while its pipe holds
+//   less than two; a turn stocks one token in it. Its other asks are
+//   guesses (guessed_: its start, the end of a rest, its stock taken back
+//   unread), served only when no seen ask waits: a make reading for its
+//   recipes goes before the ninjas it starts. A pool that starts while
+//   nobody else waits guesses two: ninja reads one per edge in a burst
+//   without blocking, and tries again only when a job ends.
 // - A token its make writes back goes into its own empty pipe first: make
 //   reads again at once for its next recipe, as from plain make's pipe.
 // - While a seen ask waits it keeps at most one idle token stocked: tokens
@@ -53,8 +58,9 @@
 //   rogue writer so raises the width by at most what its invocation holds
 //   plus that one slot (once more only after a process took it out again).
 // - What an invocation still holds when it ends is reclaimed (its lent
-//   slot is not), and a tool that died while its orphaned recipes still run
-//   on its implicit slot is charged one slot (ChargeOrphans).
+//   slot is not), and an endpoint that owes a slot (a tool that died while
+//   its orphaned recipes still run on its implicit slot) is charged one,
+//   before any waiter is served (ChargeOrphans).
 #pragma once
 
 #include <uv.h>
@@ -66,16 +72,18 @@
 
 #include "core/fair_queue.h"
 #include "core/ledger.h"
+#include "endpoints/endpoint.h"
+#include "endpoints/invocation_endpoint.h"
 #include "endpoints/legacy_pool.h"
+#include "endpoints/root_pool_endpoint.h"
+#include "endpoints/socket_endpoint.h"
 #include "endpoints/socket_server.h"
 #include "pool_server.h"
 #include "read_watcher-posix.h"
 
 namespace jobbridge {
 
-inline constexpr Owner kLegacyOwner{OwnerKind::kLegacyPool, 0};
 inline constexpr Owner kCommandOwner{OwnerKind::kCommand, 0};
-inline Owner SocketOwner(ConnectionId id) { return {OwnerKind::kSocket, id}; }
 
 class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
  public:
@@ -109,6 +117,17 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   int surplus_dropped() const { return surplus_dropped_; }
   uint64_t first_surplus_ms() const { return first_surplus_ms_; }
 
+  // Endpoints of a kind the broker does not make itself (and tests' fakes):
+  // Join adds one; Ask queues `count` requests of it, seen (served in its
+  // turns, before any guess);
+  // Release frees `count` slots it holds (false, nothing changed, when it
+  // holds fewer); Leave withdraws its requests, frees every slot it holds
+  // and destroys it.
+  EndpointId Join(std::unique_ptr<Endpoint> endpoint);
+  void Ask(EndpointId id, int count);
+  bool Release(EndpointId id, int count);
+  void Leave(EndpointId id);
+
   // SocketServer::Delegate
   void OnRequest(ConnectionId id) override;
   bool OnRelease(ConnectionId id) override;
@@ -132,21 +151,27 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   const std::vector<Reclaim>& reclaims() const { return reclaims_; }
 
  private:
-  static void OnPoolReadable(uv_poll_t* handle, int status, int events);
-  static void OnReturnsReadable(uv_poll_t* handle, int status, int events);
+  // What the policy keeps of an endpoint that keeps stock.
+  struct Stock {
+    Endpoint* endpoint = nullptr;  // owned by endpoints_
+    uint64_t stocked_at = 0;       // uv_now() when its stock last changed (ours, or its processes')
+    int seen_stocked = 0;          // tokens in its pipe after the broker last looked
+    int rests = 0;                 // its stock taken back unread, times in a row
+    uint64_t rest_until = 0;       // resting until then (out of the turns); 0: not resting
+    bool charged = false;          // the slot it owes (OwesSlot) is held in the ledger
+  };
+
   static void OnTimer(uv_timer_t* timer);
   static void OnProbe(uv_timer_t* timer);
-  static void OnFifoWritten(uv_fs_event_t* handle, const char* name, int events, int status);
-
-  static constexpr uint64_t kPoolBit = uint64_t{1} << 63;
-  static bool IsPool(uint64_t id) { return (id & kPoolBit) != 0; }
-  static Owner OwnerOf(uint64_t id);
   void Pump();
   // Serves `queue`'s turns while a slot may be had for its front.
   void Serve(FairQueue* queue, int* returned);
-  bool TakeSlotFor(ConnectionId id, int* returned);
-  void Hand(uint64_t id);  // the slot just taken for `id`: a grant, or a token stocked
-  void HandToPool(uint64_t invocation_id);
+  // Takes the slot for `endpoint` (in the ledger): a free one, a token a
+  // legacy client just returned (`*returned` of them are in hand), or one
+  // out of the root pool. False when none may be had now (the caller then
+  // waits for the pool or a timer).
+  bool TakeSlotFor(const Endpoint& endpoint, int* returned);
+  void Hand(EndpointId id, Endpoint* endpoint);  // the slot just taken for it (in the ledger)
   bool LegacyActive();
   int SocketShare();
   int PoolCount();
@@ -158,12 +183,47 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   // again. Returns the surplus, which the caller must drop.
   int SettleLegacyBooks(int back, const char* how);
   void DropSurplus(int count, const char* how);
+  void Forget(EndpointId id);  // its requests, its stock state and itself
+  void Unask(EndpointId id);   // withdraws its requests from both queues
+  int Asks(EndpointId id) const;
+
+  // broker_pools.cc: endpoints that keep stock, and invocations' events.
+  InvocationEndpoint* FindInvocation(uint64_t invocation_id, EndpointId* id);
+  // A process of the invocation read from or wrote into its token pipe
+  // (or the broker did: nothing changed then).
+  void OnPoolUsed(uint64_t invocation_id);
+  // Tokens in its token pipe beyond what it circulates (its ledger share
+  // and its lent slot) were written there without being taken: the first
+  // is its implicit slot lent, the rest surplus, drained.
+  void SettleTokenPipe(InvocationEndpoint* endpoint);
+  // Its processes used its pool: a resting pool asks again now.
+  static void EndRest(Stock& stock);
+  // Puts the pools whose rest is over back in the turns.
+  void WakeRested();
+  void Rest(Stock& stock);
+  // Asks for a token if its pipe is empty: in waiting_ when a process of it
+  // was `seen` emptying it (then also when it holds one), else in guessed_.
+  void WaitForStock(EndpointId id, Stock& stock, bool seen);
+  void DropPoolSurplus(PoolServer::Invocation* invocation, int count, const char* how);
+  // Charges each endpoint that owes a slot (OwesSlot) the first free one (or
+  // one returned to the root pool, `*returned`), before any waiter is served.
+  void ChargeOrphans(int* returned);
+  // Takes back tokens idle in endpoints' stock while others wait (only
+  // guesses: `for_guesses`); true when it freed any. Arms rebalance_timer_
+  // for the next one due.
+  bool TakeBackIdleStock(bool for_guesses);
+  void ArmRebalance(uint64_t due);  // rebalance_timer_ fires at `due` or before
+  static void OnRebalance(uv_timer_t* timer);
 
   uv_loop_t* loop_;
   Ledger* ledger_;
-  LegacyPool* pool_;
+  RootPoolEndpoint root_;  // the root legacy pool
   SocketServer* server_ = nullptr;
-  FairQueue waiting_;  // the waiting requests, in turns between connections
+  EndpointTable endpoints_;                                     // every other endpoint, by id
+  std::unordered_map<ConnectionId, EndpointId> by_connection_;  // socket connections
+  std::unordered_map<uint64_t, EndpointId> by_invocation_;      // invocations' pools
+  std::unordered_map<EndpointId, Stock> stocks_;                // endpoints that keep stock
+  FairQueue waiting_;  // endpoints' requests, in turns between endpoints
   // Pools' asks that no reader was seen making: its start, the end of a
   // rest, its stock taken back unread. Served only when waiting_ is empty.
   FairQueue guessed_;
@@ -171,56 +231,11 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   int surplus_dropped_ = 0;
   int reclaimed_ = 0;
   std::vector<Reclaim> reclaims_;
-  struct Pool {
-    PoolServer::Invocation* invocation = nullptr;
-    std::unique_ptr<ReadWatcher> watcher;
-    uint64_t stocked_at = 0;  // uv_now() when its stock last changed (ours, or its processes')
-    int seen_stocked = 0;     // tokens in its pipe after the broker last looked
-    int rests = 0;            // its stock taken back unread, times in a row
-    uint64_t rest_until = 0;  // resting until then (out of the turns); 0: not resting
-    // The tool itself (the shim exec'd it: the invocation's pid). Gone while
-    // the life pipe is open means orphaned recipes still run on its implicit
-    // slot, which its parent frees as it reaps it: the pool owes that slot.
-    UniqueFd pidfd;
-    uv_poll_t* death_poll = nullptr;  // freed in its close callback
-    bool owes = false;
-    bool charged = false;  // the owed slot is held by the pool in the ledger
-  };
-  static Owner PoolOwner(uint64_t invocation_id) { return {OwnerKind::kInvocation, invocation_id}; }
-  // A process of the invocation read from or wrote into its token pipe
-  // (or the broker did: nothing changed then).
-  void OnPoolUsed(uint64_t invocation_id);
-  // Tokens in its token pipe beyond what it circulates (its ledger share
-  // and its lent slot) were written there without being taken: the first
-  // is its implicit slot lent, the rest surplus, drained.
-  void SettleTokenPipe(Pool& pool);
-  // Its processes used its pool: a resting pool asks again now.
-  void EndRest(Pool& pool);
-  // Puts the pools whose rest is over back in the turns.
-  void WakeRested();
-  void Rest(Pool& pool);
-  // Asks for a token if its pipe is empty: in waiting_ when a process of it
-  // was `seen` emptying it, else in guessed_.
-  void WaitForStock(Pool& pool, bool seen);
-  void Unask(uint64_t invocation_id);  // withdraws its asks from both queues
-  int Asks(uint64_t invocation_id) const;
-  void DropPoolSurplus(PoolServer::Invocation* invocation, int count, const char* how);
-  // Notices tools that died (pidfds, without waiting) and charges each
-  // pool that owes a slot the first free one (or one returned to the root
-  // pool, `*returned`), before any waiter is served.
-  void ChargeOrphans(int* returned);
-  static void OnToolDied(uv_poll_t* handle, int status, int events);
-  // Takes back tokens idle in invocations' pools while others wait; true
-  // when it freed any. Arms rebalance_timer_ for the next one due.
-  bool TakeBackIdleStock(bool for_guesses);
-  void ArmRebalance(uint64_t due);  // rebalance_timer_ fires at `due` or before
-  static void OnRebalance(uv_timer_t* timer);
   uv_timer_t* rebalance_timer_ = nullptr;
   uint64_t rebalance_due_ = 0;              // when rebalance_timer_ fires; 0: not armed
   std::unique_ptr<ReadWatchHub> read_hub_;  // one inotify fd for every pool's watcher
   bool read_hub_failed_ = false;
   bool warned_no_watcher_ = false;
-  std::unordered_map<uint64_t, Pool> pools_;  // by invocation id
   uint64_t started_ms_ = 0;
   uint64_t first_surplus_ms_ = 0;
   bool warned_no_shared_slot_ = false;
@@ -228,15 +243,10 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   uint64_t reserved_until_ = 0;     // the pool's tokens are the legacy side's until then
   uint64_t pool_nonempty_since_ = 0;
   bool offer_next_release_ = false;
-  bool returns_readable_ = false;  // the returns pipe has tokens to pass on
-  int in_pool_ = -1;               // Available() this Pump, -1 until counted
+  int in_pool_ = -1;  // Available() this Pump, -1 until counted
   bool pumping_ = false;
-  uv_poll_t* pool_poll_ = nullptr;  // handles are freed in their close callbacks
-  uv_poll_t* returns_poll_ = nullptr;
-  uv_fs_event_t* fifo_watch_ = nullptr;  // a FIFO pool: one event per client write
-  uv_timer_t* idle_timer_ = nullptr;
+  uv_timer_t* idle_timer_ = nullptr;  // handles are freed in their close callbacks
   uv_timer_t* probe_timer_ = nullptr;
-  bool pool_polling_ = false;
 };
 
 }  // namespace jobbridge
