@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "broker.h"
+#include "endpoints/socket_endpoint.h"
 #include "log.h"
 
 namespace jobbridge {
@@ -13,8 +13,15 @@ void Relay::Stop() {
   if (upstream_) upstream_->SetWanted(0);
 }
 
-void Relay::OnRequest(ConnectionId id) {
+EndpointId Relay::EndpointOf(ConnectionId connection) {
+  auto [it, added] = by_connection_.try_emplace(connection);
+  if (added) it->second = endpoints_.Add(std::make_unique<SocketEndpoint>(server_, connection));
+  return it->second;
+}
+
+void Relay::OnRequest(ConnectionId connection) {
   if (!server_) return;
+  EndpointId id = EndpointOf(connection);
   waiting_.Push(id);
   if (waiting_.Count(id) <= kMaxAskedPerClient) ++wanted_;
   AskForWaiters();
@@ -28,11 +35,15 @@ bool Relay::OnRelease(ConnectionId id) {
   return true;
 }
 
-void Relay::OnGone(ConnectionId id) {
-  wanted_ -= std::min(waiting_.Erase(id), kMaxAskedPerClient);
-  int held = ledger_->HeldBy(SocketOwner(id));
+void Relay::OnGone(ConnectionId connection) {
+  if (auto it = by_connection_.find(connection); it != by_connection_.end()) {
+    wanted_ -= std::min(waiting_.Erase(it->second), kMaxAskedPerClient);
+    endpoints_.Remove(it->second);
+    by_connection_.erase(it);
+  }
+  int held = ledger_->HeldBy(SocketOwner(connection));
   std::string err;
-  if (held > 0 && ledger_->Release(SocketOwner(id), held, &err)) GiveBack(held);
+  if (held > 0 && ledger_->Release(SocketOwner(connection), held, &err)) GiveBack(held);
   AskForWaiters();
 }
 
@@ -59,17 +70,19 @@ void Relay::OnLease() {
     GiveBack(1);  // its request was withdrawn as the lease arrived, or no room
     return;
   }
-  ConnectionId id = waiting_.Front();
+  EndpointId id = waiting_.Front();
   if (waiting_.Count(id) <= kMaxAskedPerClient) --wanted_;
   waiting_.Pop();
-  if (!ledger_->Grant(SocketOwner(id), 1, &err)) {
+  Endpoint* endpoint = endpoints_.Find(id);
+  if (!endpoint) err = "a waiting connection has no endpoint";
+  if (!endpoint || !ledger_->Grant(endpoint->owner(), 1, &err)) {
     LogWarning("internal: " + err);
     GiveBack(1);
     return;
   }
   // A client gone before its grant costs nothing: the server closes it and
-  // OnGone gives the lease back.
-  server_->Grant(id);
+  // OnGone gives the lease back (and forgets `endpoint`).
+  endpoint->Give(1, &err);
   AskForWaiters();  // a client capped at kMaxAskedPerClient may ask again
 }
 
@@ -88,12 +101,7 @@ void Relay::OnLost(const std::string& why) {
 
 void Relay::GiveBack(int count) {
   std::string err;
-  for (int i = 0; i < count; ++i) {
-    if (!upstream_->Release(&err)) {
-      LogWarning(err);
-      return;
-    }
-  }
+  if (!upstream_->Give(count, &err)) LogWarning(err);
 }
 
 }  // namespace jobbridge

@@ -5,16 +5,20 @@
 // stays the one that decides, and a client killed inside the tree gives its
 // slot back to the outer budget.
 //
-// Requests are served in turns between client connections (FairQueue): a
+// Requests are served in turns between client connections (FairQueue, by
+// endpoint: each connection is a SocketEndpoint, endpoints/endpoint.h): a
 // lease goes to the connection whose turn it is. A released slot is given
-// back upstream, not handed to the next waiter here, so that waiters
-// elsewhere in the outer tree get their turn.
+// back upstream (the Upstream is an endpoint too), not handed to the next
+// waiter here, so that waiters elsewhere in the outer tree get their turn.
+// Not the broker's policy: here the outer budget decides who runs.
 #pragma once
 
 #include <string>
+#include <unordered_map>
 
 #include "core/fair_queue.h"
 #include "core/ledger.h"
+#include "endpoints/endpoint.h"
 #include "endpoints/socket_server.h"
 #include "endpoints/upstream.h"
 
@@ -46,6 +50,7 @@ class Relay : public SocketServer::Delegate, public Upstream::Delegate {
   void OnLost(const std::string& why) override;
 
  private:
+  EndpointId EndpointOf(ConnectionId connection);  // made when it first asks
   void GiveBack(int count);
   void AskForWaiters();
   void ForgetWaiters();
@@ -53,6 +58,8 @@ class Relay : public SocketServer::Delegate, public Upstream::Delegate {
   Ledger* ledger_;
   Upstream* upstream_ = nullptr;
   SocketServer* server_ = nullptr;
+  EndpointTable endpoints_;  // the connections that asked, as endpoints
+  std::unordered_map<ConnectionId, EndpointId> by_connection_;
   FairQueue waiting_;  // the waiting requests, in turns between connections
   int wanted_ = 0;     // the sum over clients of min(their waiting, kMaxAskedPerClient)
   std::string lost_reason_;

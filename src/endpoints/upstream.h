@@ -8,6 +8,10 @@
 // - A socket root: a lease is a connection of its own (connect, read the
 //   byte; close to give back), the protocol's basic form, so any root serves
 //   it, and the kernel gives everything back if jobbridge is killed.
+//
+// As an endpoint (endpoint.h) the outer budget is where a nested jobbridge's
+// slots go back to: Give returns leases. Nothing can be taken back from it
+// at once: leases are asked for (SetWanted) and arrive later (OnLease).
 #pragma once
 
 #include <uv.h>
@@ -16,11 +20,14 @@
 #include <memory>
 #include <string>
 
+#include "endpoints/endpoint.h"
 #include "outer_budget.h"
 
 namespace jobbridge {
 
-class Upstream {
+inline constexpr Owner kUpstreamOwner{OwnerKind::kUpstream, 0};
+
+class Upstream : public Endpoint {
  public:
   class Delegate {
    public:
@@ -36,7 +43,7 @@ class Upstream {
   // when its pool cannot be opened.
   static std::unique_ptr<Upstream> Create(uv_loop_t* loop, const OuterBudget& outer,
                                           Delegate* delegate, std::string* err);
-  virtual ~Upstream() = default;
+  ~Upstream() override = default;
 
   // Keeps `count` (>= 0) requests outstanding: asks for more, or withdraws
   // the newest. A lease that arrives ends its request.
@@ -49,6 +56,20 @@ class Upstream {
   virtual int leased() const = 0;
   virtual int64_t total_leased() const = 0;  // over the whole run
   virtual bool lost() const = 0;
+
+  Owner owner() const override { return kUpstreamOwner; }
+  Traits traits() const override { return {.waiters_seen = false, .keeps_stock = false}; }
+  int Stocked(std::string* /*err*/) const override { return 0; }
+  // Gives `count` leases back (Release each); false with *err at the first
+  // that could not be.
+  bool Give(int count, std::string* err) override {
+    for (int i = 0; i < count; ++i) {
+      if (!Release(err)) return false;
+    }
+    return true;
+  }
+  // Leases come only when asked for (SetWanted), later: none now.
+  int TakeBack(int /*max*/, std::string* /*err*/) override { return 0; }
 
   // Withdraws every request and gives back every lease. Handles are freed in
   // their close callbacks: run the loop afterwards. Returns false and sets
