@@ -18,10 +18,8 @@
 #include <string>
 
 #include "broker.h"
+#include "broker_fixture.h"
 #include "core/ledger.h"
-#include "endpoints/legacy_pool.h"
-#include "endpoints/socket_server.h"
-#include "loop_test_util.h"
 #include "pool_server.h"
 #include "util/unique_fd.h"
 
@@ -61,39 +59,9 @@ struct Tool {
   }
 };
 
-class BrokerPoolsTest : public ::testing::Test {
+class BrokerPoolsTest : public test_util::BrokerFixture {
  protected:
-  void SetUp() override {
-    std::string templ = ::testing::TempDir() + "/jb-broker-pools-XXXXXX";
-    ASSERT_NE(mkdtemp(templ.data()), nullptr) << templ << ": " << strerror(errno);
-    dir_ = templ;
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
-  }
-
-  void TearDown() override {
-    if (!finished_) {  // a failed test: close what it left, check nothing
-      if (broker_) broker_->Stop();
-      if (server_) server_->Shutdown();
-      RunUntil([&] { return !uv_loop_alive(&loop_); });
-      uv_loop_close(&loop_);
-    }
-    unlink((dir_ + "/s").c_str());
-    EXPECT_EQ(rmdir(dir_.c_str()), 0) << dir_ << ": " << strerror(errno);
-  }
-
-  // As RunBridge sets up: the command's implicit slot, N-1 in the root pool.
-  void Start(int budget) {
-    std::string err;
-    ledger_ = std::make_unique<Ledger>(budget);
-    ASSERT_TRUE(ledger_->Grant(kCommandOwner, 1, &err)) << err;
-    ASSERT_TRUE(ledger_->Grant(kLegacyOwner, budget - 1, &err)) << err;
-    pool_ = LegacyPool::Create(LegacyStyle::kPipe, budget - 1, dir_, &err);
-    ASSERT_NE(pool_, nullptr) << err;
-    broker_ = std::make_unique<Broker>(&loop_, ledger_.get(), pool_.get());
-    server_ = std::make_unique<SocketServer>(&loop_, broker_.get());
-    ASSERT_TRUE(server_->Listen(dir_ + "/s", &err)) << err;
-    broker_->Start(server_.get());
-  }
+  BrokerPoolsTest() : BrokerFixture("jb-broker-pools") {}
 
   // A shim asked for a pool for `command` (this process stands in for it).
   std::unique_ptr<Tool> StartTool(const std::string& command) {
@@ -141,30 +109,7 @@ class BrokerPoolsTest : public ::testing::Test {
     return ledger_->HeldBy({OwnerKind::kInvocation, tool.invocation.id});
   }
 
-  // Stops as RunBridge does, closes every handle and counts the tokens back.
-  void Finish() {
-    broker_->Stop();
-    server_->Shutdown();
-    EXPECT_TRUE(RunUntil([&] { return !uv_loop_alive(&loop_); })) << "handles left open";
-    EXPECT_EQ(uv_loop_close(&loop_), 0);
-    std::string err;
-    EXPECT_TRUE(broker_->ReturnFreeSlots(&err)) << err;
-    EXPECT_EQ(ledger_->free(), 0);
-    EXPECT_EQ(pool_->Count(&err), ledger_->HeldBy(kLegacyOwner)) << err;
-    EXPECT_TRUE(ledger_->CheckInvariants(&err)) << err;
-    finished_ = true;
-  }
-
-  bool RunUntil(const std::function<bool()>& done) { return test_util::RunLoopUntil(&loop_, done); }
-
-  uv_loop_t loop_{};
-  std::string dir_;
   uint64_t next_id_ = 1;
-  std::unique_ptr<Ledger> ledger_;
-  std::unique_ptr<LegacyPool> pool_;
-  std::unique_ptr<Broker> broker_;
-  std::unique_ptr<SocketServer> server_;
-  bool finished_ = false;
 };
 
 // jobserver-rs (cc-rs 1.0) below make: it writes a token it never read (the

@@ -12,13 +12,10 @@
 
 #include <cerrno>
 #include <cstring>
-#include <functional>
-#include <memory>
 #include <string>
 
+#include "broker_fixture.h"
 #include "core/ledger.h"
-#include "endpoints/legacy_pool.h"
-#include "endpoints/socket_server.h"
 #include "loop_test_util.h"
 #include "util/unique_fd.h"
 
@@ -28,59 +25,9 @@ namespace {
 using test_util::Queued;
 using test_util::Readable;
 
-class BrokerTest : public ::testing::Test {
+class BrokerTest : public test_util::BrokerFixture {
  protected:
-  void SetUp() override {
-    std::string templ = ::testing::TempDir() + "/jb-broker-XXXXXX";
-    ASSERT_NE(mkdtemp(templ.data()), nullptr) << templ << ": " << strerror(errno);
-    dir_ = templ;
-    socket_path_ = dir_ + "/s";
-    ASSERT_LE(socket_path_.size(), SocketServer::kMaxPathLength) << socket_path_;
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
-  }
-
-  void TearDown() override {
-    if (!finished_) {  // a failed test: close what it left, check nothing
-      if (broker_) broker_->Stop();
-      if (server_) server_->Shutdown();
-      RunUntil([&] { return !uv_loop_alive(&loop_); });
-      uv_loop_close(&loop_);
-    }
-    unlink(socket_path_.c_str());
-    EXPECT_EQ(rmdir(dir_.c_str()), 0) << dir_ << ": " << strerror(errno);
-  }
-
-  // Sets up as RunBridge does: the command's implicit slot, N-1 in the pool.
-  void Start(int budget) {
-    std::string err;
-    ledger_ = std::make_unique<Ledger>(budget);
-    ASSERT_TRUE(ledger_->Grant(kCommandOwner, 1, &err)) << err;
-    if (budget > 1) {
-      ASSERT_TRUE(ledger_->Grant(kLegacyOwner, budget - 1, &err)) << err;
-    }
-    pool_ = LegacyPool::Create(LegacyStyle::kPipe, budget - 1, dir_, &err);
-    ASSERT_NE(pool_, nullptr) << err;
-    broker_ = std::make_unique<Broker>(&loop_, ledger_.get(), pool_.get());
-    server_ = std::make_unique<SocketServer>(&loop_, broker_.get());
-    ASSERT_TRUE(server_->Listen(socket_path_, &err)) << err;
-    broker_->Start(server_.get());
-  }
-
-  // Stops as RunBridge does, closes every handle and counts the tokens back.
-  void Finish() {
-    broker_->Stop();
-    server_->Shutdown();
-    EXPECT_TRUE(RunUntil([&] { return !uv_loop_alive(&loop_); })) << "handles left open";
-    EXPECT_EQ(uv_loop_close(&loop_), 0);
-    std::string err;
-    EXPECT_TRUE(broker_->ReturnFreeSlots(&err)) << err;
-    EXPECT_EQ(ledger_->free(), 0);
-    EXPECT_EQ(PoolCount(), ledger_->HeldBy(kLegacyOwner));
-    EXPECT_TRUE(ledger_->CheckInvariants(&err)) << err;
-    finished_ = true;
-  }
-
-  bool RunUntil(const std::function<bool()>& done) { return test_util::RunLoopUntil(&loop_, done); }
+  BrokerTest() : BrokerFixture("jb-broker") {}
 
   UniqueFd Connect() {
     UniqueFd fd = test_util::ConnectTo(socket_path_);
@@ -111,31 +58,8 @@ class BrokerTest : public ::testing::Test {
 
   void Send(int fd, char byte) { ASSERT_EQ(send(fd, &byte, 1, MSG_NOSIGNAL), 1); }
 
-  int PoolCount() {
-    std::string err;
-    int n = pool_->Count(&err);
-    EXPECT_GE(n, 0) << err;
-    return n;
-  }
-
-  int PoolAvailable() {
-    std::string err;
-    int n = pool_->Available(&err);
-    EXPECT_GE(n, 0) << err;
-    return n;
-  }
-
   int LegacyReadFd() { return pool_->InheritedFds()[0]; }
   int LegacyWriteFd() { return pool_->InheritedFds()[1]; }
-
-  uv_loop_t loop_{};
-  std::string dir_;
-  std::string socket_path_;
-  std::unique_ptr<Ledger> ledger_;
-  std::unique_ptr<LegacyPool> pool_;
-  std::unique_ptr<Broker> broker_;
-  std::unique_ptr<SocketServer> server_;
-  bool finished_ = false;
 };
 
 TEST_F(BrokerTest, ServesSocketRequestsInArrivalOrder) {
