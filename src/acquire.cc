@@ -63,9 +63,11 @@ int BudgetLimit(int mode) {
       *parsed.jobs <= 0) {
     return -1;
   }
-  // The command at the root holds an implicit slot that no socket client
-  // can get; a legacy client gets its own implicit slot plus N-1 tokens.
-  return mode == JOBBRIDGE_MODE_SOCKET ? *parsed.jobs - 1 : *parsed.jobs;
+  // The command at the root holds an implicit slot that no socket or
+  // semaphore client can get; a legacy client gets its own implicit slot
+  // plus N-1 tokens.
+  bool legacy = mode == JOBBRIDGE_MODE_LEGACY_PIPE || mode == JOBBRIDGE_MODE_LEGACY_FIFO;
+  return legacy ? *parsed.jobs : *parsed.jobs - 1;
 }
 
 // Takes `count` slots. Holding some while waiting for more could deadlock
@@ -161,10 +163,10 @@ bool ParseAcquireCommandLine(const std::vector<std::string>& args, AcquireOption
 std::string AcquireUsageText() {
   return "usage: jobbridge acquire [-n K] [--] COMMAND [ARGS...]\n"
          "\n"
-         "Waits for K slots (default 1) of the budget it runs in (JOBSERVERV2, else the\n"
-         "jobserver in MAKEFLAGS), runs COMMAND with JOBBRIDGE_SLOTS=K, and gives the\n"
-         "slots back when COMMAND ends. Outside any jobserver it runs COMMAND with a\n"
-         "warning.\n";
+         "Waits for K slots (default 1) of the budget it runs in (JOBSERVERV2, else\n"
+         "ROBUST_JOBSERVER, else the jobserver in MAKEFLAGS), runs COMMAND with\n"
+         "JOBBRIDGE_SLOTS=K, and gives the slots back when COMMAND ends. Outside any\n"
+         "jobserver it runs COMMAND with a warning.\n";
 }
 
 int RunAcquire(const AcquireOptions& options) {
@@ -172,7 +174,7 @@ int RunAcquire(const AcquireOptions& options) {
   std::string why;
   int rc = Client::OpenEnv(&client, &why);
   if (rc == -ENOENT) {
-    LogWarning("acquire: no jobserver found (JOBSERVERV2, MAKEFLAGS); running " +
+    LogWarning("acquire: no jobserver found (JOBSERVERV2, ROBUST_JOBSERVER, MAKEFLAGS); running " +
                options.command[0] + " without a slot");
     int status = RunCommand(options, 0, InstallHandlers());
     if (status < 0) DieLikeChild(-status);

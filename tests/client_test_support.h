@@ -32,9 +32,9 @@ inline constexpr int kEventMs = 10000;
 // Every variable the client reads: the jobserver's, and the two that decide
 // whether it has an implicit slot (unset here, so that tests run from a make
 // recipe behave as the others).
-inline constexpr const char* kJobserverVariables[] = {"JOBSERVERV2", "CARGO_MAKEFLAGS",
-                                                      "MAKEFLAGS",   "MFLAGS",
-                                                      "MAKELEVEL",   "JOBBRIDGE_IMPLICIT_SLOT"};
+inline constexpr const char* kJobserverVariables[] = {
+    "JOBSERVERV2", "ROBUST_JOBSERVER", "CARGO_MAKEFLAGS",        "MAKEFLAGS",
+    "MFLAGS",      "MAKELEVEL",        "JOBBRIDGE_IMPLICIT_SLOT"};
 
 using test_util::IsCloexec;
 using test_util::ListDir;

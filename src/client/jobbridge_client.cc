@@ -182,9 +182,24 @@ int OpenEnv(std::unique_ptr<Transport>* out, std::string* why) {
     return jobbridge::client::OpenSocketTransport(socket_path, "JOBSERVERV2", implicit_slot, out,
                                                   why);
   }
+  // After the socket (pollable: the whole API works natively), before the
+  // make variables (docs/PROTOCOL.md, "Which jobserver a client uses").
+  const char* robust = getenv("ROBUST_JOBSERVER");
+  if (robust != nullptr && robust[0] != '\0') {
+    if (rule_rc < 0) {
+      *why = rule_why;
+      return rule_rc;
+    }
+    bool implicit_slot =
+        rule == ImplicitRule::kAlways || (rule == ImplicitRule::kDefault && StartedByMake());
+    return jobbridge::client::OpenSemaphoreTransport(robust, "ROBUST_JOBSERVER", implicit_slot, out,
+                                                     why);
+  }
   auto source = jobbridge::SelectMakeflags([](const char* name) { return getenv(name); });
   if (!source) {
-    *why = "no jobserver: none of JOBSERVERV2, CARGO_MAKEFLAGS, MAKEFLAGS, MFLAGS is set";
+    *why =
+        "no jobserver: none of JOBSERVERV2, ROBUST_JOBSERVER, CARGO_MAKEFLAGS, MAKEFLAGS, MFLAGS "
+        "is set";
     return -ENOENT;
   }
   jobbridge::Makeflags flags;

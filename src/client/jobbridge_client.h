@@ -1,6 +1,7 @@
 /* A client for the jobserver a build tool inherits: the socket jobserver of
- * docs/PROTOCOL.md (JOBSERVERV2) or, when that is absent, the GNU make
- * jobserver named in CARGO_MAKEFLAGS / MAKEFLAGS / MFLAGS.
+ * docs/PROTOCOL.md (JOBSERVERV2), else the Robust Jobserver's semaphore
+ * (ROBUST_JOBSERVER=sysvsem:ID), else the GNU make jobserver named in
+ * CARGO_MAKEFLAGS / MAKEFLAGS / MFLAGS.
  *
  * C99, no global state. Every function that can fail returns 0 (or a
  * non-negative value where said) on success and a negative errno value on
@@ -37,7 +38,8 @@ typedef struct jobbridge_pending jobbridge_pending; /* an acquire in progress */
 typedef enum jobbridge_mode {
   JOBBRIDGE_MODE_SOCKET = 1,      /* JOBSERVERV2: one connection per slot */
   JOBBRIDGE_MODE_LEGACY_PIPE = 2, /* --jobserver-auth=R,W (inherited pipe) */
-  JOBBRIDGE_MODE_LEGACY_FIFO = 3  /* --jobserver-auth=fifo:PATH */
+  JOBBRIDGE_MODE_LEGACY_FIFO = 3, /* --jobserver-auth=fifo:PATH */
+  JOBBRIDGE_MODE_SYSVSEM = 4      /* ROBUST_JOBSERVER=sysvsem:ID: a semaphore unit per slot */
 } jobbridge_mode;
 
 /* ---- Opening and closing ------------------------------------------------
@@ -46,9 +48,23 @@ typedef enum jobbridge_mode {
  * NUL-terminated sentence naming the variable, fd or path at fault there
  * (truncated to why_size bytes). None of them takes a slot or connects. */
 
-/* From the environment: JOBSERVERV2 if it is set and not empty, else the
- * first of CARGO_MAKEFLAGS, MAKEFLAGS, MFLAGS that is set (the last
- * --jobserver-auth= or --jobserver-fds= word in it counts).
+/* From the environment: JOBSERVERV2 if it is set and not empty, else
+ * ROBUST_JOBSERVER if it is set and not empty, else the first of
+ * CARGO_MAKEFLAGS, MAKEFLAGS, MFLAGS that is set (the last --jobserver-auth=
+ * or --jobserver-fds= word in it counts). Why that order: docs/PROTOCOL.md,
+ * "Which jobserver a client uses".
+ *
+ * ROBUST_JOBSERVER (sysvsem mode): "sysvsem:ID", a System V set of one
+ * semaphore; each slot is a unit taken with semop(-1, SEM_UNDO) and given
+ * back with +1 (the kernel gives back a dead process's units). It fails with
+ * -EINVAL when the value is malformed, names another method or a set of
+ * more than one semaphore; -EPIPE when the set does not exist (its server
+ * is gone); -EACCES when it belongs to another user. A semaphore cannot be
+ * polled: an acquire that cannot take a unit at once waits on a thread
+ * blocked in semop (seen by the server as a waiter), in slices of 50 ms, so
+ * a cancelled or timed-out acquire's thread ends within 50 ms and gives back
+ * a unit it got too late; jobbridge_pending_fd is an eventfd that thread
+ * signals. The implicit slot follows the socket mode's rule.
  *
  * The implicit slot: a process that make started as one of its jobs already
  * runs on that job's slot. Such a client hands out that slot first, without

@@ -34,25 +34,52 @@ inline int MakeEpollSet(std::initializer_list<int> fds, UniqueFd* out) {
   return 0;
 }
 
+struct SemaphoreWait;  // semaphore_transport-posix.cc
+
+// Owns an attempt's share of a thread waiting for a semaphore unit:
+// destroying it abandons the wait (a unit the thread got and nobody was
+// granted goes back).
+class SemaphoreWaitHandle {
+ public:
+  SemaphoreWaitHandle() = default;
+  explicit SemaphoreWaitHandle(std::shared_ptr<SemaphoreWait> wait) : wait_(std::move(wait)) {}
+  SemaphoreWaitHandle(SemaphoreWaitHandle&&) = default;
+  SemaphoreWaitHandle& operator=(SemaphoreWaitHandle&& other) {
+    Abandon();
+    wait_ = std::move(other.wait_);
+    return *this;
+  }
+  ~SemaphoreWaitHandle() { Abandon(); }
+  SemaphoreWait* get() const { return wait_.get(); }
+
+ private:
+  void Abandon();
+  std::shared_ptr<SemaphoreWait> wait_;
+};
+
 // An acquire in progress. fd() is what to poll for POLLIN once it is valid
 // (>= 0): the connection that asked (socket), or `poll_set`: an epoll set over
 // the pool or the connection and the implicit slot (made only when someone
-// has to wait), or an always readable eventfd for an implicit slot taken at
-// once (socket).
+// has to wait), the semaphore waiter's eventfd (or a set over it and the
+// implicit slot), or an always readable eventfd for a slot taken at once
+// (socket, sysvsem).
 struct Attempt {
-  UniqueFd connection;          // socket mode: the request, if one was made
-  UniqueFd poll_set;            // see above
-  ImplicitSlot::Hold implicit;  // socket mode: the implicit slot, taken by Start
+  UniqueFd connection;            // socket mode: the request, if one was made
+  UniqueFd poll_set;              // see above
+  ImplicitSlot::Hold implicit;    // socket and sysvsem modes: the implicit slot, taken by Start
+  bool unit_taken = false;        // sysvsem mode: a unit taken at once by Start
+  SemaphoreWaitHandle semaphore;  // sysvsem mode: the thread waiting for a unit
 
   int fd() const { return poll_set.valid() ? poll_set.get() : connection.get(); }
 };
 
-// A slot held by the caller: exactly one of the three.
+// A slot held by the caller: exactly one of the four.
 struct Grant {
   static constexpr int kNoToken = -1;
   UniqueFd connection;          // socket mode: closing it gives the slot back
   int token = kNoToken;         // legacy mode: the byte read from the pool
   ImplicitSlot::Hold implicit;  // the implicit slot: resetting gives it back
+  bool unit = false;            // sysvsem mode: a unit of the semaphore, given back by +1
 };
 
 // Every method may be called from several threads at once.
@@ -95,5 +122,13 @@ int OpenSocketTransport(const std::string& path, const std::string& origin, bool
 // when a private description cannot be opened.
 int OpenLegacyTransport(const JobserverAuth& auth, const std::string& origin, bool implicit_slot,
                         std::unique_ptr<Transport>* out, std::string* why);
+
+// The Robust Jobserver's value `value` ("sysvsem:ID"; origin names the
+// variable it came from). With `implicit_slot`, as in socket mode. Returns
+// 0; -EINVAL with *why when the value is malformed, names another method,
+// or a set of more than one semaphore; -EPIPE when the set does not exist
+// (its server is gone); -EACCES when it belongs to another user; -errno.
+int OpenSemaphoreTransport(const std::string& value, const std::string& origin, bool implicit_slot,
+                           std::unique_ptr<Transport>* out, std::string* why);
 
 }  // namespace jobbridge::client
