@@ -32,9 +32,7 @@ void Broker::Start(SocketServer* server) {
 }
 
 void Broker::Stop() {
-  for (auto& [id, invocation_endpoint] : by_invocation_) {
-    static_cast<InvocationEndpoint*>(endpoints_.Find(invocation_endpoint))->Stop();
-  }
+  endpoints_.ForEach([](Endpoint* endpoint) { endpoint->Stop(); });
   if (read_hub_) read_hub_->Stop();
   root_.Stop();
   CloseAndDelete(idle_timer_);

@@ -16,6 +16,8 @@ const char* KindName(OwnerKind kind) {
       return "upstream lease";
     case OwnerKind::kInvocation:
       return "invocation pool";
+    case OwnerKind::kSemaphore:
+      return "semaphore";
   }
   return "unknown owner";
 }

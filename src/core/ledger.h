@@ -22,6 +22,7 @@ enum class OwnerKind : uint8_t {
   kSocket,      // a socket-protocol connection (later issues)
   kUpstream,    // a lease from an outer budget (later issues)
   kInvocation,  // tokens stocked in (or taken from) one tool invocation's own pool
+  kSemaphore,   // units in the Robust Jobserver's semaphore, or taken from it by its clients
 };
 
 struct Owner {

@@ -1,5 +1,6 @@
 // A place slots can go: a socket connection, the root legacy pool, one tool
-// invocation's pool, the outer budget a nested jobbridge borrows from. The
+// invocation's pool, the Robust Jobserver's semaphore, the outer budget a
+// nested jobbridge borrows from. The
 // broker's policy (broker.h) is written once against this interface, so a
 // new protocol is one new endpoint, and the policy reads in one place.
 //
@@ -56,6 +57,9 @@ class Endpoint {
   // True when it uses one slot beyond what it holds (a killed tool whose
   // orphaned recipes still run on its implicit slot): the broker charges it.
   virtual bool OwesSlot() { return false; }
+  // Stops what it watches on the loop (its handles are freed in their close
+  // callbacks); the broker calls it in Stop. Idempotent.
+  virtual void Stop() {}
 };
 
 // The endpoints of one broker, by id. Ids are never reused.
@@ -73,6 +77,10 @@ class EndpointTable {
   }
   void Remove(EndpointId id) { endpoints_.erase(id); }
   size_t size() const { return endpoints_.size(); }
+  template <typename F>
+  void ForEach(F&& call) const {
+    for (const auto& [id, endpoint] : endpoints_) call(endpoint.get());
+  }
 
  private:
   EndpointId next_id_ = 1;

@@ -38,7 +38,7 @@ class InvocationEndpoint : public Endpoint {
   InvocationEndpoint& operator=(const InvocationEndpoint&) = delete;
 
   // Stops both watches (handles are freed in their close callbacks).
-  void Stop();
+  void Stop() override;
 
   // False when its token pipe is not watched (no hub, or the watch failed).
   bool watched() const { return watcher_ != nullptr; }
