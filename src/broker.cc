@@ -93,6 +93,12 @@ void Broker::Unask(EndpointId id) {
 
 int Broker::Asks(EndpointId id) const { return waiting_.Count(id) + guessed_.Count(id); }
 
+void Broker::Free(const Endpoint& endpoint, int count) {
+  std::string err;
+  if (!ledger_->Release(endpoint.owner(), count, &err)) return LogWarning("internal: " + err);
+  if (endpoint.traits().waiters_seen) socket_held_ -= count;
+}
+
 int Broker::PoolCount() {
   std::string err;
   int count = root_.Stocked(&err);
@@ -222,6 +228,7 @@ void Broker::Pump() {
   if (returned > 0) legacy_seen_until_ = now + kLegacyActiveMs;
   WakeRested();
   ChargeOrphans(&returned);
+  ReturnUnusedStock();
   for (bool again = true; again;) {
     Serve(&waiting_, &returned);
     if (waiting_.empty()) Serve(&guessed_, &returned);

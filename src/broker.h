@@ -61,6 +61,19 @@
 //   slot is not), and an endpoint that owes a slot (a tool that died while
 //   its orphaned recipes still run on its implicit slot) is charged one,
 //   before any waiter is served (ChargeOrphans).
+// Endpoints whose waiters are counted (the Robust Jobserver's semaphore:
+// clients blocked in semop, polled; broker_semaphore.cc):
+// - Each waiter counted is one request in the same turns as a socket
+//   connection's '+' (within the socket side's share), and no more: when
+//   fewer wait, its requests shrink to match (Recount).
+// - Units its clients give back are its stock. While a seen ask waits
+//   elsewhere, stock beyond one goes back at once and the last after
+//   kStockIdleMs (as for pools); while nobody is seen waiting, all of it goes
+//   back after kStockIdleMs (ReturnUnusedStock): it needs no stock to be
+//   served, and a reader of the root pool may want the slot unseen. It is
+//   never guessed for and never rests.
+// - More units in it than it holds were given back by a client that never
+//   took them: taken back out, reported once, and counted at exit.
 #pragma once
 
 #include <uv.h>
@@ -128,6 +141,22 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   bool Release(EndpointId id, int count);
   void Leave(EndpointId id);
 
+  // An endpoint whose waiters are counted, not heard (the semaphore,
+  // endpoints/semaphore_endpoint.h; joined with keeps_stock and
+  // waiters_seen): `waiting` of its clients wait now, and its stock may have
+  // changed (a client gave a unit back, or died holding one). Its requests
+  // become one per waiter its stock does not cover; units beyond what it
+  // holds in the ledger are surplus, taken back out and reported once.
+  void Recount(EndpointId id, int waiting);
+  // At shutdown, after Stop: takes every unit out of such an endpoint,
+  // frees the slots it held, and destroys it (the semaphore is removed). Says
+  // what did not come back (a client outside the tree holds it) or came back
+  // beyond what it held. True when exactly what it held came back and no
+  // client gave back units it never took during the run.
+  bool CountBack(EndpointId id);
+  // Units a client of such an endpoint gave back without taking them.
+  int counted_surplus() const { return counted_surplus_; }
+
   // SocketServer::Delegate
   void OnRequest(ConnectionId id) override;
   bool OnRelease(ConnectionId id) override;
@@ -186,6 +215,12 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   void Forget(EndpointId id);  // its requests, its stock state and itself
   void Unask(EndpointId id);   // withdraws its requests from both queues
   int Asks(EndpointId id) const;
+  // Releases `count` slots `endpoint` holds (its share of the socket side too).
+  void Free(const Endpoint& endpoint, int count);
+
+  // broker_semaphore.cc: endpoints whose waiters are counted.
+  void ReturnUnusedStock();
+  void TakeBackCountedSurplus(Endpoint* endpoint, int surplus);
 
   // broker_pools.cc: endpoints that keep stock, and invocations' events.
   InvocationEndpoint* FindInvocation(uint64_t invocation_id, EndpointId* id);
@@ -229,6 +264,7 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   FairQueue guessed_;
   int socket_held_ = 0;
   int surplus_dropped_ = 0;
+  int counted_surplus_ = 0;
   int reclaimed_ = 0;
   std::vector<Reclaim> reclaims_;
   uv_timer_t* rebalance_timer_ = nullptr;

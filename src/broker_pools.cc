@@ -52,6 +52,8 @@ InvocationEndpoint* Broker::FindInvocation(uint64_t invocation_id, EndpointId* i
 }
 
 void Broker::WaitForStock(EndpointId id, Stock& stock, bool seen) {
+  // Its waiters are counted (Recount): never guessed.
+  if (stock.endpoint->traits().waiters_seen) return;
   std::string err;
   // A process seen reading is likely to read again: its pool may hold two,
   // the one it reads next and the one after (taken back at once while
@@ -273,14 +275,14 @@ bool Broker::TakeBackIdleStock(bool for_guesses) {
     if (take == 0) continue;
     int got = endpoint->TakeBack(take, &err);
     if (got > 0) {
-      ledger_->Release(owner, got, &err);
+      Free(*endpoint, got);
       freed = true;
     }
     stock.seen_stocked = std::max(endpoint->Stocked(&err), 0);
     if (got < take) {
       EndRest(stock);  // a process of it took what was there first
-    } else if (idle && stock.seen_stocked == 0) {
-      Rest(stock);
+    } else if (idle && stock.seen_stocked == 0 && !endpoint->traits().waiters_seen) {
+      Rest(stock);  // a pool; a semaphore's waiters are counted, never guessed
     }
     if (stock.seen_stocked == 0) WaitForStock(id, stock, false);
   }

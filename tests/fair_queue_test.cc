@@ -74,6 +74,24 @@ TEST(FairQueueTest, EraseWithdrawsEveryRequestOfOneClient) {
   EXPECT_EQ(ServeAll(&queue), (std::vector<FairQueue::Client>{2, 3}));
 }
 
+// A semaphore's waiters are counted: when fewer wait, its requests shrink
+// to match, and it keeps its turn while some are left.
+TEST(FairQueueTest, WithdrawKeepsTheTurnWhileRequestsAreLeft) {
+  FairQueue queue;
+  queue.Push(1);
+  queue.Push(1);
+  queue.Push(1);
+  queue.Push(2);
+  EXPECT_EQ(queue.Withdraw(1, 2), 2);
+  EXPECT_EQ(queue.Count(1), 1);
+  EXPECT_EQ(queue.size(), 2u);
+  EXPECT_EQ(queue.Front(), 1u) << "lost its turn";
+  EXPECT_EQ(queue.Withdraw(1, 5), 1) << "withdrew more than it had";
+  EXPECT_EQ(queue.Withdraw(1, 1), 0);
+  EXPECT_EQ(queue.Withdraw(2, 0), 0);
+  EXPECT_EQ(ServeAll(&queue), (std::vector<FairQueue::Client>{2}));
+}
+
 TEST(FairQueueTest, ClearForgetsEverything) {
   FairQueue queue;
   queue.Push(1);

@@ -54,6 +54,17 @@ class FairQueue {
     return waiting;
   }
 
+  // Withdraws up to `count` requests of `client`; while some are left it
+  // keeps its turn. Returns how many were withdrawn.
+  int Withdraw(Client client, int count) {
+    auto it = clients_.find(client);
+    if (it == clients_.end() || count <= 0) return 0;
+    if (count >= it->second.waiting) return Erase(client);
+    it->second.waiting -= count;
+    size_ -= count;
+    return count;
+  }
+
   // Requests of `client` waiting.
   int Count(Client client) const {
     auto it = clients_.find(client);

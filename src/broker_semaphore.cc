@@ -1,0 +1,105 @@
+// The broker's side of endpoints whose waiters are counted rather than heard
+// (the policy: broker.h): the Robust Jobserver's semaphore, whose clients
+// block in semop where nobody hears them, so its poll counts them
+// (endpoints/semaphore_endpoint.h). Their requests follow the count, units
+// given back are stock that goes back to the budget, units given back beyond
+// what it holds are surplus, and at the end every unit is counted back.
+#include <algorithm>
+#include <climits>
+
+#include "broker.h"
+#include "log.h"
+
+namespace jobbridge {
+
+void Broker::Recount(EndpointId id, int waiting) {
+  auto it = stocks_.find(id);
+  if (it == stocks_.end()) return;
+  Stock& stock = it->second;
+  Endpoint* endpoint = stock.endpoint;
+  std::string err;
+  int stocked = endpoint->Stocked(&err);
+  if (stocked < 0) return LogWarning(err);
+  if (int surplus = stocked - ledger_->HeldBy(endpoint->owner()); surplus > 0) {
+    TakeBackCountedSurplus(endpoint, surplus);
+    stocked = std::max(endpoint->Stocked(&err), 0);
+  }
+  // A unit given back: its client may take it again at once, unseen.
+  if (stocked > stock.seen_stocked) stock.stocked_at = uv_now(loop_);
+  stock.seen_stocked = stocked;
+  // One request per waiter that the units already there do not cover (a
+  // waiter takes one of those itself, as soon as it is there).
+  int want = std::max(waiting - stocked, 0);
+  int asked = waiting_.Count(id);
+  for (; asked < want; ++asked) waiting_.Push(id);
+  if (asked > want) waiting_.Withdraw(id, asked - want);
+  Pump();
+}
+
+void Broker::TakeBackCountedSurplus(Endpoint* endpoint, int surplus) {
+  std::string err;
+  int got = endpoint->TakeBack(surplus, &err);
+  if (got < 0) return LogWarning(err);
+  if (got == 0) return;
+  if (counted_surplus_ == 0) {
+    LogWarning("a ROBUST_JOBSERVER client gave back " + std::to_string(got) +
+               " unit(s) it never took (a semop +1 without a -1 before it); taken back out of " +
+               "the semaphore, so no more than the budget runs (further surplus is taken " +
+               "back without a word, and counted at exit)");
+  }
+  counted_surplus_ += got;
+}
+
+// Its stock is not needed to serve it: a waiter is seen, and served from the
+// budget. So a unit given back stays kStockIdleMs, for its client to take
+// again at once, then goes back to the budget whether or not anyone is seen
+// waiting: a reader of the root pool may want the slot unseen.
+void Broker::ReturnUnusedStock() {
+  uint64_t now = uv_now(loop_);
+  std::string err;
+  for (auto& [id, stock] : stocks_) {
+    Endpoint* endpoint = stock.endpoint;
+    if (!endpoint->traits().waiters_seen || stock.seen_stocked <= 0) continue;
+    if (uint64_t due = stock.stocked_at + kStockIdleMs; now < due) {
+      ArmRebalance(due);
+      continue;
+    }
+    int ours = std::min(endpoint->Stocked(&err), ledger_->HeldBy(endpoint->owner()));
+    int got = ours > 0 ? endpoint->TakeBack(ours, &err) : 0;
+    if (got < 0) LogWarning(err);
+    if (got > 0) Free(*endpoint, got);
+    stock.seen_stocked = std::max(endpoint->Stocked(&err), 0);
+  }
+}
+
+bool Broker::CountBack(EndpointId id) {
+  Endpoint* endpoint = endpoints_.Find(id);
+  if (!endpoint) return true;
+  std::string err;
+  int held = ledger_->HeldBy(endpoint->owner());
+  int back = endpoint->TakeBack(INT_MAX, &err);
+  if (back < 0) {
+    LogWarning(err);
+    back = 0;
+  }
+  bool exact = back == held;
+  if (back < held) {
+    LogWarning(std::to_string(held - back) + " of " + std::to_string(held) +
+               " slot(s) given to ROBUST_JOBSERVER clients did not come back: a client still " +
+               "holds them (it runs outside the tree); the semaphore is removed, so its next " +
+               "semop fails (EIDRM)");
+  } else if (back > held) {
+    LogWarning("the ROBUST_JOBSERVER semaphore held " + std::to_string(back - held) +
+               " unit(s) more than the " + std::to_string(held) +
+               " it was given: a client gave back units it never took");
+  }
+  if (counted_surplus_ > 0) {
+    LogWarning("ROBUST_JOBSERVER clients gave back " + std::to_string(counted_surplus_) +
+               " unit(s) they never took during the run; they were taken back out, and until " +
+               "each was, more jobs than the budget could run");
+  }
+  Leave(id);  // frees what it held; destroyed, the semaphore is removed
+  return exact && counted_surplus_ == 0;
+}
+
+}  // namespace jobbridge
