@@ -158,7 +158,7 @@ class Sandbox:
         self.tag = uuid.uuid4().hex
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS", "MAKELEVEL",
-                                 "XDG_RUNTIME_DIR", "JOBSERVERV2")}
+                                 "XDG_RUNTIME_DIR", "JOBSERVERV2", "ROBUST_JOBSERVER")}
         self.env.update({"TMPDIR": self.tmp, "JOBLOG": self.log, "JOB": JOB,
                          TAG_VARIABLE: self.tag, "LC_ALL": "C"})
 

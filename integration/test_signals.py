@@ -58,12 +58,16 @@ class KilledBridgeTest(BridgeTestCase):
         self.assertEqual(len(self.sandbox.runtime_leftovers()), 2)
         # SIGKILL to jobbridge and to its caretaker: no chance to clean up
         # (the sleep lives on).
-        caretakers = []
+        caretakers, semaphores = [], []
         for pid in children(doomed.pid):
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if f.read().split(b"\0")[0] == self.bridge.encode():
                     caretakers.append(pid)
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                semaphores += [entry.split(b":")[1].decode() for entry in f.read().split(b"\0")
+                               if entry.startswith(b"ROBUST_JOBSERVER=sysvsem:")]
         self.assertEqual(len(caretakers), 1)
+        self.assertEqual(len(semaphores), 1)
         for pid in [doomed.pid] + caretakers:
             os.kill(pid, signal.SIGKILL)
         doomed.wait()
@@ -83,6 +87,10 @@ class KilledBridgeTest(BridgeTestCase):
         for pid in tagged_processes(self.sandbox.tag):
             os.kill(pid, signal.SIGKILL)
         self.assert_no_leftovers()
+        # With its caretaker killed too, nobody removed its semaphore set;
+        # the next jobbridge does not sweep sets yet: removed here.
+        removed = subprocess.run(["ipcrm", "-s", semaphores[0]], capture_output=True, text=True)
+        self.assertEqual(removed.returncode, 0, "the set was removed after all: " + removed.stderr)
 
 
     def make_outlives_a_killed_jobbridge(self, style):

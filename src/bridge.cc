@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "child_env.h"
 #include "core/ledger.h"
 #include "endpoints/legacy_pool.h"
+#include "endpoints/semaphore_endpoint.h"
 #include "endpoints/socket_server.h"
 #include "endpoints/upstream.h"
 #include "fd_limits-posix.h"
@@ -55,6 +57,7 @@ struct Context {
   std::unique_ptr<Upstream> upstream;  // a jobbridge that joined an outer budget
   std::unique_ptr<Relay> relay;        // relays them to it
   std::unique_ptr<PoolServer> pools;   // per-invocation pools (docs/LEAKS.md)
+  EndpointId semaphore = 0;            // the Robust Jobserver's, in the broker (0: none)
   Ledger* ledger = nullptr;
   // A root at the top runs the command in a process group of its own and
   // hands it the terminal; a jobbridge that is a job of a build leaves both
@@ -262,6 +265,17 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
   return true;
 }
 
+// Joins the Robust Jobserver's semaphore to the broker and starts its poll.
+void OfferSemaphore(Context* ctx, std::unique_ptr<SemaphoreEndpoint> semaphore) {
+  SemaphoreEndpoint* endpoint = semaphore.get();
+  Broker* broker = ctx->broker.get();
+  EndpointId id = broker->Join(std::move(semaphore));
+  ctx->semaphore = id;
+  endpoint->Start(&ctx->loop, [broker, id](SemaphoreEndpoint::Counts counts) {
+    broker->Recount(id, counts.waiting);
+  });
+}
+
 // Starts the server that gives each tool invocation a pool of its own; the
 // caretaker holds copies of each pool's ends while its invocation lives.
 bool ServePools(Context* ctx, const RuntimeDir& runtime_dir, Caretaker* caretaker,
@@ -298,6 +312,9 @@ std::string MakeShims(const Options& options, const RuntimeDir& runtime_dir) {
 // tokens counted, the ledger balanced to zero, the folder removed.
 void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_dir, bool verbose) {
   std::string err;
+  // The semaphore's units are counted first: its slots go back to the pool
+  // with the other free ones, and the set is removed before jobbridge exits.
+  bool others_back = ctx->semaphore == 0 || ctx->broker->CountBack(ctx->semaphore);
   if (ctx->broker && !ctx->broker->ReturnFreeSlots(&err)) LogWarning(err);
   SurplusSeen surplus;
   if (ctx->broker) surplus = {ctx->broker->surplus_dropped(), ctx->broker->first_surplus_ms()};
@@ -312,7 +329,9 @@ void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_d
     LogWarning(std::to_string(ctx->broker->reclaimed()) + " token(s) were still held by tool " +
                "invocations when they ended (killed?), and given back to the budget then: " + who);
   }
-  if (pool->own) CloseLegacyPool(pool->own.get(), ledger, surplus, verbose && !ctx->upstream);
+  if (pool->own) {
+    CloseLegacyPool(pool->own.get(), ledger, surplus, verbose && !ctx->upstream && others_back);
+  }
   if (int held = ledger->HeldBy(kCommandOwner); held > 0) {
     ledger->Release(kCommandOwner, held, &err);
   }
@@ -438,9 +457,19 @@ int RunBridge(const Options& options) {
     return 1;
   }
   if (!WriteBudgetFile(runtime_dir.path(), pool.identity, &err)) LogWarning(err);
+  // A root offers the Robust Jobserver too (docs/PROTOCOL.md); a joined
+  // jobbridge leaves ROBUST_JOBSERVER as it found it, as make does. Made
+  // before the caretaker, which removes it if jobbridge is killed.
+  std::unique_ptr<SemaphoreEndpoint> semaphore;
+  if (!joined && !(semaphore = SemaphoreEndpoint::Create(&err))) {
+    LogWarning(err + "; ROBUST_JOBSERVER is not offered");
+  }
+  std::optional<std::string> robust;
+  if (!joined) robust = semaphore ? semaphore->Name() : "";
   // Keeps a root's tree going if jobbridge is killed (src/caretaker.h).
   Caretaker caretaker;
-  if (pool.own && !caretaker.Start(*pool.own, &runtime_dir, &err)) {
+  int semaphore_id = semaphore ? semaphore->id() : -1;
+  if (pool.own && !caretaker.Start(*pool.own, semaphore_id, &runtime_dir, &err)) {
     LogWarning(err + "; if jobbridge is killed, make's next token return kills make (SIGPIPE)");
   }
 
@@ -468,6 +497,7 @@ int RunBridge(const Options& options) {
     return 1;
   }
   sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
+  if (semaphore && ctx.broker) OfferSemaphore(&ctx, std::move(semaphore));
   std::string shim_dir = MakeShims(options, runtime_dir);
   // Every make and ninja the shims start gets a pool of its own (docs/LEAKS.md).
   // A nested jobbridge's tools take from its relay's pool instead.
@@ -476,7 +506,8 @@ int RunBridge(const Options& options) {
                "below is lost until the end");
   }
   int jobs = joined ? outer.jobs.value_or(0) : options.jobs;
-  std::vector<std::string> environment = ChildEnvironment(jobs, pool.names, socket_path, shim_dir);
+  std::vector<std::string> environment =
+      ChildEnvironment(jobs, pool.names, socket_path, robust, shim_dir);
   if (!ctx.pools_path.empty()) environment.push_back(kPoolsVariable + ("=" + ctx.pools_path));
   SpawnRequest request{options.command,
                        environment,

@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/sem.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -135,7 +136,8 @@ void KeepGoing(std::vector<Flow> flows, pid_t command) {
   }
 }
 
-[[noreturn]] void RunCaretaker(int life, int returns, int feed, pid_t bridge, RuntimeDir* dir) {
+[[noreturn]] void RunCaretaker(int life, int returns, int feed, int semaphore, pid_t bridge,
+                               RuntimeDir* dir) {
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE}) {
     signal(sig, SIG_IGN);  // it outlives the bridge on purpose: SIGKILL ends it
   }
@@ -146,11 +148,17 @@ void KeepGoing(std::vector<Flow> flows, pid_t command) {
   pid_t command = -1;
   std::map<uint64_t, Flow> kept;  // by invocation id
   Listen(life, &command, &kept);
+  // A set outlives its creator: its blocked clients would wait forever.
+  // Removed, they get EIDRM at once, and so does a later semop.
+  std::string semaphore_gone;
+  if (semaphore >= 0 && semctl(semaphore, 0, IPC_RMID) == 0) {
+    semaphore_gone = ", and ROBUST_JOBSERVER clients get EIDRM (its semaphore is removed)";
+  }
   std::string me = std::to_string(getpid());
   LogWarning("the jobbridge serving this build (pid " + std::to_string(bridge) +
              ") ended without closing its jobserver (killed, or crashed); pid " + me +
              " keeps make's jobserver going until the build's last job ends, then removes " +
-             Shortened(dir->path()) + "; socket clients get no more slots");
+             Shortened(dir->path()) + "; socket clients get no more slots" + semaphore_gone);
   std::vector<Flow> flows;
   if (returns >= 0) flows.push_back({UniqueFd(returns), UniqueFd(feed)});
   for (auto& [id, flow] : kept) flows.push_back(std::move(flow));
@@ -164,7 +172,7 @@ void KeepGoing(std::vector<Flow> flows, pid_t command) {
 
 }  // namespace
 
-bool Caretaker::Start(const LegacyPool& pool, RuntimeDir* dir, std::string* err) {
+bool Caretaker::Start(const LegacyPool& pool, int semaphore_id, RuntimeDir* dir, std::string* err) {
   // A socket, not a pipe: a message to a caretaker that died must not raise
   // SIGPIPE (MSG_NOSIGNAL), whether or not the bridge ignores it yet.
   int life[2];
@@ -180,7 +188,9 @@ bool Caretaker::Start(const LegacyPool& pool, RuntimeDir* dir, std::string* err)
     close(life[1]);
     return false;
   }
-  if (pid == 0) RunCaretaker(life[0], pool.ReturnsFd(), pool.FeedFd(), bridge, dir);
+  if (pid == 0) {
+    RunCaretaker(life[0], pool.ReturnsFd(), pool.FeedFd(), semaphore_id, bridge, dir);
+  }
   close(life[0]);
   life_.Reset(life[1]);
   pid_ = pid;

@@ -19,7 +19,9 @@
 // root pool in pipe style); in fifo style it also waits for COMMAND to end.
 // Then it removes the runtime folder and exits. Socket clients get no more
 // slots (the socket died with the bridge), and a tool started after the
-// death shares the pool it was given. docs/ARCHITECTURE.md, "Invariants and
+// death shares the pool it was given. The Robust Jobserver's semaphore, which
+// would outlive the bridge and keep its blocked clients waiting forever, is
+// removed first thing (they get EIDRM). docs/ARCHITECTURE.md, "Invariants and
 // where they are enforced".
 #pragma once
 
@@ -41,10 +43,11 @@ class Caretaker {
   Caretaker& operator=(const Caretaker&) = delete;
   ~Caretaker() { Dismiss(); }
 
-  // Forks the caretaker for `pool` (which must stay open until Dismiss) and
-  // `dir`. Call it while the loop has not started and signals are held.
+  // Forks the caretaker for `pool` (which must stay open until Dismiss),
+  // the semaphore set `semaphore_id` (-1: none; endpoints/semaphore_endpoint.h)
+  // and `dir`. Call it while the loop has not started and signals are held.
   // Returns false and sets *err when it cannot fork (then there is none).
-  bool Start(const LegacyPool& pool, RuntimeDir* dir, std::string* err);
+  bool Start(const LegacyPool& pool, int semaphore_id, RuntimeDir* dir, std::string* err);
 
   // Tells it the command's pid, so that in fifo style it knows when the tree
   // has ended.

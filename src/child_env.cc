@@ -11,6 +11,7 @@ namespace jobbridge {
 
 std::vector<std::string> ChildEnvironment(int jobs, const PoolNames& names,
                                           const std::string& socket_path,
+                                          const std::optional<std::string>& robust,
                                           const std::string& shim_dir) {
   // A malformed jobserver word was reported already and is dropped with the
   // rest of its kind; -k, variables and the like stay.
@@ -30,6 +31,7 @@ std::vector<std::string> ChildEnvironment(int jobs, const PoolNames& names,
     // An outer root's pool server: tools below a nested jobbridge take from
     // its pool, and the bridge names its own server when it has one.
     replaced |= text.starts_with(std::string(kPoolsVariable) + "=");
+    replaced |= robust && text.starts_with("ROBUST_JOBSERVER=");
     if (!replaced) env.emplace_back(text);
   }
   env.push_back("MAKEFLAGS=" + FormatMakeflagsForPool(kept, jobs, names));
@@ -41,6 +43,7 @@ std::vector<std::string> ChildEnvironment(int jobs, const PoolNames& names,
     env.push_back(std::string(kCargoMakeflagsMark) + "=" + cargo);
   }
   env.push_back("JOBSERVERV2=" + socket_path);
+  if (robust && !robust->empty()) env.push_back("ROBUST_JOBSERVER=" + *robust);
   if (!shim_dir.empty()) {
     const char* path = std::getenv("PATH");
     env.push_back("PATH=" + shim_dir + ":" + (path ? path : "/usr/local/bin:/usr/bin:/bin"));

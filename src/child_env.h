@@ -1,6 +1,7 @@
 // What the command's environment says about the jobserver.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,13 @@ inline constexpr const char* kCargoMakeflagsMark = "JOBBRIDGE_CARGO_MAKEFLAGS";
 // build scripts' older clients read; otherwise it is cleared, so that a make
 // below that starts a pool of its own is the nearest pool for jobserver-rs, as
 // under plain make. `jobs` 0 writes a bare -j (a joined budget whose size is
-// not known). A non-empty `shim_dir` goes first in PATH (see adapt.h).
+// not known). ROBUST_JOBSERVER is set to `robust` ("sysvsem:ID"), removed
+// when that is empty, and left as it is without one (a joined jobbridge
+// passes it on, as make does). A non-empty `shim_dir` goes first in PATH
+// (see adapt.h).
 std::vector<std::string> ChildEnvironment(int jobs, const PoolNames& names,
                                           const std::string& socket_path,
+                                          const std::optional<std::string>& robust,
                                           const std::string& shim_dir);
 
 }  // namespace jobbridge

@@ -28,7 +28,7 @@ TEST(ChildEnvironmentTest, PipesAreNamedAsMakeNamesThem) {
   setenv("MAKEFLAGS", "k -j9 --jobserver-auth=7,8 -- CC=clang", 1);
   setenv("CARGO_MAKEFLAGS", "-j9 --jobserver-auth=7,8", 1);  // an outer cargo's
   setenv("JOBBRIDGE_CARGO_MAKEFLAGS", "-j9 --jobserver-auth=7,8", 1);
-  auto env = AsMap(ChildEnvironment(3, {kPipe, {}}, "/run/jb/s", "/opt/jb/shims"));
+  auto env = AsMap(ChildEnvironment(3, {kPipe, {}}, "/run/jb/s", "sysvsem:42", "/opt/jb/shims"));
   EXPECT_EQ(env["MAKEFLAGS"], "k -j3 --jobserver-auth=3,4 -- CC=clang");
   EXPECT_EQ(env["MFLAGS"], "-j3 --jobserver-auth=3,4");
   // Cleared: a make below that starts a pool of its own is the nearest pool
@@ -36,13 +36,14 @@ TEST(ChildEnvironmentTest, PipesAreNamedAsMakeNamesThem) {
   EXPECT_EQ(env.count("CARGO_MAKEFLAGS"), 0u);
   EXPECT_EQ(env.count(kCargoMakeflagsMark), 0u);
   EXPECT_EQ(env["JOBSERVERV2"], "/run/jb/s");
+  EXPECT_EQ(env["ROBUST_JOBSERVER"], "sysvsem:42");
   EXPECT_EQ(env["PATH"].rfind("/opt/jb/shims:", 0), 0u) << env["PATH"];
 }
 
 TEST(ChildEnvironmentTest, AFifoIsNamedEveryWayAndCargoGetsThePipeForm) {
   unsetenv("MAKEFLAGS");
   unsetenv("CARGO_MAKEFLAGS");
-  auto env = AsMap(ChildEnvironment(2, {kPipe, kFifo}, "/run/jb/s", ""));
+  auto env = AsMap(ChildEnvironment(2, {kPipe, kFifo}, "/run/jb/s", std::nullopt, ""));
   std::string every =
       "-j2 --jobserver-auth=3,4 --jobserver-auth=fifo:/run/jb/pool.fifo "
       "--jobserver-a=3,4";
@@ -50,6 +51,23 @@ TEST(ChildEnvironmentTest, AFifoIsNamedEveryWayAndCargoGetsThePipeForm) {
   EXPECT_EQ(env["MFLAGS"], every);
   EXPECT_EQ(env["CARGO_MAKEFLAGS"], "-j2 --jobserver-auth=3,4");
   EXPECT_EQ(env[kCargoMakeflagsMark], env["CARGO_MAKEFLAGS"]);
+}
+
+// A root names its own semaphore (an outer one is not joined: nesting is
+// not served yet), a root without one removes the variable, and a joined
+// jobbridge passes it on as it found it, as make does.
+TEST(ChildEnvironmentTest, RobustJobserverIsARootsOwnOrPassedOn) {
+  unsetenv("MAKEFLAGS");
+  setenv("ROBUST_JOBSERVER", "sysvsem:7", 1);
+  EXPECT_EQ(AsMap(ChildEnvironment(2, {kPipe, {}}, "/s", "sysvsem:9", ""))["ROBUST_JOBSERVER"],
+            "sysvsem:9");
+  EXPECT_EQ(AsMap(ChildEnvironment(2, {kPipe, {}}, "/s", "", "")).count("ROBUST_JOBSERVER"), 0u);
+  EXPECT_EQ(AsMap(ChildEnvironment(0, {kPipe, {}}, "/s", std::nullopt, ""))["ROBUST_JOBSERVER"],
+            "sysvsem:7");
+  unsetenv("ROBUST_JOBSERVER");
+  EXPECT_EQ(
+      AsMap(ChildEnvironment(0, {kPipe, {}}, "/s", std::nullopt, "")).count("ROBUST_JOBSERVER"),
+      0u);
 }
 
 }  // namespace
