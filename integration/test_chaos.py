@@ -54,9 +54,11 @@ r1 r2 r3:
 
 
 def ipc_objects():
-    """The System V IPC objects (semaphores, shared memory, queues) by id."""
+    """The System V IPC objects (shared memory, queues) by id. Semaphore sets
+    are checked one by one: every jobbridge root makes one (ROBUST_JOBSERVER),
+    so other tests running beside this one have theirs."""
     found = set()
-    for option in ("-s", "-m", "-q"):
+    for option in ("-m", "-q"):
         out = subprocess.run(["ipcs", option], capture_output=True, text=True).stdout
         found.update((option, line.split()[1]) for line in out.splitlines()
                      if line[:2] == "0x")
@@ -91,8 +93,10 @@ class ChaosTest(BridgeTestCase):
                    CHAOS_PY=sys.executable, CHAOS_CLIENT=CLIENT, JOBBRIDGE=self.bridge)
         ipc_before, shm_before = ipc_objects(), set(os.listdir("/dev/shm"))
         began = time.monotonic()
+        robust = os.path.join(self.sandbox.root, "robust.txt")
         result = self.sandbox.run([self.bridge, "-v", f"-j{budget}", f"--legacy-style={style}",
-                                   "--", sys.executable,
+                                   "--", "sh", "-c", f'echo "$ROBUST_JOBSERVER" > {robust}; '
+                                   'exec "$@"', "sh", sys.executable,
                                    DRIVER, str(seed), str(budget), str(clients), str(cycles)],
                                   env=env, timeout=1500)
         seconds = time.monotonic() - began
@@ -175,6 +179,12 @@ class ChaosTest(BridgeTestCase):
         self.assert_no_leftovers()
         self.assertEqual(os.listdir(self.sandbox.tmp), [], "files left in TMPDIR")
         self.assertEqual(ipc_objects() - ipc_before, set(), "System V IPC objects left")
+        with open(robust) as f:
+            semid = f.read().strip().split(":")[-1]
+        self.assertTrue(semid.isdigit(), "the command got no ROBUST_JOBSERVER")
+        sets = subprocess.run(["ipcs", "-s"], capture_output=True, text=True).stdout
+        self.assertNotIn(semid, [line.split()[1] for line in sets.splitlines() if line[:2] == "0x"],
+                         "its ROBUST_JOBSERVER semaphore set was left")
         self.assertEqual(set(os.listdir("/dev/shm")) - shm_before, set(), "/dev/shm left")
         self.assertEqual(tagged_processes(self.sandbox.tag), [])
 
