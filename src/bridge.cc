@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "adapt.h"
+#include "bridge_budget.h"
 #include "broker.h"
 #include "caretaker.h"
 #include "child_env.h"
@@ -66,16 +67,6 @@ struct Context {
   std::string outer;       // the outer budget joined, described for messages
   std::string pools_path;  // the pools socket, when it serves per-invocation pools
   bool verbose = false;
-};
-
-// The legacy jobserver the command's tree gets: a pool of jobbridge's own, or
-// (when it joined an outer legacy pool) that pool itself.
-struct ChildPool {
-  std::unique_ptr<LegacyPool> own;
-  JobserverAuth identity;  // for budget.json
-  PoolNames names;         // for MAKEFLAGS
-  std::vector<int> inherited_fds;
-  FifoPair outer_fifo;  // R,W of an outer FIFO, for the clients that need fds
 };
 
 void CloseSignalHandles(Context* ctx) {
@@ -346,69 +337,6 @@ void RunLoopToEnd(Context* ctx) {
   if (!ctx->loop_started) return;
   uv_run(&ctx->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&ctx->loop) != 0) LogWarning("internal: event loop closed with open handles");
-}
-
-// The budget to join, or none (then jobbridge is the root). Says what it
-// skipped and why, and what --root and -j mean here.
-OuterBudget ChooseBudget(const Options& options) {
-  std::vector<std::string> warnings;
-  OuterBudget outer = FindOuterBudget(std::getenv, &warnings);
-  for (const std::string& warning : warnings) LogWarning(warning);
-  std::string own = "a budget of its own (-j" + std::to_string(options.jobs) + ")";
-  if (options.root) {
-    if (outer.kind != OuterBudget::Kind::kNone) {
-      // The outer budget counts this command as one job (the slot it was
-      // started with); the tree below runs up to N.
-      LogWarning("--root: starting " + own + " inside " + outer.Describe() +
-                 ": the two budgets add up, so up to " + std::to_string(options.jobs - 1) +
-                 " job(s) more than the outer one allows may run at once");
-    }
-    return {};
-  }
-  if (outer.kind == OuterBudget::Kind::kNone) {
-    if (!warnings.empty()) LogWarning("no usable outer budget, so this tree gets " + own);
-    return outer;
-  }
-  if (options.jobs_given) {
-    LogWarning("-j" + std::to_string(options.jobs) + " ignored: joining " + outer.Describe() +
-               " (--root starts a budget of its own)");
-  }
-  if (outer.kind == OuterBudget::Kind::kSocket && outer.legacy.kind == JobserverAuth::Kind::kNone) {
-    LogWarning(outer.Describe() + " shares no legacy jobserver with this tree: make, cargo and " +
-               "ninja below run one job at a time (their implicit slot); socket clients share " +
-               "the outer budget");
-  }
-  if (options.verbose) LogInfo("joining " + outer.Describe());
-  return outer;
-}
-
-// A root's pool holds N-1 tokens. A joined jobbridge hands its tree the outer
-// legacy pool itself (docs/ARCHITECTURE.md, "Joining an outer budget"), or,
-// when there is none to share, an empty pool of its own.
-bool MakeChildPool(const Options& options, const OuterBudget& outer, Ledger* ledger,
-                   const RuntimeDir& runtime_dir, ChildPool* pool, std::string* err) {
-  if (outer.legacy.kind == JobserverAuth::Kind::kPipe) {  // set only when joining
-    pool->identity = outer.legacy;
-    pool->names = {outer.legacy, {}};
-    pool->inherited_fds = {outer.legacy.read_fd, outer.legacy.write_fd};
-    return true;
-  }
-  if (outer.legacy.kind == JobserverAuth::Kind::kFifo) {
-    if (!OpenFifoPair(outer.legacy.fifo_path, &pool->outer_fifo, err)) return false;
-    int r = pool->outer_fifo.read_end.get(), w = pool->outer_fifo.write_end.get();
-    pool->identity = outer.legacy;
-    pool->names = {{JobserverAuth::Kind::kPipe, r, w, ""}, outer.legacy};
-    pool->inherited_fds = {r, w};
-    return true;
-  }
-  int tokens = outer.kind == OuterBudget::Kind::kNone ? options.jobs - 1 : 0;
-  if (tokens > 0) ledger->Grant(kLegacyOwner, tokens, err);
-  pool->own = LegacyPool::Create(options.legacy_style, tokens, runtime_dir.path(), err);
-  if (!pool->own) return false;
-  pool->identity = pool->own->Auth();
-  pool->names = pool->own->Names();
-  pool->inherited_fds = pool->own->InheritedFds();
-  return true;
 }
 
 // The exit status after COMMAND ended: its own, but never 0 when the outer

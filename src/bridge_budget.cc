@@ -1,0 +1,69 @@
+#include "bridge_budget.h"
+
+#include <cstdlib>
+
+#include "endpoints/root_pool_endpoint.h"
+#include "log.h"
+
+namespace jobbridge {
+
+OuterBudget ChooseBudget(const Options& options) {
+  std::vector<std::string> warnings;
+  OuterBudget outer = FindOuterBudget(std::getenv, &warnings);
+  for (const std::string& warning : warnings) LogWarning(warning);
+  std::string own = "a budget of its own (-j" + std::to_string(options.jobs) + ")";
+  if (options.root) {
+    if (outer.kind != OuterBudget::Kind::kNone) {
+      // The outer budget counts this command as one job (the slot it was
+      // started with); the tree below runs up to N.
+      LogWarning("--root: starting " + own + " inside " + outer.Describe() +
+                 ": the two budgets add up, so up to " + std::to_string(options.jobs - 1) +
+                 " job(s) more than the outer one allows may run at once");
+    }
+    return {};
+  }
+  if (outer.kind == OuterBudget::Kind::kNone) {
+    if (!warnings.empty()) LogWarning("no usable outer budget, so this tree gets " + own);
+    return outer;
+  }
+  if (options.jobs_given) {
+    LogWarning("-j" + std::to_string(options.jobs) + " ignored: joining " + outer.Describe() +
+               " (--root starts a budget of its own)");
+  }
+  if (outer.kind == OuterBudget::Kind::kSocket && outer.legacy.kind == JobserverAuth::Kind::kNone) {
+    LogWarning(outer.Describe() + " shares no legacy jobserver with this tree: make, cargo and " +
+               "ninja below run one job at a time (their implicit slot); socket clients share " +
+               "the outer budget");
+  }
+  if (options.verbose) LogInfo("joining " + outer.Describe());
+  return outer;
+}
+
+// docs/ARCHITECTURE.md, "Joining an outer budget".
+bool MakeChildPool(const Options& options, const OuterBudget& outer, Ledger* ledger,
+                   const RuntimeDir& runtime_dir, ChildPool* pool, std::string* err) {
+  if (outer.legacy.kind == JobserverAuth::Kind::kPipe) {  // set only when joining
+    pool->identity = outer.legacy;
+    pool->names = {outer.legacy, {}};
+    pool->inherited_fds = {outer.legacy.read_fd, outer.legacy.write_fd};
+    return true;
+  }
+  if (outer.legacy.kind == JobserverAuth::Kind::kFifo) {
+    if (!OpenFifoPair(outer.legacy.fifo_path, &pool->outer_fifo, err)) return false;
+    int r = pool->outer_fifo.read_end.get(), w = pool->outer_fifo.write_end.get();
+    pool->identity = outer.legacy;
+    pool->names = {{JobserverAuth::Kind::kPipe, r, w, ""}, outer.legacy};
+    pool->inherited_fds = {r, w};
+    return true;
+  }
+  int tokens = outer.kind == OuterBudget::Kind::kNone ? options.jobs - 1 : 0;
+  if (tokens > 0) ledger->Grant(kLegacyOwner, tokens, err);
+  pool->own = LegacyPool::Create(options.legacy_style, tokens, runtime_dir.path(), err);
+  if (!pool->own) return false;
+  pool->identity = pool->own->Auth();
+  pool->names = pool->own->Names();
+  pool->inherited_fds = pool->own->InheritedFds();
+  return true;
+}
+
+}  // namespace jobbridge
