@@ -12,54 +12,13 @@
 #include <functional>
 #include <thread>
 
-#include "client_test_support.h"
+#include "client_sysvsem_support.h"
 
 namespace jobbridge {
 namespace client_test {
 namespace {
 
-// Polls `condition` until it holds or kEventMs passed (the bound, never the event).
-bool Eventually(const std::function<bool()>& condition) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kEventMs);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
-
-class SemaphoreClientTest : public ClientTest {
- protected:
-  void SetUp() override {
-    ClientTest::SetUp();
-    set_ = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
-    ASSERT_GE(set_, 0) << strerror(errno);
-  }
-
-  void TearDown() override {
-    if (set_ >= 0) semctl(set_, 0, IPC_RMID);
-    ClientTest::TearDown();
-  }
-
-  void SetValue(int value) { ASSERT_EQ(semctl(set_, 0, SETVAL, value), 0) << strerror(errno); }
-  int Value() const { return semctl(set_, 0, GETVAL); }
-  int Blocked() const { return semctl(set_, 0, GETNCNT); }
-  void Give() {
-    sembuf give{0, 1, 0};
-    ASSERT_EQ(semop(set_, &give, 1), 0) << strerror(errno);
-  }
-  std::string Named() const { return "sysvsem:" + std::to_string(set_); }
-
-  // Opens from ROBUST_JOBSERVER=`value`; returns the result, *client on success.
-  int Open(const std::string& value, jobbridge_client** client) {
-    setenv("ROBUST_JOBSERVER", value.c_str(), 1);
-    why_[0] = '\0';
-    return jobbridge_client_open_env(client, why_, sizeof why_);
-  }
-
-  int set_ = -1;
-  char why_[512] = "";
-};
+using SemaphoreClientTest = SemaphoreTest;
 
 TEST_F(SemaphoreClientTest, TakesAndGivesBackUnits) {
   SetValue(2);

@@ -10,55 +10,27 @@
 #include <cstdio>
 #include <string>
 
+#include "client_sysvsem_support.h"
 #include "client_threads_support.h"
 
 namespace jobbridge {
 namespace client_test {
 namespace {
 
-class SemaphoreThreadsTest : public ClientTest {
+class SemaphoreThreadsTest : public SemaphoreTest {
  protected:
-  void SetUp() override {
-    ClientTest::SetUp();
-    set_ = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
-    ASSERT_GE(set_, 0) << strerror(errno);
-  }
-  void TearDown() override {
-    semctl(set_, 0, IPC_RMID);
-    ClientTest::TearDown();
-  }
-  void SetValue(int value) { ASSERT_EQ(semctl(set_, 0, SETVAL, value), 0) << strerror(errno); }
-  int Value() const { return semctl(set_, 0, GETVAL); }
-  void Give() {
-    sembuf give{0, 1, 0};
-    ASSERT_EQ(semop(set_, &give, 1), 0) << strerror(errno);
-  }
   // No waiter thread is left blocked in semop (they end within a slice).
   bool NoneBlocked() {
-    auto deadline = Clock::now() + std::chrono::milliseconds(kEventMs);
-    while (semctl(set_, 0, GETNCNT) != 0) {
-      if (Clock::now() > deadline) return false;
-      std::this_thread::yield();
-    }
-    return true;
+    return Eventually([&] { return Blocked() == 0; });
   }
   bool ValueBecomes(int value) {
-    auto deadline = Clock::now() + std::chrono::milliseconds(kEventMs);
-    while (Value() != value) {
-      if (Clock::now() > deadline) return false;
-      std::this_thread::yield();
-    }
-    return true;
+    return Eventually([&] { return Value() == value; });
   }
   jobbridge_client* Open() {
-    setenv("ROBUST_JOBSERVER", ("sysvsem:" + std::to_string(set_)).c_str(), 1);
     jobbridge_client* client = nullptr;
-    char why[256] = "";
-    EXPECT_EQ(jobbridge_client_open_env(&client, why, sizeof why), 0) << Why(why);
+    EXPECT_EQ(SemaphoreTest::Open(Named(), &client), 0) << Why(why_);
     return client;
   }
-
-  int set_ = -1;
 };
 
 TEST_F(SemaphoreThreadsTest, ThreadsOnOneClientStayWithinTheBudget) {
