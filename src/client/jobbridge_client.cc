@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "client/transport.h"
 #include "core/makeflags.h"
@@ -171,29 +172,21 @@ int OpenEnv(std::unique_ptr<Transport>* out, std::string* why) {
   ImplicitRule rule;
   std::string rule_why;
   int rule_rc = ReadImplicitRule(&rule, &rule_why);
-  const char* socket_path = getenv("JOBSERVERV2");
-  if (socket_path != nullptr && socket_path[0] != '\0') {
+  // The crash-safe protocols first, the socket (pollable: the whole API works
+  // natively) before the semaphore (docs/PROTOCOL.md, "Which jobserver a
+  // client uses"). In both a make job owns its slot (MAKELEVEL).
+  for (auto [variable, open] :
+       {std::pair{"JOBSERVERV2", &jobbridge::client::OpenSocketTransport},
+        std::pair{"ROBUST_JOBSERVER", &jobbridge::client::OpenSemaphoreTransport}}) {
+    const char* value = getenv(variable);
+    if (value == nullptr || value[0] == '\0') continue;
     if (rule_rc < 0) {
       *why = rule_why;
       return rule_rc;
     }
     bool implicit_slot =
         rule == ImplicitRule::kAlways || (rule == ImplicitRule::kDefault && StartedByMake());
-    return jobbridge::client::OpenSocketTransport(socket_path, "JOBSERVERV2", implicit_slot, out,
-                                                  why);
-  }
-  // After the socket (pollable: the whole API works natively), before the
-  // make variables (docs/PROTOCOL.md, "Which jobserver a client uses").
-  const char* robust = getenv("ROBUST_JOBSERVER");
-  if (robust != nullptr && robust[0] != '\0') {
-    if (rule_rc < 0) {
-      *why = rule_why;
-      return rule_rc;
-    }
-    bool implicit_slot =
-        rule == ImplicitRule::kAlways || (rule == ImplicitRule::kDefault && StartedByMake());
-    return jobbridge::client::OpenSemaphoreTransport(robust, "ROBUST_JOBSERVER", implicit_slot, out,
-                                                     why);
+    return open(value, variable, implicit_slot, out, why);
   }
   auto source = jobbridge::SelectMakeflags([](const char* name) { return getenv(name); });
   if (!source) {
