@@ -368,8 +368,11 @@ int RunBridge(const Options& options) {
   OuterBudget outer = ChooseBudget(options);
   bool joined = outer.kind != OuterBudget::Kind::kNone;
 
-  for (const std::string& stale : RuntimeDir::SweepStale()) {
-    LogWarning("removed " + stale + ", left by a jobbridge that was killed");
+  for (const RuntimeDir::Swept& stale : RuntimeDir::SweepStale()) {
+    std::string set = stale.semaphore < 0 ? ""
+                                          : " and its ROBUST_JOBSERVER semaphore set (sysvsem:" +
+                                                std::to_string(stale.semaphore) + ")";
+    LogWarning("removed " + stale.path + set + ", left by a jobbridge that was killed");
   }
   RuntimeDir runtime_dir;
   if (!runtime_dir.Create(&err)) {
@@ -392,6 +395,7 @@ int RunBridge(const Options& options) {
   if (!joined && !(semaphore = SemaphoreEndpoint::Create(&err))) {
     LogWarning(err + "; ROBUST_JOBSERVER is not offered");
   }
+  if (semaphore && !runtime_dir.NoteSemaphore(semaphore->id(), &err)) LogWarning(err);
   std::optional<std::string> robust;
   if (!joined) robust = semaphore ? semaphore->Name() : "";
   // Keeps a root's tree going if jobbridge is killed (src/caretaker.h).

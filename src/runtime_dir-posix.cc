@@ -1,5 +1,7 @@
 #include "runtime_dir-posix.h"
 
+#include <sys/ipc.h>
+#include <sys/sem.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +37,36 @@ Parent ChooseParent() {
 }
 
 constexpr const char* kOwnerFile = "owner";
+constexpr const char* kSemaphoreFile = "semaphore";
+
+// A set's creation time (the last SETVAL, which only its creator makes), or
+// -1 when it cannot be looked at or is not a set this user made for
+// jobbridge (one semaphore, no key). With the id it names one set, even
+// after the id is reused.
+long long SemaphoreStamp(int id) {
+  semid_ds info{};
+  union {
+    int val;
+    semid_ds* buf;
+    unsigned short* array;
+  } argument{.buf = &info};
+  if (semctl(id, 0, IPC_STAT, argument) != 0) return -1;
+  if (info.sem_perm.cuid != getuid() || info.sem_perm.__key != IPC_PRIVATE || info.sem_nsems != 1) {
+    errno = EINVAL;
+    return -1;
+  }
+  return static_cast<long long>(info.sem_ctime);
+}
+
+// Removes the set a stale folder names, if it is still that set. Its id, or
+// -1 when there was none to remove.
+int RemoveNamedSemaphore(const std::filesystem::path& folder) {
+  std::ifstream note(folder / kSemaphoreFile);
+  int id = -1;
+  long long stamp = -1;
+  if (!(note >> id >> stamp) || id < 0 || stamp < 0 || SemaphoreStamp(id) != stamp) return -1;
+  return semctl(id, 0, IPC_RMID) == 0 ? id : -1;
+}
 
 // A process's start time (clock ticks since boot, field 22 of
 // /proc/PID/stat): with the pid it names one process, even after pid reuse.
@@ -80,8 +112,8 @@ bool OwnerIsGone(const std::filesystem::path& folder) {
 
 }  // namespace
 
-std::vector<std::string> RuntimeDir::SweepStale() {
-  std::vector<std::string> removed;
+std::vector<RuntimeDir::Swept> RuntimeDir::SweepStale() {
+  std::vector<Swept> removed;
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(ChooseParent().folder, error)) {
     if (!entry.path().filename().string().starts_with("jobbridge-")) continue;
@@ -90,9 +122,10 @@ std::vector<std::string> RuntimeDir::SweepStale() {
         info.st_uid != getuid() || !OwnerIsGone(entry.path())) {
       continue;
     }
+    int semaphore = RemoveNamedSemaphore(entry.path());
     std::error_code ignored;
     if (std::filesystem::remove_all(entry.path(), ignored) > 0) {
-      removed.push_back(entry.path().string());
+      removed.push_back({entry.path().string(), semaphore});
     }
   }
   return removed;
@@ -132,6 +165,24 @@ void RuntimeDir::AddOwner(pid_t pid) const {
   std::string aside = Join(std::string(kOwnerFile) + ".new");
   std::ofstream(aside) << OwnerLine(getpid()) << " " << OwnerLine(pid) << "\n";
   rename(aside.c_str(), Join(kOwnerFile).c_str());
+}
+
+bool RuntimeDir::NoteSemaphore(int id, std::string* err) const {
+  long long stamp = SemaphoreStamp(id);
+  if (stamp < 0) {
+    *err = "cannot look at the ROBUST_JOBSERVER semaphore (sysvsem:" + std::to_string(id) +
+           "): " + strerror(errno) + "; if jobbridge and its caretaker are both killed, the " +
+           "next jobbridge cannot remove it (ipcrm -s " + std::to_string(id) + " does)";
+    return false;
+  }
+  // Written aside and renamed, so a sweep never reads half the file.
+  std::string aside = Join(std::string(kSemaphoreFile) + ".new");
+  std::ofstream(aside) << id << " " << stamp << "\n";
+  if (rename(aside.c_str(), Join(kSemaphoreFile).c_str()) != 0) {
+    *err = "cannot name the ROBUST_JOBSERVER semaphore in " + path_ + ": " + strerror(errno);
+    return false;
+  }
+  return true;
 }
 
 bool RuntimeDir::Remove(std::string* err) {

@@ -1,7 +1,9 @@
 // The bridge's private runtime folder: mode 0700, random name, removed at exit.
 // It holds the FIFO of a fifo-style pool, the socket, and an "owner" file
 // naming the process that made it, so that a later jobbridge can remove the
-// folder of one that was killed (SIGKILL leaves no chance to clean up).
+// folder of one that was killed (SIGKILL leaves no chance to clean up), and
+// a "semaphore" file naming the Robust Jobserver's set, which outlives its
+// creator, so that the same sweep removes it.
 #pragma once
 
 #include <sys/types.h>
@@ -24,10 +26,25 @@ class RuntimeDir {
   // folder and the variable to change, when it cannot be created.
   bool Create(std::string* err);
 
+  // What SweepStale removed: a folder, and the semaphore set it named
+  // (NoteSemaphore), -1 when none was left.
+  struct Swept {
+    std::string path;
+    int semaphore = -1;
+    bool operator==(const Swept&) const = default;
+  };
+
   // Removes the folders in the same parent that Create would use which were
   // made by a jobbridge of this user that no longer runs (its "owner" file
-  // names a pid that is gone or was reused since). Returns their paths.
-  static std::vector<std::string> SweepStale();
+  // names a pid that is gone or was reused since), and the semaphore set
+  // each names if it is still there and is still that set (this user's, one
+  // semaphore, the same creation time: an id may be reused).
+  static std::vector<Swept> SweepStale();
+
+  // Names semaphore set `id` (just created, endpoints/semaphore_endpoint.h)
+  // in the folder, with its creation time, for SweepStale. Returns false and
+  // sets *err when it cannot be looked at or written down.
+  bool NoteSemaphore(int id, std::string* err) const;
 
   // Names `pid` (the Caretaker) as the folder's owner beside this process,
   // so that SweepStale leaves the folder alone while either lives: from the

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <gtest/gtest.h>
+#include <sys/ipc.h>
+#include <sys/sem.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -261,6 +263,15 @@ class SweepTest : public RuntimeDirTest {
     }
     return path;
   }
+
+  static std::vector<std::string> SweptPaths() {
+    std::vector<std::string> paths;
+    for (const RuntimeDir::Swept& swept : RuntimeDir::SweepStale()) {
+      EXPECT_EQ(swept.semaphore, -1) << swept.path;
+      paths.push_back(swept.path);
+    }
+    return paths;
+  }
 };
 
 TEST_F(SweepTest, RemovesOnlyFoldersWhoseOwnerIsGone) {
@@ -272,7 +283,7 @@ TEST_F(SweepTest, RemovesOnlyFoldersWhoseOwnerIsGone) {
   std::string making = FakeFolder("jobbridge-new001", "");  // no owner yet: being made
   std::string other = FakeFolder("not-jobbridge-x", std::to_string(DeadPid()) + " 1\n");
 
-  std::vector<std::string> removed = RuntimeDir::SweepStale();
+  std::vector<std::string> removed = SweptPaths();
   std::sort(removed.begin(), removed.end());
   EXPECT_EQ(removed, (std::vector<std::string>{dead, reused}));
   EXPECT_FALSE(Exists(dead));
@@ -308,10 +319,65 @@ TEST_F(SweepTest, KeepsAFolderWhileEitherOwnerLives) {
   std::fputs((dead + " " + caretaker_half + "\n").c_str(), file);
   std::fclose(file);
 
-  std::vector<std::string> removed = RuntimeDir::SweepStale();
-  EXPECT_EQ(removed, std::vector<std::string>{gone_both});
+  EXPECT_EQ(SweptPaths(), std::vector<std::string>{gone_both});
   EXPECT_TRUE(Exists(helper_alive.path())) << "swept while its caretaker lives";
   EXPECT_FALSE(Exists(gone_both));
+}
+
+}  // namespace
+}  // namespace jobbridge
+
+namespace jobbridge {
+namespace {
+
+// A set of one semaphore, as SemaphoreEndpoint makes it; removed by the
+// destructor if the test left it.
+struct TestSet {
+  int id = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
+  ~TestSet() {
+    if (id >= 0) semctl(id, 0, IPC_RMID);
+  }
+  bool Exists() const { return semctl(id, 0, GETVAL) >= 0; }
+};
+
+// A folder made by a jobbridge whose owners are gone: a dead pid as bridge
+// and caretaker, and the set `semaphore` noted as the bridge notes its own.
+std::string KilledBridgeFolder(RuntimeDir* dir, int semaphore) {
+  std::string err;
+  EXPECT_TRUE(dir->Create(&err)) << err;
+  EXPECT_TRUE(dir->NoteSemaphore(semaphore, &err)) << err;
+  std::string dead = std::to_string(DeadPid()) + " 12345";
+  std::FILE* file = std::fopen(dir->Join("owner").c_str(), "w");
+  std::fputs((dead + " " + dead + "\n").c_str(), file);
+  std::fclose(file);
+  return dir->path();
+}
+
+// Killed with its caretaker, a root left its set: blocked clients waited for
+// ever and `ipcs -s` kept it until the next boot.
+TEST_F(RuntimeDirTest, SweepRemovesTheSemaphoreSetAKilledBridgeNamed) {
+  TestSet set;
+  ASSERT_GE(set.id, 0) << strerror(errno);
+  RuntimeDir dir;
+  std::string path = KilledBridgeFolder(&dir, set.id);
+  std::vector<RuntimeDir::Swept> swept = RuntimeDir::SweepStale();
+  EXPECT_EQ(swept, (std::vector<RuntimeDir::Swept>{{path, set.id}}));
+  EXPECT_FALSE(set.Exists()) << "the set is left";
+}
+
+// An id is reused once its set is gone: a set made later under the same id
+// is someone else's, and stays.
+TEST_F(RuntimeDirTest, SweepLeavesASetThatIsNoLongerTheOneNoted) {
+  TestSet set;
+  ASSERT_GE(set.id, 0) << strerror(errno);
+  RuntimeDir dir;
+  std::string path = KilledBridgeFolder(&dir, set.id);
+  std::FILE* file = std::fopen(dir.Join("semaphore").c_str(), "w");  // another creation time
+  std::fputs((std::to_string(set.id) + " 1\n").c_str(), file);
+  std::fclose(file);
+  std::vector<RuntimeDir::Swept> swept = RuntimeDir::SweepStale();
+  EXPECT_EQ(swept, (std::vector<RuntimeDir::Swept>{{path, -1}}));
+  EXPECT_TRUE(set.Exists()) << "removed a set that is not the one noted";
 }
 
 }  // namespace
