@@ -175,7 +175,9 @@ class CrashSafetyTest(SysvsemTestCase):
                   + "do sleep 0.01; done; " + self.c("waiter", "0.2") + "; wait")
         bridge = self.sandbox.start([self.bridge, "-v", "-j2", "--", "sh", "-c", script])
         semid = self.semaphore_id()
-        wait_for(lambda: semctl(semid, GETNCNT) == 1, 30, "the waiter to block")
+        # The holder blocks too before its grant: the waiter asks only after.
+        wait_for(lambda: "waiter" in read_stamps(self.sandbox.log, "want")
+                 and semctl(semid, GETNCNT) == 1, 30, "the waiter to block")
         killed_ns = time.time_ns()
         os.kill(read_stamps(self.sandbox.log, "pid")["holder"], signal.SIGKILL)
         out, err = bridge.communicate(timeout=60)
@@ -242,7 +244,9 @@ class CrashSafetyTest(SysvsemTestCase):
         script = SAY_ID + " ".join(self.c(f"c{i}", "60") + " &" for i in range(3)) + " wait"
         bridge = self.sandbox.start([self.bridge, "-j2", "--", "sh", "-c", script])
         semid = self.semaphore_id()
-        wait_for(lambda: semctl(semid, GETNCNT) == 2, 30, "two clients to block")
+        # Two blocked while one holds (not two blocked before the third started).
+        wait_for(lambda: len(read_stamps(self.sandbox.log, "grant")) == 1
+                 and semctl(semid, GETNCNT) == 2, 30, "two clients to block")
         holder = list(read_stamps(self.sandbox.log, "grant"))
         self.assertEqual(len(holder), 1)
         killed_ns = time.time_ns()

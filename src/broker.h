@@ -67,11 +67,11 @@
 //   connection's '+' (within the socket side's share), and no more: when
 //   fewer wait, its requests shrink to match (Recount).
 // - Units its clients give back are its stock. While a seen ask waits
-//   elsewhere, stock beyond one goes back at once and the last after
-//   kStockIdleMs (as for pools); while nobody is seen waiting, all of it goes
-//   back after kStockIdleMs (ReturnUnusedStock): it needs no stock to be
-//   served, and a reader of the root pool may want the slot unseen. It is
-//   never guessed for and never rests.
+//   elsewhere, all of it goes back as soon as the poll sees it (its client
+//   had the poll's interval to take its unit again); while nobody is seen
+//   waiting, all of it goes back after kStockIdleMs (ReturnUnusedStock): it
+//   needs no stock to be served, and a reader of the root pool may want the
+//   slot unseen. It is never guessed for and never rests.
 // - More units in it than it holds were given back by a client that never
 //   took them: taken back out, reported once, and counted at exit.
 #pragma once

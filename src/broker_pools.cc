@@ -266,9 +266,12 @@ bool Broker::TakeBackIdleStock(bool for_guesses) {
     if (ours <= 0) continue;
     // Beyond one (its second at its start or while it reads, tokens its
     // processes wrote back into the token pipe): now, unless only guesses
-    // wait.
+    // wait. A semaphore's units, all of them, as soon as seen: its waiters
+    // are counted, so it needs no stock to be served, and its client had
+    // the poll's interval to take its unit again.
     bool idle = now >= stock.stocked_at + idle_ms;
-    int take = idle ? ours : for_guesses ? 0 : ours - 1;
+    bool counted = endpoint->traits().waiters_seen;
+    int take = idle || (counted && !for_guesses) ? ours : for_guesses ? 0 : ours - 1;
     if (!idle)
       next_due = next_due == 0 ? stock.stocked_at + idle_ms
                                : std::min(next_due, stock.stocked_at + idle_ms);

@@ -7,6 +7,7 @@
 #include <sys/sem.h>
 #include <uv.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,7 @@ class BrokerSemaphoreTest : public test_util::BrokerFixture {
     id_ = broker_->Join(std::move(semaphore));
     semaphore_->Start(&loop_, [this](SemaphoreEndpoint::Counts counts) {
       broker_->Recount(id_, counts.waiting);
+      if (after_recount_) after_recount_(counts);
     });
   }
   int Held() const { return ledger_->HeldBy(kSemaphoreOwner); }
@@ -51,6 +53,8 @@ class BrokerSemaphoreTest : public test_util::BrokerFixture {
     return exact;
   }
 
+  // Runs after each Recount, with what the poll read.
+  std::function<void(SemaphoreEndpoint::Counts)> after_recount_;
   SemaphoreEndpoint* semaphore_ = nullptr;  // owned by the broker
   int semid_ = -1;
   EndpointId id_ = 0;
@@ -92,6 +96,36 @@ TEST_F(BrokerSemaphoreTest, AWaiterKilledWhileBlockedWithdrawsItsRequest) {
   ASSERT_TRUE(RunUntil([&] { return Held() == 0; }));
   EXPECT_EQ(Value(), 0);
   EXPECT_EQ(PoolAvailable(), 1);
+  EXPECT_TRUE(StopAndCountBack());
+}
+
+// A unit given back while a socket client waits goes to it in the pass that
+// sees it back: its client had the poll's interval to take it again. It
+// used to stay kStockIdleMs more, and the waiter idled that long (31 ms
+// from a holder's kill to a socket waiter's grant).
+TEST_F(BrokerSemaphoreTest, AUnitGivenBackGoesToAWaiterElsewhereAsSoonAsSeen) {
+  Start(2);  // one shared slot
+  Offer();
+  SemaphoreClient holder(semid_);
+  ASSERT_TRUE(Answered(holder));
+  ASSERT_EQ(holder.Outcome(), SemaphoreClient::kGranted);
+  UniqueFd waiter = test_util::ConnectTo(socket_path_);
+  ASSERT_TRUE(waiter.valid()) << strerror(errno);
+  ASSERT_TRUE(RunUntil([&] { return broker_->waiting() == 1; }));
+  int value_when_seen = -1;
+  bool granted_when_seen = false;
+  after_recount_ = [&](SemaphoreEndpoint::Counts counts) {
+    if (counts.value == 0 || value_when_seen >= 0) return;
+    value_when_seen = Value();
+    granted_when_seen = test_util::Readable(waiter.get());
+  };
+  ASSERT_EQ(holder.GiveBack(), 0);
+  ASSERT_TRUE(RunUntil([&] { return value_when_seen >= 0; }));
+  EXPECT_EQ(value_when_seen, 0) << "the unit stayed in the semaphore while a socket client waited";
+  EXPECT_TRUE(granted_when_seen) << "the socket client was not granted in the same pass";
+  EXPECT_EQ(Held(), 0);
+  waiter.Reset();
+  ASSERT_TRUE(RunUntil([&] { return PoolAvailable() == 1; }));
   EXPECT_TRUE(StopAndCountBack());
 }
 
