@@ -206,7 +206,26 @@ class Sandbox:
                 except OSError:
                     pass
             time.sleep(0.01)
+        self.remove_noted_semaphores()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def remove_noted_semaphores(self):
+        """Removes the semaphore sets that roots named in runtime folders
+        still here (a failed test killed them, and their caretakers, above)
+        if each is still the set noted (same id and creation time)."""
+        try:
+            with open("/proc/sysvipc/sem") as f:
+                made = {line.split()[1]: line.split()[9] for line in f.readlines()[1:]}
+        except OSError:
+            return
+        for folder in self.runtime_leftovers():
+            try:
+                with open(os.path.join(self.tmp, folder, "semaphore")) as f:
+                    semid, stamp = f.read().split()
+            except (OSError, ValueError):
+                continue
+            if made.get(semid) == stamp:
+                subprocess.run(["ipcrm", "-s", semid], capture_output=True)
 
 
 class BridgeTestCase(unittest.TestCase):
