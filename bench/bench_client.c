@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -81,17 +82,15 @@ int read_grant(int fd) {
 
 // One client process: cycles until the deadline, counting the cycles that
 // ended before it. Runs in a fork, so returns only through _exit.
-static void client_loop(const char* path, int start_fd, const int64_t* start, int64_t seconds,
-                        uint64_t* count) {
+static void client_loop(cycle_fn cycle, const void* arg, int start_fd, const int64_t* start,
+                        int64_t seconds, uint64_t* count) {
   char byte;
   while (read(start_fd, &byte, 1) < 0 && errno == EINTR) {
   }  // EOF: the parent released every client at once
   int64_t deadline = *start + seconds;
   uint64_t cycles = 0;
   for (;;) {
-    int fd = connect_server(path);
-    if (fd < 0 || read_grant(fd) != 0) _exit(1);
-    close(fd);
+    if (cycle(arg) != 0) _exit(1);
     if (now_ns() > deadline) break;
     cycles++;
   }
@@ -99,10 +98,17 @@ static void client_loop(const char* path, int start_fd, const int64_t* start, in
   _exit(0);
 }
 
+// A socket client's cycle: connect (one request), read the grant, close.
+static int socket_cycle(const void* path) {
+  int fd = connect_server(path);
+  int rc = fd >= 0 ? read_grant(fd) : -1;
+  if (fd >= 0) close(fd);
+  return rc;
+}
+
 // throughput and fairness: C processes (not threads, as real clients are
 // separate processes with their own fd tables) started together.
-static int run_clients(int clients, double seconds) {
-  const char* path = server_path();
+int run_clients(int clients, double seconds, cycle_fn cycle, const void* arg) {
   if (clients < 1 || clients > kMaxClients) return fprintf(stderr, "bad -c\n"), 1;
   size_t size = sizeof(int64_t) + sizeof(uint64_t) * clients;
   int64_t* start = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -121,7 +127,7 @@ static int run_clients(int clients, double seconds) {
     }
     if (pids[i] == 0) {
       close(gate[1]);
-      client_loop(path, gate[0], start, (int64_t)(seconds * 1e9), &counts[i]);
+      client_loop(cycle, arg, gate[0], start, (int64_t)(seconds * 1e9), &counts[i]);
     }
   }
   *start = now_ns();
@@ -139,9 +145,15 @@ static int run_clients(int clients, double seconds) {
     max = counts[i] > max ? counts[i] : max;
     min = counts[i] < min ? counts[i] : min;
   }
-  printf("clients=%d seconds=%.1f cycles_per_s=%.0f max=%llu min=%llu max_min=%.3f\n", clients,
-         seconds, total / seconds, (unsigned long long)max, (unsigned long long)min,
-         min ? (double)max / min : 1e9);
+  // How often a client slept (voluntary context switches of all the reaped
+  // clients, per cycle): whether the slots were contended at all.
+  struct rusage usage;
+  getrusage(RUSAGE_CHILDREN, &usage);
+  printf(
+      "clients=%d seconds=%.1f cycles_per_s=%.0f max=%llu min=%llu max_min=%.3f "
+      "slept_per_cycle=%.3f\n",
+      clients, seconds, total / seconds, (unsigned long long)max, (unsigned long long)min,
+      min ? (double)max / min : 1e9, total ? (double)usage.ru_nvcsw / total : 0);
   return 0;
 }
 
@@ -201,7 +213,7 @@ int main(int argc, char** argv) {
   }
   if (h.rounds < 1 || seconds <= 0) return usage();
   if (!strcmp(mode, "throughput") || !strcmp(mode, "fairness"))
-    return run_clients(clients, seconds);
+    return run_clients(clients, seconds, socket_cycle, server_path());
   if (!strcmp(mode, "pipe-handoff"))
     h.kind = kPipeToPipe;
   else if (!strcmp(mode, "handoff"))

@@ -1,5 +1,6 @@
-// What the two halves of bench_client share: the clock, the client side of
-// the socket protocol, and the hand-off latency runs (handoff.c).
+// What the parts of bench_client share: the clock, the client side of the
+// socket protocol, the throughput runs (bench_client.c), and the hand-off
+// latency runs (handoff.c).
 #pragma once
 
 #include <stdint.h>
@@ -18,6 +19,14 @@ const char* server_path(void);
 int connect_server(const char* path);
 // Blocks for the grant byte. Returns 0, or -1 after saying why on stderr.
 int read_grant(int fd);
+
+// One cycle of a throughput client: take a slot and give it back. Returns 0,
+// or -1 after saying why on stderr.
+typedef int (*cycle_fn)(const void* arg);
+// Runs `clients` processes, each repeating cycle(arg) for `seconds`, and
+// prints clients=, cycles_per_s=, max=, min=, max_min=, slept_per_cycle=.
+// Returns the exit status.
+int run_clients(int clients, double seconds, cycle_fn cycle, const void* arg);
 
 struct handoff_options {
   enum handoff_kind kind;
