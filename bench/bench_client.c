@@ -13,9 +13,12 @@
 //   pipe-handoff [-n R]       pipe -> pipe wake-up, the floor of a legacy one
 //   legacy-handoff [-n R]     legacy token -> socket waiter; under jobbridge -j2
 //   (-w CPU pins the waiting thread of a hand-off mode to that CPU)
+//   sem-throughput, sem-handoff, sem-idle-grant [-s SLOTS]: the same loads
+//                             on the Robust Jobserver's semaphore (sysvsem.c)
 //
-// Exit status: 0, 1 on a failure (named on stderr), 3 when JOBSERVERV2 is
-// not set (the script prints "n/a" for it rather than an error).
+// Exit status: 0, 1 on a failure (named on stderr), 3 when JOBSERVERV2 (for
+// a sem- mode ROBUST_JOBSERVER) is not set (the script prints "n/a" for it
+// rather than an error).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +37,7 @@
 #include <unistd.h>
 
 #include "handoff.h"
+#include "sysvsem.h"
 
 enum { kExitNoServer = 3, kMaxClients = 1024 };
 
@@ -106,8 +110,9 @@ static int socket_cycle(const void* path) {
   return rc;
 }
 
-// throughput and fairness: C processes (not threads, as real clients are
-// separate processes with their own fd tables) started together.
+// throughput, fairness and sem-throughput: C processes (not threads, as
+// real clients are separate processes with their own fd tables) started
+// together.
 int run_clients(int clients, double seconds, cycle_fn cycle, const void* arg) {
   if (clients < 1 || clients > kMaxClients) return fprintf(stderr, "bad -c\n"), 1;
   size_t size = sizeof(int64_t) + sizeof(uint64_t) * clients;
@@ -189,7 +194,10 @@ static int legacy_pool(int* r, int* w) {
 static int usage(void) {
   fprintf(stderr,
           "usage: bench_client throughput|fairness [-c CLIENTS] [-t SECONDS]\n"
-          "       bench_client handoff|pipe-handoff|legacy-handoff [-n ROUNDS] [-w CPU]\n");
+          "       bench_client handoff|pipe-handoff|legacy-handoff [-n ROUNDS] [-w CPU]\n"
+          "       bench_client sem-throughput [-c CLIENTS] [-t SECONDS] [-s SLOTS]\n"
+          "       bench_client sem-handoff [-n ROUNDS] [-w CPU] [-s SLOTS]\n"
+          "       bench_client sem-idle-grant [-n ROUNDS]\n");
   return 2;
 }
 
@@ -199,6 +207,7 @@ int main(int argc, char** argv) {
   int clients = strcmp(mode, "fairness") == 0 ? 64 : 1;
   struct handoff_options h = {.pool_r = -1, .pool_w = -1, .rounds = 2000, .waiter_cpu = -1};
   double seconds = 2;
+  int slots = 0;
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "-c"))
       clients = atoi(argv[i + 1]);
@@ -208,10 +217,21 @@ int main(int argc, char** argv) {
       h.rounds = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "-w"))
       h.waiter_cpu = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "-s"))
+      slots = atoi(argv[i + 1]);
     else
       return usage();
   }
-  if (h.rounds < 1 || seconds <= 0) return usage();
+  if (h.rounds < 1 || seconds <= 0 || slots < 0) return usage();
+  if (!strncmp(mode, "sem-", 4)) {
+    struct sem_options s = {.slots = slots,
+                            .clients = clients,
+                            .seconds = seconds,
+                            .rounds = h.rounds,
+                            .waiter_cpu = h.waiter_cpu};
+    int status = run_sem(mode, &s);
+    return status == 2 ? usage() : status;
+  }
   if (!strcmp(mode, "throughput") || !strcmp(mode, "fairness"))
     return run_clients(clients, seconds, socket_cycle, server_path());
   if (!strcmp(mode, "pipe-handoff"))

@@ -1,6 +1,6 @@
 // What the parts of bench_client share: the clock, the client side of the
 // socket protocol, the throughput runs (bench_client.c), and the hand-off
-// latency runs (handoff.c).
+// latency runs (handoff.c). The semaphore's modes are in sysvsem.c.
 #pragma once
 
 #include <stdint.h>
