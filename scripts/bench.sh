@@ -15,12 +15,16 @@
 # Pinning also means that other work on the machine skews the figures: run
 # it on an idle machine (it warns when the CPUs are busy before it starts).
 #
+# The Robust Jobserver (ROBUST_JOBSERVER=sysvsem:ID) is measured the same
+# way, against a bare semaphore set that bench_client makes itself (no
+# server at all) instead of a reference server: see "Robust Jobserver" below.
+#
 # Each figure runs BENCH_REPEAT times (default 3) per side, alternating
 # sides, and the median is shown. A run lasts BENCH_SECONDS (default 1 s) or
-# BENCH_ROUNDS hand-offs (default 2000): about 40 s in all on 2 cores, plus
+# BENCH_ROUNDS hand-offs (default 2000): about 60 s in all on 2 cores, plus
 # building jobbridge if build/jobbridge is missing. Budgets: under
-# `jobbridge -jN` the command holds one implicit slot, so K socket slots need
-# -j(K+1).
+# `jobbridge -jN` the command holds one implicit slot, so K socket (or
+# semaphore) slots need -j(K+1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${BENCH_SECONDS:-1}
@@ -44,7 +48,8 @@ fi
 mkdir -p "$out"
 cflags=(-std=gnu11 -O2 -Wall -Wextra -Werror)
 cc "${cflags[@]}" -o "$out/reference_server" bench/reference_server.c
-cc "${cflags[@]}" -pthread -o "$out/bench_client" bench/bench_client.c bench/handoff.c
+cc "${cflags[@]}" -pthread -o "$out/bench_client" bench/bench_client.c bench/handoff.c \
+  bench/sysvsem.c
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/jobbridge-bench.XXXXXX")
 server_pid=
@@ -55,7 +60,23 @@ stop_server() {
     server_pid=
   fi
 }
-trap 'stop_server; rm -rf "$tmp"' EXIT
+# Every semaphore set bench_client uses (its bare ones, jobbridge's) is
+# named here; each must be gone once its run ended (remove_left_sets).
+export BENCH_SEM_LOG=$tmp/sem-ids
+sets_left=0
+remove_left_sets() {
+  local id
+  [ -f "$BENCH_SEM_LOG" ] || return 0
+  while read -r id; do
+    # ipcrm succeeds only on a set that is still there: one left behind.
+    if ipcrm -s "$id" 2>/dev/null; then
+      echo "bench: semaphore set $id was left behind; removed it" >&2
+      sets_left=$((sets_left + 1))
+    fi
+  done <"$BENCH_SEM_LOG"
+  rm -f "$BENCH_SEM_LOG"
+}
+trap 'stop_server; remove_left_sets; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM  # runs the EXIT trap
 
 # Starts the reference server with N slots and waits for its "ready" line.
@@ -99,13 +120,13 @@ run_jb() {
   local j=$1 rc=0 line
   shift
   [ -z "$jb_why" ] || return 0
-  line=$(env -u JOBSERVERV2 timeout 30 "${on_server[@]}" "$jobbridge" -j"$j" -- \
-    "${on_client[@]}" "$out/bench_client" "$@" 2>"$tmp/err") || rc=$?
+  line=$(env -u JOBSERVERV2 -u ROBUST_JOBSERVER timeout 30 "${on_server[@]}" "$jobbridge" \
+    -j"$j" -- "${on_client[@]}" "$out/bench_client" "$@" 2>"$tmp/err") || rc=$?
   line=$(grep '=' <<<"$line" | tail -n 1 || true)
   # What jobbridge itself said (lost tokens, warnings) is shown after the table.
   grep '^jobbridge: ' "$tmp/err" | grep -v '^jobbridge: all ' >>"$tmp/jb-said" || true
   if [ "$rc" -eq 3 ]; then
-    jb_why="n/a (jobbridge does not serve JOBSERVERV2)"
+    jb_why="n/a (jobbridge does not serve $protocol)"
   elif [ "$rc" -eq 124 ]; then
     jb_why="timed out after 30 s"
   elif [ "$rc" -ne 0 ] || [ -z "$line" ]; then
@@ -121,7 +142,7 @@ run_jb() {
 measure() {
   local n=$1 j=$2 i
   shift 2
-  refs='' jbs='' jb_why=''
+  refs='' jbs='' jb_why='' protocol=JOBSERVERV2
   for ((i = 0; i < repeat; i++)); do
     run_ref "$n" "$@"
     run_jb "$j" "$@"
@@ -140,6 +161,7 @@ median() {
 row() {
   local name=$1 key=$2 kind=$3 limit=$4 r j ratio verdict
   r=$(median "$key" "$refs")
+  r=${r:--}  # a figure with no reference
   if [ -n "$jb_why" ]; then
     printf '%-44s %12s  %s\n' "$name" "$r" "$jb_why"
     return
@@ -205,10 +227,80 @@ echo "Hand-off rounds whose waiter was not seen waiting before the release: $not
 echo "The legacy->socket reference is the reference server's socket->socket hand-off: both" \
   "need two wake-ups (the server's on the release, then the waiter's). The floor of any" \
   "hand-off, one pipe->pipe wake-up, measured ${pipe_floor_p50} us p50 in this run."
-if [ -s "$tmp/jb-said" ]; then
-  echo "jobbridge said (each line once):"
-  sort -u "$tmp/jb-said" | sed 's/^/  /'
+# What jobbridge said in the runs since the last call, each line once.
+show_jb_said() {
+  if [ -s "$tmp/jb-said" ]; then
+    echo "jobbridge said (each line once):"
+    sort -u "$tmp/jb-said" | sed 's/^/  /'
+  fi
+  rm -f "$tmp/jb-said"
+}
+show_jb_said
+
+# The Robust Jobserver: bench_client (bench/sysvsem.c) as COMMAND of
+# `jobbridge -j(K+1)` takes ROBUST_JOBSERVER from the environment; the
+# reference is a bare set of one semaphore it makes itself with K units and
+# no server (`-s K`), removed at the end. Clients take a unit with
+# semop(-1, SEM_UNDO) and give it back with semop(+1, SEM_UNDO). Targets:
+# - grants/s >= 0.8x bare: once a unit is in jobbridge's semaphore the
+#   kernel hands it from client to client as in a bare set. jobbridge costs
+#   only its poll's wake-ups and, when it sees a unit given back sit there
+#   for kStockIdleMs (20 ms), taking it back: a client then blocks until the
+#   poll (1 ms while busy) sees it.
+# - hand-off p50 <= 1.25x bare: a unit given back while a client is blocked
+#   goes to it in the kernel; jobbridge is not on that path at all.
+# - first grant on an idle jobbridge: a blocked client must first be seen by
+#   the poll (GETNCNT), which backs off from 1 ms to kSlowPollMs (16 ms) while
+#   nothing changes; so its max <= 18 ms (the bound plus 2 ms for the timer
+#   and the wake-ups). A bare semaphore has no such step (a free unit is
+#   taken at once), so there is no reference.
+# measure_sem BARE_SLOTS JOBBRIDGE_J ARGS... (BARE_SLOTS 0: jobbridge only).
+measure_sem() {
+  local n=$1 j=$2 i line
+  shift 2
+  refs='' jbs='' jb_why='' protocol=ROBUST_JOBSERVER
+  for ((i = 0; i < repeat; i++)); do
+    if [ "$n" -gt 0 ]; then
+      if ! line=$(timeout 60 "${on_client[@]}" "$out/bench_client" "$@" -s "$n" 2>"$tmp/err"); then
+        echo "bench: bare semaphore: bench_client $* -s $n failed: $(cat "$tmp/err")" >&2
+        exit 1
+      fi
+      refs+="$line"$'\n'
+    fi
+    run_jb "$j" "$@"
+    remove_left_sets
+  done
+}
+slept() {  # the median of slept_per_cycle in LINES
+  local m
+  m=$(median slept_per_cycle "$1")
+  echo "${m:-n/a}"
+}
+
+echo
+printf '%-44s %12s %12s %7s  %s\n' "Robust Jobserver (sysvsem)" "bare sem" jobbridge ratio target
+measure_sem 3 4 sem-throughput -c 1 -t "$secs"
+row "grants/s, 1 client, 3 slots" cycles_per_s higher 0.8
+measure_sem 3 4 sem-throughput -c 4 -t "$secs"
+row "grants/s, 4 clients, 3 slots" cycles_per_s higher 0.8
+note="bare $(slept "$refs"), jobbridge $(slept "$jbs")"
+measure_sem 1 2 sem-handoff -n "$rounds" "${waiter_cpu[@]}"
+row "hand-off sem->sem p50 (us)" p50_us lower 1.25
+row "hand-off sem->sem p99 (us)" p99_us info 0
+note2="bare $(unverified "$refs"), jobbridge $(unverified "$jbs")"
+measure_sem 0 2 sem-idle-grant -n 20
+row "first grant, idle jobbridge p50 (ms)" p50_ms info 0
+row "first grant, idle jobbridge max (ms)" max_ms abs 18
+echo "Clients are processes (on the client CPU) cycling semop -1, +1; with 4 on 3 slots," \
+  "a client sleeps in semop only when a holder was preempted: grants that slept, per" \
+  "grant: $note. The hand-off: two threads of one process (pinned cross: the waiter on" \
+  "CPU 0, the holder on CPU 1), $rounds rounds, each released only once GETNCNT shows the waiter blocked (rounds not" \
+  "seen so: $note2). The first grant: 20 rounds, each after 32-48 ms with no unit" \
+  "in the semaphore; no bare figure: a bare set with a free unit grants at once."
+if [ "$sets_left" -gt 0 ]; then
+  echo "Semaphore sets left behind and removed by the bench: $sets_left (see above)."
 fi
+show_jb_said
 
 # Joining costs: the same socket client served by a jobbridge nested under the
 # root, whose relay borrows each slot from it (under the root's socket, or,
