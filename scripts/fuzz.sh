@@ -3,7 +3,8 @@
 # default 30), from the seed corpora in fuzz/corpus/, and prints libFuzzer's
 # counts. A crash fails the run and leaves the input in build-fuzz/ (make it
 # a regression test, and a file in the corpus). Needs clang with libFuzzer
-# (scripts/install-deps.sh installs it) and libuv (for socket_fuzzer).
+# (scripts/install-deps.sh installs it) and libuv (for socket_fuzzer and
+# control_fuzzer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
@@ -21,8 +22,12 @@ clang++ "${flags[@]}" -Itests fuzz/socket_fuzzer.cc src/broker.cc src/broker_poo
   src/read_watcher-posix.cc src/core/ledger.cc src/core/makeflags.cc \
   $(pkg-config --cflags --libs libuv) -o "$out/socket_fuzzer" &
 socket_build=$!
+clang++ "${flags[@]}" fuzz/control_fuzzer.cc src/control/control_protocol.cc \
+  src/control/control_server-posix.cc $(pkg-config --cflags --libs libuv) -o "$out/control_fuzzer" &
+control_build=$!
 wait "$makeflags_build"
 wait "$socket_build"
+wait "$control_build"
 corpora=$(mktemp -d)
 trap 'rm -rf "$corpora"' EXIT
 
@@ -37,3 +42,4 @@ run() {
 }
 run makeflags_fuzzer makeflags
 run socket_fuzzer socket
+run control_fuzzer control

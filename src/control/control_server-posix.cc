@@ -1,0 +1,229 @@
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "control/control_protocol.h"
+#include "control/control_server.h"
+#include "log.h"
+#include "util/eintr.h"
+#include "util/unix_socket.h"
+#include "util/uv_handle.h"
+
+namespace jobbridge {
+
+// One client. Freed in its poll handle's close callback, which also closes
+// the fd (after libuv stopped watching it).
+struct ControlServer::Connection {
+  ControlServer* server;
+  uint64_t id;
+  UniqueFd fd;
+  std::string in;        // bytes read and not answered yet
+  std::string out;       // replies not written yet (the client reads slowly)
+  bool backlog = false;  // complete lines wait for the next turn
+  uv_poll_t poll;
+};
+
+namespace {
+
+constexpr size_t kReadBytes = 4096;
+
+// One line written at once, without waiting, before a connection is closed:
+// the client may see why.
+void SayAndForget(int fd, const std::string& line) {
+  RetryOnEintr([&] { return send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT); });
+}
+
+}  // namespace
+
+ControlServer::~ControlServer() = default;
+
+bool ControlServer::Listen(const std::string& path, std::string* err) {
+  listen_fd_ = ListenUnix(path, SOCK_STREAM, err);
+  if (!listen_fd_.valid()) return false;
+  listen_poll_ = new uv_poll_t;
+  uv_poll_init(loop_, listen_poll_, listen_fd_.get());
+  listen_poll_->data = this;
+  uv_poll_start(listen_poll_, UV_READABLE, OnListenReadable);
+  next_turn_ = new uv_idle_t;
+  uv_idle_init(loop_, next_turn_);
+  next_turn_->data = this;
+  return true;
+}
+
+void ControlServer::Shutdown() {
+  std::vector<Connection*> open;
+  for (auto& [id, connection] : connections_) open.push_back(connection);
+  for (Connection* connection : open) Close(connection, false);
+  CloseAndDelete(listen_poll_);
+  listen_poll_ = nullptr;
+  CloseAndDelete(next_turn_);
+  next_turn_ = nullptr;
+  listen_fd_.Reset();
+}
+
+void ControlServer::OnListenReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
+  static_cast<ControlServer*>(handle->data)->AcceptAll();
+}
+
+void ControlServer::AcceptAll() {
+  for (;;) {
+    int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EINTR || errno == ECONNABORTED)) continue;
+    if (fd < 0) return;  // EAGAIN; out of fds: the next readiness retries
+    Adopt(UniqueFd(fd));
+  }
+}
+
+bool ControlServer::Adopt(UniqueFd fd) {
+  ucred peer{};
+  socklen_t length = sizeof peer;
+  if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) return false;
+  if (peer.uid != getuid()) {
+    LogWarning("refused a control connection from uid " + std::to_string(peer.uid) + " (pid " +
+               std::to_string(peer.pid) + "): only uid " + std::to_string(getuid()) +
+               " may control this jobbridge");
+    return false;  // closed here, before any byte
+  }
+  if (connections_.size() >= kMaxConnections) {
+    SayAndForget(fd.get(),
+                 ControlError("too many control connections (" + std::to_string(kMaxConnections) +
+                                  " at once): close one and retry",
+                              nullptr));
+    ++closed_for_abuse_;
+    return false;
+  }
+  auto* connection = new Connection{this, next_id_++, std::move(fd), {}, {}, false, {}};
+  uv_poll_init(loop_, &connection->poll, connection->fd.get());
+  connection->poll.data = connection;
+  connections_[connection->id] = connection;
+  Watch(connection);
+  return true;
+}
+
+void ControlServer::Watch(Connection* connection) {
+  int events = UV_DISCONNECT;
+  if (!connection->backlog) events |= UV_READABLE;
+  if (!connection->out.empty()) events |= UV_WRITABLE;
+  uv_poll_start(&connection->poll, events, OnEvents);
+}
+
+void ControlServer::OnEvents(uv_poll_t* handle, int status, int events) {
+  auto* connection = static_cast<Connection*>(handle->data);
+  ControlServer* server = connection->server;
+  if (status == 0 && (events & UV_WRITABLE) && !server->Flush(connection)) return;
+  if (status < 0 || (events & (UV_READABLE | UV_DISCONNECT))) server->ReadFrom(connection);
+}
+
+void ControlServer::ReadFrom(Connection* connection) {
+  if (connection->backlog) return;  // read again once its lines are answered
+  char buffer[kReadBytes];
+  ssize_t n = RetryOnEintr([&] { return read(connection->fd.get(), buffer, sizeof buffer); });
+  if (n < 0 && errno == EAGAIN) return;
+  if (n <= 0) return Close(connection, false);  // gone; unanswered requests with it
+  connection->in.append(buffer, static_cast<size_t>(n));
+  if (!Answer(connection)) return;
+  // No end of line within the limit: the client is not speaking the
+  // protocol, and the line's end cannot be found safely.
+  if (!connection->backlog && connection->in.size() > kMaxControlLineBytes) {
+    SayAndForget(connection->fd.get(),
+                 ControlError("a line longer than " + std::to_string(kMaxControlLineBytes) +
+                                  " bytes: closing the connection",
+                              nullptr));
+    Close(connection, true);
+  }
+}
+
+bool ControlServer::Answer(Connection* connection) {
+  uint64_t id = connection->id;
+  int answered = 0;
+  size_t end = 0;
+  while ((end = connection->in.find('\n')) != std::string::npos) {
+    if (answered == kRequestsPerTurn) break;
+    std::string line = connection->in.substr(0, end);
+    connection->in.erase(0, end + 1);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;  // a blank line
+    if (line.size() > kMaxControlLineBytes) {
+      SayAndForget(connection->fd.get(),
+                   ControlError("a line longer than " + std::to_string(kMaxControlLineBytes) +
+                                    " bytes: closing the connection",
+                                nullptr));
+      Close(connection, true);
+      return false;
+    }
+    std::string reply = AnswerLine(line);
+    if (!connections_.contains(id)) return false;  // the delegate closed it (shutdown)
+    connection->out += reply;
+    ++answered;
+    if (connection->out.size() > kMaxPendingBytes) {
+      Close(connection, true);  // it asks without reading
+      return false;
+    }
+  }
+  connection->backlog = end != std::string::npos;
+  if (connection->backlog) uv_idle_start(next_turn_, OnNextTurn);
+  if (!Flush(connection)) return false;
+  Watch(connection);
+  return true;
+}
+
+std::string ControlServer::AnswerLine(const std::string& line) {
+  ControlRequest request;
+  std::string err;
+  if (!ParseControlRequest(line, &request, &err)) return ControlError(err, request.id);
+  switch (request.kind) {
+    case ControlRequest::Kind::kStatus:
+      return ControlReply(delegate_->Status(), request.id);
+    case ControlRequest::Kind::kHolders:
+      return ControlReply(delegate_->Holders(), request.id);
+    case ControlRequest::Kind::kResize:
+      if (!delegate_->Resize(request.jobs, &err)) return ControlError(err, request.id);
+      return ControlReply({{"jobs", request.jobs}}, request.id);
+    case ControlRequest::Kind::kStop:
+      delegate_->Stop();
+      return ControlReply({{"stopping", true}}, request.id);
+  }
+  return ControlError("internal: a request of no kind", request.id);
+}
+
+void ControlServer::OnNextTurn(uv_idle_t* idle) {
+  auto* server = static_cast<ControlServer*>(idle->data);
+  uv_idle_stop(idle);  // started again by Answer while lines are left
+  std::vector<uint64_t> waiting;
+  for (auto& [id, connection] : server->connections_) {
+    if (connection->backlog) waiting.push_back(id);
+  }
+  for (uint64_t id : waiting) {
+    auto it = server->connections_.find(id);
+    if (it != server->connections_.end()) server->Answer(it->second);
+  }
+}
+
+bool ControlServer::Flush(Connection* connection) {
+  while (!connection->out.empty()) {
+    ssize_t n = RetryOnEintr([&] {
+      return send(connection->fd.get(), connection->out.data(), connection->out.size(),
+                  MSG_NOSIGNAL | MSG_DONTWAIT);
+    });
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0) {
+      Close(connection, false);
+      return false;
+    }
+    connection->out.erase(0, static_cast<size_t>(n));
+  }
+  Watch(connection);
+  return true;
+}
+
+void ControlServer::Close(Connection* connection, bool abuse) {
+  if (abuse) ++closed_for_abuse_;
+  connections_.erase(connection->id);
+  uv_poll_stop(&connection->poll);
+  uv_close(reinterpret_cast<uv_handle_t*>(&connection->poll),
+           [](uv_handle_t* handle) { delete static_cast<Connection*>(handle->data); });
+}
+
+}  // namespace jobbridge
