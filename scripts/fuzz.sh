@@ -15,7 +15,7 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 clang++ "${flags[@]}" fuzz/makeflags_fuzzer.cc src/core/makeflags.cc -o "$out/makeflags_fuzzer" &
 makeflags_build=$!
 # shellcheck disable=SC2046  # pkg-config prints several words
-clang++ "${flags[@]}" -Itests fuzz/socket_fuzzer.cc src/broker.cc src/broker_pools.cc src/broker_semaphore.cc \
+clang++ "${flags[@]}" -Itests fuzz/socket_fuzzer.cc src/broker.cc src/broker_pools.cc src/broker_semaphore.cc src/broker_status.cc \
   src/endpoints/socket_server-posix.cc src/endpoints/socket_endpoint.cc \
   src/endpoints/invocation_pool-posix.cc src/endpoints/invocation_endpoint.cc \
   src/endpoints/legacy_pool-posix.cc src/endpoints/root_pool_endpoint.cc \

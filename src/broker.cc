@@ -12,7 +12,11 @@
 namespace jobbridge {
 
 Broker::Broker(uv_loop_t* loop, Ledger* ledger, LegacyPool* pool)
-    : loop_(loop), ledger_(ledger), root_(pool) {}
+    : loop_(loop), ledger_(ledger), root_(pool) {
+  // Waiting since, for status.
+  waiting_.SetClock([loop] { return uv_now(loop); });
+  guessed_.SetClock([loop] { return uv_now(loop); });
+}
 
 void Broker::Start(SocketServer* server) {
   server_ = server;

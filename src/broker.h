@@ -168,6 +168,19 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   void OnEnded(const PoolServer::Invocation& invocation,
                const InvocationPool::Books& books) override;
 
+  // One place slots can be, as status sees it (control/budget_view.h).
+  struct Place {
+    Owner owner;
+    int held = 0;                // slots it holds in the ledger
+    int idle = 0;                // of those, stocked and not taken yet
+    int waiting = 0;             // its requests queued (seen and guessed)
+    uint64_t waiting_since = 0;  // uv_now() at the first of them; 0: none
+    pid_t pid = -1;              // the process behind it (Endpoint::pid)
+  };
+  // The root pool, then every endpoint (broker_status.cc). Reads each
+  // endpoint's stock (a FIONREAD, a GETVAL): for status, not for every event.
+  std::vector<Place> Places();
+
   // Tokens that invocations still held when they ended, given back, and
   // by whom (the first kMaxReclaimsKept invocations), for the summary.
   struct Reclaim {

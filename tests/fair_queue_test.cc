@@ -105,3 +105,30 @@ TEST(FairQueueTest, ClearForgetsEverything) {
 
 }  // namespace
 }  // namespace jobbridge
+
+namespace jobbridge {
+namespace {
+
+// When a client began to wait: at its first request, kept while any is
+// left, forgotten when none is.
+TEST(FairQueueTest, SinceIsTheFirstRequestWhileAnyWaits) {
+  FairQueue queue;
+  uint64_t now = 10;
+  queue.SetClock([&] { return now; });
+  queue.Push(1);
+  now = 20;
+  queue.Push(1);
+  queue.Push(2);
+  EXPECT_EQ(queue.Since(1), 10u);
+  EXPECT_EQ(queue.Since(2), 20u);
+  queue.Pop();  // one of 1's
+  now = 30;
+  EXPECT_EQ(queue.Since(1), 10u) << "it still waits for its second";
+  queue.Erase(1);
+  EXPECT_EQ(queue.Since(1), 0u);
+  queue.Push(1);
+  EXPECT_EQ(queue.Since(1), 30u);
+}
+
+}  // namespace
+}  // namespace jobbridge

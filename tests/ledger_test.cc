@@ -318,3 +318,26 @@ TEST(LedgerTest, RandomWalkMatchesModel) {
 
 }  // namespace
 }  // namespace jobbridge
+
+namespace jobbridge {
+namespace {
+
+// Status and the trace hear of every change, and only of changes: each owner
+// whose count changed, with its count after.
+TEST(LedgerTest, TheObserverHearsEachChangedOwnerOnce) {
+  Ledger ledger(4);
+  std::vector<std::pair<Owner, int>> heard;
+  ledger.SetObserver([&](Owner owner, int held) { heard.push_back({owner, held}); });
+  Owner a{OwnerKind::kSocket, 1}, b{OwnerKind::kSemaphore, 0};
+  std::string err;
+  ASSERT_TRUE(ledger.Grant(a, 2, &err)) << err;
+  ASSERT_TRUE(ledger.Transfer(a, b, 1, &err)) << err;
+  ASSERT_TRUE(ledger.Release(b, 1, &err)) << err;
+  EXPECT_FALSE(ledger.Release(b, 1, &err));  // refused: nothing changed
+  EXPECT_FALSE(ledger.Grant(a, 9, &err));
+  std::vector<std::pair<Owner, int>> expected = {{a, 2}, {a, 1}, {b, 1}, {b, 0}};
+  EXPECT_EQ(heard, expected);
+}
+
+}  // namespace
+}  // namespace jobbridge

@@ -3,13 +3,16 @@
 // clients first asked, whatever the number of requests each has waiting.
 // A client that sends a flood of requests then delays a newcomer by at most
 // one slot, not by its whole flood (docs/ARCHITECTURE.md, "Sharing one
-// budget"). Pure logic: no I/O.
+// budget"). Pure logic: no I/O; the time a client began to wait comes from
+// a clock the owner may give it (SetClock), for status.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <unordered_map>
+#include <utility>
 
 namespace jobbridge {
 
@@ -17,11 +20,17 @@ class FairQueue {
  public:
   using Client = uint64_t;
 
+  // Stamps when each client began to wait (Since); without one, 0.
+  void SetClock(std::function<uint64_t()> clock) { clock_ = std::move(clock); }
+
   // One more request of `client`. A client with none waiting joins the end
   // of the round.
   void Push(Client client) {
     auto [it, added] = clients_.try_emplace(client);
-    if (added) it->second.turn = order_.insert(order_.end(), client);
+    if (added) {
+      it->second.turn = order_.insert(order_.end(), client);
+      it->second.since = clock_ ? clock_() : 0;
+    }
     ++it->second.waiting;
     ++size_;
   }
@@ -71,6 +80,13 @@ class FairQueue {
     return it == clients_.end() ? 0 : it->second.waiting;
   }
 
+  // When `client` began to wait (its first request since it had none), by
+  // the clock; 0 when it has none waiting.
+  uint64_t Since(Client client) const {
+    auto it = clients_.find(client);
+    return it == clients_.end() ? 0 : it->second.since;
+  }
+
   void Clear() {
     order_.clear();
     clients_.clear();
@@ -85,7 +101,9 @@ class FairQueue {
   struct Entry {
     int waiting = 0;
     std::list<Client>::iterator turn;  // its place in order_
+    uint64_t since = 0;                // clock_() at its first request
   };
+  std::function<uint64_t()> clock_;
   std::list<Client> order_;  // clients with requests waiting, whose turn first
   std::unordered_map<Client, Entry> clients_;
   size_t size_ = 0;

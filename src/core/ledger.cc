@@ -52,6 +52,7 @@ bool Ledger::Grant(Owner owner, int count, std::string* err) {
   }
   held_[owner] += count;
   granted_ += count;
+  Changed(owner);
   return true;
 }
 
@@ -66,6 +67,7 @@ bool Ledger::Release(Owner owner, int count, std::string* err) {
   }
   if ((it->second -= count) == 0) held_.erase(it);
   granted_ -= count;
+  Changed(owner);
   return true;
 }
 
@@ -79,6 +81,8 @@ bool Ledger::Transfer(Owner from, Owner to, int count, std::string* err) {
   if (from == to) return true;
   if ((held_[from] -= count) == 0) held_.erase(from);
   held_[to] += count;
+  Changed(from);
+  Changed(to);
   return true;
 }
 

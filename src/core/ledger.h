@@ -9,6 +9,7 @@
 
 #include <compare>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -43,6 +44,11 @@ class Ledger {
   // budget must be in [1, kMaxBudget].
   explicit Ledger(int budget);
 
+  // Told, after every change, each owner whose count changed and what it
+  // holds now (for status and the trace; it must not call back in).
+  using Observer = std::function<void(Owner owner, int held)>;
+  void SetObserver(Observer observer) { observer_ = std::move(observer); }
+
   int budget() const { return budget_; }
   int granted() const { return granted_; }
   int free() const { return budget_ - granted_; }
@@ -66,9 +72,14 @@ class Ledger {
   bool CheckInvariants(std::string* err) const;
 
  private:
+  void Changed(Owner owner) const {
+    if (observer_) observer_(owner, HeldBy(owner));
+  }
+
   int budget_;
   int granted_ = 0;
   std::map<Owner, int> held_;  // only owners holding at least one slot
+  Observer observer_;
 };
 
 }  // namespace jobbridge

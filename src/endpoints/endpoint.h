@@ -13,6 +13,8 @@
 // pipe) is queued when its stock runs out.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -60,6 +62,10 @@ class Endpoint {
   // Stops what it watches on the loop (its handles are freed in their close
   // callbacks); the broker calls it in Stop. Idempotent.
   virtual void Stop() {}
+  // The process behind it, for status (control/): a socket client, a tool
+  // invocation; -1 when its slots are not one process's (a shared pool, a
+  // semaphore whose clients the kernel does not name).
+  virtual pid_t pid() const { return -1; }
 };
 
 // The endpoints of one broker, by id. Ids are never reused.
@@ -80,6 +86,10 @@ class EndpointTable {
   template <typename F>
   void ForEach(F&& call) const {
     for (const auto& [id, endpoint] : endpoints_) call(endpoint.get());
+  }
+  template <typename F>
+  void ForEachWithId(F&& call) const {
+    for (const auto& [id, endpoint] : endpoints_) call(id, endpoint.get());
   }
 
  private:

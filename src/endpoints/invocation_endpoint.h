@@ -52,6 +52,7 @@ class InvocationEndpoint : public Endpoint {
   int TakeBack(int max, std::string* err) override { return pool()->Unstock(max, err); }
   // Its tool is gone (pidfd, without waiting) while its life pipe is open.
   bool OwesSlot() override;
+  pid_t pid() const override { return invocation_->pid; }
 
  private:
   static void OnToolDied(uv_poll_t* handle, int status, int events);

@@ -26,6 +26,7 @@ class SocketEndpoint : public Endpoint {
   // back, and may destroy this endpoint on the way: true then too.
   bool Give(int count, std::string* err) override;
   int TakeBack(int /*max*/, std::string* /*err*/) override { return 0; }
+  pid_t pid() const override { return server_->PeerPid(id_); }
 
  private:
   SocketServer* server_;
