@@ -2,7 +2,8 @@
 one byte, run the job, close), for the integration tests.
 
 usage: socket_client.py NAME SECONDS [COUNT]
-  Runs COUNT jobs (default 1) one after another, each on a slot of its own:
+  Logs "pid NAME PID" first. Runs COUNT jobs (default 1) one after another,
+  each on a slot of its own:
   logs "want NAME-i T" to $JOBLOG before connecting and "grant NAME-i T" when
   the slot arrives, then runs job.sh (which logs its own start and end) while
   it holds the slot. Exits 3 if the
@@ -35,6 +36,8 @@ def run_job(name, seconds):
 def main():
     name, seconds = sys.argv[1], sys.argv[2]
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    with open(os.environ["JOBLOG"], "a") as f:
+        f.write(f"pid {name} {os.getpid()}\n")
     for i in range(count):
         run_job(f"{name}.{i}", seconds)
 

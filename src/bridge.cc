@@ -18,6 +18,8 @@
 #include "broker.h"
 #include "caretaker.h"
 #include "child_env.h"
+#include "control/budget_view.h"
+#include "control/control_server.h"
 #include "core/ledger.h"
 #include "endpoints/legacy_pool.h"
 #include "endpoints/semaphore_endpoint.h"
@@ -58,14 +60,17 @@ struct Context {
   std::unique_ptr<Upstream> upstream;  // a jobbridge that joined an outer budget
   std::unique_ptr<Relay> relay;        // relays them to it
   std::unique_ptr<PoolServer> pools;   // per-invocation pools (docs/LEAKS.md)
-  EndpointId semaphore = 0;            // the Robust Jobserver's, in the broker (0: none)
+  std::unique_ptr<BudgetView> view;    // what the control socket shows
+  std::unique_ptr<ControlServer> control;
+  EndpointId semaphore = 0;  // the Robust Jobserver's, in the broker (0: none)
   Ledger* ledger = nullptr;
   // A root at the top runs the command in a process group of its own and
   // hands it the terminal; a jobbridge that is a job of a build leaves both
   // to that build, as a make recipe does (StartedInsideABuild).
   bool own_group = true;
-  std::string outer;       // the outer budget joined, described for messages
-  std::string pools_path;  // the pools socket, when it serves per-invocation pools
+  std::string outer;         // the outer budget joined, described for messages
+  std::string pools_path;    // the pools socket, when it serves per-invocation pools
+  std::string control_path;  // the control socket, when it is open
   bool verbose = false;
 };
 
@@ -99,6 +104,7 @@ void StopServing(Context* ctx) {
                " socket client(s) still held slots when the command ended (pid " + pids +
                "); their connections were closed");
   }
+  if (ctx->control) ctx->control->Shutdown();
   if (ctx->pools) ctx->pools->Shutdown();  // what invocations still hold comes back
   // The broker (or relay) stops first, so no waiting client is granted a
   // slot while the others' connections close.
@@ -109,6 +115,7 @@ void StopServing(Context* ctx) {
 }
 
 void ForwardSignal(Context* ctx, int sig, bool from_terminal) {
+  if (ctx->child <= 0) return;  // not started yet (kill(-(-1)) would reach init)
   // A root's command runs in its own process group: signal all of it, as a
   // terminal's Ctrl-C would. Inside a build the command shares the build's
   // group: a terminal's signal reached it already (a second Ctrl-C would cut
@@ -265,6 +272,27 @@ void OfferSemaphore(Context* ctx, std::unique_ptr<SemaphoreEndpoint> semaphore) 
   endpoint->Start(&ctx->loop, [broker, id](SemaphoreEndpoint::Counts counts) {
     broker->Recount(id, counts.waiting);
   });
+}
+
+// Opens the control socket (docs/CONTROL.md). Without it the build still
+// runs; status cannot be asked.
+void ServeControl(Context* ctx, const std::string& path) {
+  BudgetView::Sources sources{&ctx->loop,
+                              ctx->ledger,
+                              ctx->broker.get(),
+                              ctx->broker ? "" : ctx->outer,
+                              [ctx] { return ctx->child; },
+                              [ctx] { ForwardSignal(ctx, SIGTERM, false); }};
+  ctx->view = std::make_unique<BudgetView>(std::move(sources));
+  auto control = std::make_unique<ControlServer>(&ctx->loop, ctx->view.get());
+  std::string err;
+  if (!control->Listen(path, &err)) {
+    LogWarning(err + "; jobbridge status cannot reach this jobbridge");
+    control->Shutdown();
+    return;
+  }
+  ctx->control = std::move(control);
+  ctx->control_path = path;
 }
 
 // Starts the server that gives each tool invocation a pool of its own; the
@@ -430,6 +458,7 @@ int RunBridge(const Options& options) {
   }
   sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
   if (semaphore && ctx.broker) OfferSemaphore(&ctx, std::move(semaphore));
+  ServeControl(&ctx, runtime_dir.Join("control.sock"));
   std::string shim_dir = MakeShims(options, runtime_dir);
   // Every make and ninja the shims start gets a pool of its own (docs/LEAKS.md).
   // A nested jobbridge's tools take from its relay's pool instead.
@@ -441,6 +470,9 @@ int RunBridge(const Options& options) {
   std::vector<std::string> environment =
       ChildEnvironment(jobs, pool.names, socket_path, robust, shim_dir);
   if (!ctx.pools_path.empty()) environment.push_back(kPoolsVariable + ("=" + ctx.pools_path));
+  if (!ctx.control_path.empty()) {
+    environment.push_back(kControlVariable + ("=" + ctx.control_path));
+  }
   SpawnRequest request{options.command,
                        environment,
                        pool.inherited_fds,

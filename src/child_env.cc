@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "control/control_server.h"
 #include "pool_client.h"
 
 extern char** environ;
@@ -31,6 +32,8 @@ std::vector<std::string> ChildEnvironment(int jobs, const PoolNames& names,
     // An outer root's pool server: tools below a nested jobbridge take from
     // its pool, and the bridge names its own server when it has one.
     replaced |= text.starts_with(std::string(kPoolsVariable) + "=");
+    // An outer jobbridge's control socket: the nearest one is named.
+    replaced |= text.starts_with(std::string(kControlVariable) + "=");
     replaced |= robust && text.starts_with("ROBUST_JOBSERVER=");
     if (!replaced) env.emplace_back(text);
   }

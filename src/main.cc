@@ -10,6 +10,7 @@
 #include "bridge.h"
 #include "cli.h"
 #include "log.h"
+#include "status_cli.h"
 #include "util/std_streams.h"
 
 namespace {
@@ -41,6 +42,8 @@ int main(int argc, char** argv) {
   name = name.substr(name.rfind('/') + 1);
   if (jobbridge::IsAdaptedTool(name)) return jobbridge::RunAdapted(name, {argv, argv + argc});
   if (!args.empty() && args[0] == "acquire") return AcquireMain({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "status")
+    return jobbridge::StatusMain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "adapt")
     return jobbridge::AdaptMain({args.begin() + 1, args.end()});
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);

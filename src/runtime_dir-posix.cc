@@ -167,6 +167,17 @@ void RuntimeDir::AddOwner(pid_t pid) const {
   rename(aside.c_str(), Join(kOwnerFile).c_str());
 }
 
+std::string RuntimeDir::ControlSocketOf(pid_t pid) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(ChooseParent().folder, error)) {
+    if (!entry.path().filename().string().starts_with("jobbridge-")) continue;
+    std::ifstream owner(entry.path() / kOwnerFile);
+    pid_t first = 0;
+    if (owner >> first && first == pid) return (entry.path() / "control.sock").string();
+  }
+  return "";
+}
+
 bool RuntimeDir::NoteSemaphore(int id, std::string* err) const {
   long long stamp = SemaphoreStamp(id);
   if (stamp < 0) {

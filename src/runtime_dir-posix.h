@@ -41,6 +41,10 @@ class RuntimeDir {
   // semaphore, the same creation time: an id may be reused).
   static std::vector<Swept> SweepStale();
 
+  // The control socket of the jobbridge with pid `pid` (the first owner its
+  // folder names), among the folders Create would use; "" when none is found.
+  static std::string ControlSocketOf(pid_t pid);
+
   // Names semaphore set `id` (just created, endpoints/semaphore_endpoint.h)
   // in the folder, with its creation time, for SweepStale. Returns false and
   // sets *err when it cannot be looked at or written down.

@@ -23,6 +23,10 @@
 
 namespace jobbridge {
 
+// Names the control socket to COMMAND's tree (jobbridge status finds it
+// there). Each jobbridge names its own, or none when it could not open one.
+inline constexpr const char* kControlVariable = "JOBBRIDGE_CONTROL";
+
 class ControlServer {
  public:
   class Delegate {

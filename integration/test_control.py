@@ -1,0 +1,116 @@
+"""The control socket (docs/CONTROL.md) under the real binary: `jobbridge
+status` during a mixed build of make, socket and semaphore clients; what it
+reports must add up and name the real processes. Every test ends by proving
+that nothing was lost."""
+
+import json
+import os
+import subprocess
+import sys
+import types
+import unittest
+
+from harness import BridgeTestCase, HERE, max_overlap, read_stamps, wait_for
+
+CLIENT = os.path.join(HERE, "socket_client.py")
+SIDES = ("command", "legacy", "socket", "sysvsem", "upstream")
+
+
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
+class StatusTest(BridgeTestCase):
+    def status(self, *args):
+        result = self.sandbox.run([self.bridge, "status", *args], timeout=30)
+        return result
+
+    def test_status_during_a_mixed_build_adds_up_and_names_the_socket_clients(self):
+        self.sandbox.write_file("Makefile", "all: " + " ".join(f"m{i}" for i in range(8)) + "\n"
+                                + "".join(f'm{i}:\n\t@"$(JOB)" make{i} 0.3\n' for i in range(8)))
+        script = ("make -s & "
+                  + " ".join(f"{sys.executable} {CLIENT} sock{i} 0.3 4 &" for i in range(3))
+                  + " wait; touch done")
+        bridge = self.sandbox.start([self.bridge, "-v", "-j4", "--", "sh", "-c", script])
+        done = os.path.join(self.sandbox.root, "done")
+        wait_for(lambda: self.sandbox.runtime_leftovers() and os.path.exists(os.path.join(
+            self.sandbox.tmp, self.sandbox.runtime_leftovers()[0], "control.sock")), 30,
+            "the control socket")
+        samples = []
+        while not os.path.exists(done):
+            result = self.status("--json", "--pid", str(bridge.pid))
+            if result.returncode != 0:
+                # Only once the command has ended may jobbridge stop answering.
+                self.assertTrue(os.path.exists(done), result.stderr)
+                break
+            samples.append(json.loads(result.stdout))
+        out, err = bridge.communicate(timeout=60)
+        self.assertEqual(bridge.returncode, 0, err)
+        self.assertGreater(len(samples), 5, "too few samples to say anything")
+        pids = read_stamps(self.sandbox.log, "pid")  # socket clients: name -> pid
+        seen = set()
+        for sample in samples:
+            self.assertEqual(sample["version"], 1)
+            status = sample["status"]
+            self.assertEqual(set(status["in_use"]), set(SIDES))
+            self.assertEqual(status["budget"], 4)
+            self.assertIsNone(status["joined"])
+            total = (sum(status["in_use"].values()) + sum(status["idle"].values())
+                     + status["free"])
+            self.assertEqual(total, 4, status)
+            self.assertEqual(status["in_use"]["command"], 1)
+            socket_in_use = 0
+            for holder in sample["holders"]["holders"]:
+                self.assertGreater(holder["slots"], 0, holder)
+                if holder["side"] != "socket":
+                    continue
+                socket_in_use += holder["slots"]
+                self.assertTrue(holder["attributed"])
+                name = next(n for n, p in pids.items() if p == holder["pid"])
+                self.assertIn(f"socket_client.py {name} 0.3 4", holder["command"])
+                seen.add(name)
+            self.assertEqual(socket_in_use, status["in_use"]["socket"], sample)
+        self.assertEqual(seen, {"sock0", "sock1", "sock2"}, "socket clients never listed")
+        self.assertLessEqual(max_overlap(self.sandbox.intervals()), 4)
+        print(f"\n{len(samples)} status samples during the build, each adding up to 4",
+              file=sys.stderr)
+        self.assert_nothing_lost(types.SimpleNamespace(stderr=err), 3)
+
+    def test_the_table_and_the_errors_a_user_sees(self):
+        bridge = self.sandbox.start([self.bridge, "-j3", "--", "sh", "-c",
+                                     'echo "$JOBBRIDGE_CONTROL" > control.txt; exec sleep 60'])
+        path = os.path.join(self.sandbox.root, "control.txt")
+        wait_for(lambda: os.path.exists(path) and read_text(path).endswith("\n"), 30,
+                 "the command to say its JOBBRIDGE_CONTROL")
+        with open(path) as f:
+            control = f.read().strip()
+        table = self.status("--socket", control)
+        self.assertEqual(table.returncode, 0, table.stderr)
+        self.assertIn("budget 3 (root): 1 in use, 2 idle, 0 free, 0 waiting", table.stdout)
+        # COMMAND holds the implicit slot; the shell exec'd sleep.
+        self.assertRegex(table.stdout, r"\n  \d+ +command +1 +[\d.]+s  sleep 60\n")
+        env = dict(self.sandbox.env)
+        env.pop("JOBBRIDGE_CONTROL", None)
+        cases = [
+            ([], 1, "JOBBRIDGE_CONTROL is not set: run jobbridge status inside a jobbridge's tree"),
+            (["--pid", "1"], 1, "no jobbridge with pid 1 has a runtime folder here"),
+            (["--pid", "x"], 2, "--pid x is not a process id"),
+            (["--socket", "/nonexistent/c.sock"], 1,
+             "cannot reach the jobbridge at /nonexistent/c.sock"),
+            (["--pid", "1", "--socket", "s"], 2, "give --pid or --socket, not both"),
+            (["--frobnicate"], 2, "unknown argument --frobnicate"),
+        ]
+        for args, status, message in cases:
+            with self.subTest(args=args):
+                result = self.sandbox.run([self.bridge, "status", *args], env=env, timeout=30)
+                self.assertEqual(result.returncode, status, result.stderr)
+                self.assertIn(message, result.stderr)
+                self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        bridge.terminate()
+        bridge.communicate(timeout=30)
+        self.assert_no_leftovers()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,35 @@
+// `jobbridge status [--json] [--watch] [--pid PID | --socket PATH]`: asks a
+// running jobbridge's control socket (docs/CONTROL.md) for its status and
+// holders and prints them as a table (or JSON); --watch redraws in place.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace jobbridge {
+
+struct StatusOptions {
+  bool json = false;
+  bool watch = false;
+  bool help = false;
+  int pid = 0;              // find the jobbridge with this pid
+  std::string socket;       // or this control socket
+  double interval_s = 1.0;  // between redraws with --watch
+};
+
+// Parses the words after "status". Returns false and sets *err to a
+// one-line message that names the fix.
+bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions* options,
+                            std::string* err);
+std::string StatusUsageText();
+
+// The table: the budget and each side's slots, then holders by slots and
+// age, then waiters. `status` and `holders` are the replies' bodies.
+std::string FormatStatusTable(const nlohmann::json& status, const nlohmann::json& holders);
+
+// Runs the command: 0, or 1 when no jobbridge answers (the message says how
+// to name one), 2 for a bad command line.
+int StatusMain(const std::vector<std::string>& args);
+
+}  // namespace jobbridge
