@@ -54,7 +54,8 @@ struct Context {
   pid_t child = -1;
   Terminal terminal;
   int exit_status = 1;
-  int exit_signal = 0;  // the signal that killed the command, or 0
+  int exit_signal = 0;     // the signal that killed the command, or 0
+  int pending_signal = 0;  // forwarded before the command existed
   std::unique_ptr<SocketServer> server;
   std::unique_ptr<Broker> broker;      // the root of a budget serves its sockets so
   std::unique_ptr<Upstream> upstream;  // a jobbridge that joined an outer budget
@@ -115,7 +116,11 @@ void StopServing(Context* ctx) {
 }
 
 void ForwardSignal(Context* ctx, int sig, bool from_terminal) {
-  if (ctx->child <= 0) return;  // not started yet (kill(-(-1)) would reach init)
+  if (ctx->child <= 0) {
+    // Not started yet (kill(-(-1)) would reach init): passed on once it is.
+    ctx->pending_signal = sig;
+    return;
+  }
   // A root's command runs in its own process group: signal all of it, as a
   // terminal's Ctrl-C would. Inside a build the command shares the build's
   // group: a terminal's signal reached it already (a second Ctrl-C would cut
@@ -490,6 +495,7 @@ int RunBridge(const Options& options) {
     return spawn_status;
   }
   caretaker.SetCommand(ctx.child);
+  if (ctx.pending_signal != 0) ForwardSignal(&ctx, ctx.pending_signal, false);
   RunLoopToEnd(&ctx);
   ctx.terminal.TakeBackFrom(ctx.child);
   Finish(&ctx, &ledger, &pool, &runtime_dir, options.verbose);
