@@ -38,9 +38,12 @@ class Delegate : public ControlServer::Delegate {
  public:
   nlohmann::json Status() override { return {{"budget", 4}}; }
   nlohmann::json Holders() override { return {{"holders", nlohmann::json::array()}}; }
-  bool Resize(int jobs, std::string* err) override {
+  bool Resize(int jobs, nlohmann::json* body, std::string* err) override {
     Check(jobs >= 1, "resize below 1 reached the delegate");
-    if (jobs % 2 == 0) return true;
+    if (jobs % 2 == 0) {
+      *body = {{"jobs", jobs}};
+      return true;
+    }
     *err = "odd";
     return false;
   }

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 import unittest
 
@@ -58,7 +59,8 @@ class StatusTest(BridgeTestCase):
             self.assertIsNone(status["joined"])
             total = (sum(status["in_use"].values()) + sum(status["idle"].values())
                      + status["free"])
-            self.assertEqual(total, 4, status)
+            self.assertEqual(total, 4 + status["withheld"], status)
+            self.assertEqual(status["withheld"], 0)
             self.assertEqual(status["in_use"]["command"], 1)
             socket_in_use = 0
             for holder in sample["holders"]["holders"]:
@@ -76,6 +78,59 @@ class StatusTest(BridgeTestCase):
         print(f"\n{len(samples)} status samples during the build, each adding up to 4",
               file=sys.stderr)
         self.assert_nothing_lost(types.SimpleNamespace(stderr=err), 3)
+
+    def test_resize_shrinks_within_a_job_and_grows_back(self):
+        jobs = 30
+        self.sandbox.write_file("Makefile", "all: " + " ".join(f"m{i}" for i in range(jobs))
+                                + "\n" + "".join(f'm{i}:\n\t@"$(JOB)" m{i} 0.5\n'
+                                                 for i in range(jobs)))
+        bridge = self.sandbox.start([self.bridge, "-v", "-j4", "--", "make", "-s"])
+
+        def ended():
+            return sum(1 for _, _, end in self.sandbox.intervals() if end is not None)
+
+        def resize(n):
+            result = self.sandbox.run([self.bridge, "resize", str(n), "--pid", str(bridge.pid)],
+                                      timeout=30)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            return time.time_ns(), result.stdout
+
+        wait_for(lambda: ended() >= 6, 60, "6 jobs to end")
+        shrunk_ns, said = resize(2)
+        self.assertRegex(said, r"^budget now 2( \(2 slot\(s\) still out beyond it: withheld as "
+                         r"they come back\))?\n$")
+        wait_for(lambda: ended() >= 16, 60, "10 more jobs to end")
+        grown_ns, said = resize(4)
+        self.assertEqual(said, "budget now 4\n")
+        out, err = bridge.communicate(timeout=60)
+        self.assertEqual(bridge.returncode, 0, err)
+        intervals = self.sandbox.intervals()
+        self.assertEqual(len(intervals), jobs)
+
+        def peak(start_ns, end_ns):
+            clipped = [(n, max(s, start_ns), min(e, end_ns)) for n, s, e in intervals
+                       if s < end_ns and e > start_ns]
+            return max_overlap(clipped) if clipped else 0
+
+        job_ns = 500_000_000
+        before, after_shrink = peak(0, shrunk_ns), peak(shrunk_ns + job_ns + 100_000_000, grown_ns)
+        after_grow = peak(grown_ns, 2**63)
+        print(f"\nresize under make -j4 of 0.5 s jobs: peak {before} before, {after_shrink} from "
+              f"one job after resize 2, {after_grow} after resize 4", file=sys.stderr)
+        self.assertEqual(before, 4)
+        self.assertLessEqual(after_shrink, 2)
+        self.assertEqual(after_grow, 4)
+        self.assert_nothing_lost(types.SimpleNamespace(stderr=err), 3)
+
+    def test_a_joined_jobbridge_refuses_resize_and_says_whose_budget_it_is(self):
+        script = f'"{self.bridge}" resize 2; echo "resize_status=$?"'
+        result = self.sandbox.run([self.bridge, "-v", "-j3", "--", self.bridge, "--", "sh", "-c",
+                                   script])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("resize_status=1", result.stdout)
+        self.assertIn("resize refused: this jobbridge joined the socket root ", result.stderr)
+        self.assertIn("resize the outermost jobbridge, or restart with --root", result.stderr)
+        self.assert_nothing_lost(result, 2)
 
     def test_the_table_and_the_errors_a_user_sees(self):
         bridge = self.sandbox.start([self.bridge, "-j3", "--", "sh", "-c",

@@ -232,6 +232,7 @@ void Broker::Pump() {
   if (returned > 0) legacy_seen_until_ = now + kLegacyActiveMs;
   WakeRested();
   ChargeOrphans(&returned);
+  Withhold(&returned);
   ReturnUnusedStock();
   for (bool again = true; again;) {
     Serve(&waiting_, &returned);

@@ -168,6 +168,12 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   void OnEnded(const PoolServer::Invocation& invocation,
                const InvocationPool::Books& books) override;
 
+  // Changes the budget (the control socket's resize). Growing serves
+  // waiters at once; shrinking takes idle tokens and units back now and
+  // withholds slots as they come back until what is out fits (Withhold):
+  // never from a running job. False with *err for a size out of range.
+  bool Resize(int jobs, std::string* err);
+
   // One place slots can be, as status sees it (control/budget_view.h).
   struct Place {
     Owner owner;
@@ -230,6 +236,11 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   int Asks(EndpointId id) const;
   // Releases `count` slots `endpoint` holds (its share of the socket side too).
   void Free(const Endpoint& endpoint, int count);
+
+  // broker_status.cc: after a shrink, takes slots beyond the budget out
+  // of what legacy clients wrote back (`*returned`), the root pool and
+  // endpoints' idle stock.
+  void Withhold(int* returned);
 
   // broker_semaphore.cc: endpoints whose waiters are counted.
   void ReturnUnusedStock();

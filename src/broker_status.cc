@@ -1,6 +1,7 @@
 // What the broker shows of itself to status (control/budget_view.h): each
 // place slots can be, what it holds, how much of that idles there, and who
-// waits since when. Read on request, never on the token path.
+// waits since when (read on request, never on the token path); and a resize
+// of the budget from the control socket.
 #include <algorithm>
 
 #include "broker.h"
@@ -21,6 +22,38 @@ std::vector<Broker::Place> Broker::Places() {
     places.push_back(place);
   });
   return places;
+}
+
+bool Broker::Resize(int jobs, std::string* err) {
+  if (!ledger_->Resize(jobs, err)) return false;
+  Pump();  // grown: free slots to waiters or the pool; shrunk: idle ones back
+  return true;
+}
+
+void Broker::Withhold(int* returned) {
+  int over = ledger_->over();
+  if (over == 0) return;
+  std::string err;
+  int drop = std::min(over, *returned);
+  if (drop > 0 && ledger_->Release(kLegacyOwner, drop, &err)) {
+    *returned -= drop;
+    over -= drop;
+  }
+  if (over > 0) {
+    int got = root_.TakeBack(over, &err);
+    if (got > 0 && ledger_->Release(kLegacyOwner, got, &err)) over -= got;
+    in_pool_ = -1;
+  }
+  for (auto& [id, stock] : stocks_) {
+    if (over == 0) break;
+    Endpoint* endpoint = stock.endpoint;
+    int ours = std::min(endpoint->Stocked(&err), ledger_->HeldBy(endpoint->owner()));
+    int got = ours > 0 ? endpoint->TakeBack(std::min(ours, over), &err) : 0;
+    if (got <= 0) continue;
+    Free(*endpoint, got);
+    over -= got;
+    stock.seen_stocked = std::max(endpoint->Stocked(&err), 0);
+  }
 }
 
 }  // namespace jobbridge

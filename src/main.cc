@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   if (!args.empty() && args[0] == "acquire") return AcquireMain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "status")
     return jobbridge::StatusMain({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "resize")
+    return jobbridge::ResizeMain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "adapt")
     return jobbridge::AdaptMain({args.begin() + 1, args.end()});
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);

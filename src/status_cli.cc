@@ -80,39 +80,61 @@ bool ReadLine(int fd, std::string* pending, std::string* line, std::string* err)
   return true;
 }
 
-// Asks for status and holders; false with *err (naming the socket).
-bool Ask(const std::string& path, json* status, json* holders, std::string* err) {
+// Sends `requests` (one line each) and reads a reply per request; false
+// with *err (naming the socket) when one cannot be had. A reply that is not
+// ok is returned as it is, for the caller to report.
+bool Exchange(const std::string& path, const std::vector<json>& requests,
+              std::vector<json>* replies, std::string* err) {
   UniqueFd fd = ConnectUnix(path);
   if (!fd.valid()) {
     *err = "cannot reach the jobbridge at " + path + ": " + strerror(errno) +
            (errno == ENOENT || errno == ECONNREFUSED ? " (it is not running)" : "");
     return false;
   }
-  std::string request = "{\"request\":\"status\"}\n{\"request\":\"holders\"}\n";
-  if (RetryOnEintr([&] { return send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL); }) !=
-      static_cast<ssize_t>(request.size())) {
+  std::string text;
+  for (const json& request : requests) text += request.dump() + "\n";
+  if (RetryOnEintr([&] { return send(fd.get(), text.data(), text.size(), MSG_NOSIGNAL); }) !=
+      static_cast<ssize_t>(text.size())) {
     *err = "cannot ask the jobbridge at " + path + ": " + strerror(errno);
     return false;
   }
   std::string pending, line;
-  json* replies[] = {status, holders};
-  for (json* reply : replies) {
+  replies->clear();
+  for (size_t i = 0; i < requests.size(); ++i) {
     if (!ReadLine(fd.get(), &pending, &line, err)) {
       *err = "the jobbridge at " + path + " did not answer: " + *err;
       return false;
     }
-    *reply = json::parse(line, nullptr, false);
-    if (reply->is_discarded() || !reply->is_object() || !reply->value("ok", false)) {
+    json reply = json::parse(line, nullptr, false);
+    if (reply.is_discarded() || !reply.is_object()) {
       *err = "the jobbridge at " + path + " answered " + line.substr(0, 200);
       return false;
     }
-    if (reply->value("version", 0) != kControlVersion) {
+    if (reply.value("version", 0) != kControlVersion) {
       *err = "the jobbridge at " + path + " speaks control version " +
-             reply->value("version", json(nullptr)).dump() + ", this jobbridge " +
+             reply.value("version", json(nullptr)).dump() + ", this jobbridge " +
              std::to_string(kControlVersion) + " (use the same jobbridge binary)";
       return false;
     }
+    replies->push_back(std::move(reply));
   }
+  return true;
+}
+
+// Asks for status and holders; false with *err (naming the socket).
+bool Ask(const std::string& path, json* status, json* holders, std::string* err) {
+  std::vector<json> replies;
+  if (!Exchange(path, {{{"request", "status"}}, {{"request", "holders"}}}, &replies, err)) {
+    return false;
+  }
+  for (const json& reply : replies) {
+    if (!reply.value("ok", false)) {
+      *err = "the jobbridge at " + path + " refused: " + reply.value("error", std::string("?"));
+      return false;
+    }
+  }
+  *status = replies[0];
+  *holders = replies[1];
   return true;
 }
 
@@ -292,6 +314,59 @@ int StatusMain(const std::vector<std::string>& args) {
     if (!options.watch) return 0;
     std::this_thread::sleep_for(std::chrono::duration<double>(options.interval_s));
   }
+}
+
+int ResizeMain(const std::vector<std::string>& args) {
+  StatusOptions options;
+  std::string err, path;
+  std::vector<std::string> rest;
+  int jobs = 0;
+  for (const std::string& arg : args) {
+    int parsed = 0;
+    if (jobs == 0 && ParseWholeNumber(arg, &parsed)) {
+      jobs = parsed;
+    } else {
+      rest.push_back(arg);
+    }
+  }
+  if (!ParseStatusCommandLine(rest, &options, &err) || options.json || options.watch) {
+    LogError(err.empty() ? "resize: only --pid PID or --socket PATH may go with N" : err);
+    return 2;
+  }
+  if (options.help) {
+    std::fputs(ResizeUsageText().c_str(), stdout);
+    return 0;
+  }
+  if (jobs <= 0) {
+    LogError("resize: give the new budget N, a whole number from 1 (jobbridge resize N)");
+    return 2;
+  }
+  if (!FindControlSocket(options, &path, &err)) {
+    LogError(err);
+    return 1;
+  }
+  std::vector<json> replies;
+  if (!Exchange(path, {{{"request", "resize"}, {"jobs", jobs}}}, &replies, &err)) {
+    LogError(err);
+    return 1;
+  }
+  if (!replies[0].value("ok", false)) {
+    LogError("resize refused: " + replies[0].value("error", std::string("?")));
+    return 1;
+  }
+  int withheld = replies[0].value("withheld", 0);
+  std::printf("budget now %d", jobs);
+  if (withheld > 0)
+    std::printf(" (%d slot(s) still out beyond it: withheld as they come back)", withheld);
+  std::printf("\n");
+  return 0;
+}
+
+std::string ResizeUsageText() {
+  return "usage: jobbridge resize N [--pid PID | --socket PATH]\n"
+         "Changes a running jobbridge's budget to N: growing adds slots at once; shrinking\n"
+         "withholds slots as they come back until what runs fits (no job is stopped).\n"
+         "The jobbridge is found as by jobbridge status.\n";
 }
 
 }  // namespace jobbridge

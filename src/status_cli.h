@@ -1,6 +1,7 @@
 // `jobbridge status [--json] [--watch] [--pid PID | --socket PATH]`: asks a
 // running jobbridge's control socket (docs/CONTROL.md) for its status and
 // holders and prints them as a table (or JSON); --watch redraws in place.
+// `jobbridge resize N` asks it to change its budget.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -31,5 +32,10 @@ std::string FormatStatusTable(const nlohmann::json& status, const nlohmann::json
 // Runs the command: 0, or 1 when no jobbridge answers (the message says how
 // to name one), 2 for a bad command line.
 int StatusMain(const std::vector<std::string>& args);
+
+// `jobbridge resize N [--pid PID | --socket PATH]`: 0 when resized, 1 when
+// refused or no jobbridge answers, 2 for a bad command line.
+int ResizeMain(const std::vector<std::string>& args);
+std::string ResizeUsageText();
 
 }  // namespace jobbridge

@@ -86,12 +86,13 @@ class FakeDelegate : public ControlServer::Delegate {
     return {{"budget", 4}};
   }
   json Holders() override { return {{"holders", json::array()}}; }
-  bool Resize(int jobs, std::string* err) override {
+  bool Resize(int jobs, json* body, std::string* err) override {
     if (jobs > 8) {
       *err = "refused: more than 8";
       return false;
     }
     resized_to = jobs;
+    *body = {{"jobs", jobs}};
     return true;
   }
   void Stop() override { ++stops; }

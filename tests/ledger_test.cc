@@ -341,3 +341,36 @@ TEST(LedgerTest, TheObserverHearsEachChangedOwnerOnce) {
 
 }  // namespace
 }  // namespace jobbridge
+
+namespace jobbridge {
+namespace {
+
+// Growing frees slots at once; shrinking below what is out withholds: no
+// grant until enough came back, and nothing is taken from a holder.
+TEST(LedgerTest, ResizeGrowsAtOnceAndShrinksAsSlotsComeBack) {
+  Ledger ledger(4);
+  Owner a{OwnerKind::kSocket, 1};
+  std::string err;
+  ASSERT_TRUE(ledger.Grant(a, 4, &err)) << err;
+  ASSERT_TRUE(ledger.Resize(6, &err)) << err;
+  EXPECT_EQ(ledger.free(), 2);
+  ASSERT_TRUE(ledger.Resize(2, &err)) << err;
+  EXPECT_EQ(ledger.HeldBy(a), 4) << "a shrink took slots from their holder";
+  EXPECT_EQ(ledger.free(), 0);
+  EXPECT_EQ(ledger.over(), 2);
+  EXPECT_TRUE(ledger.CheckInvariants(&err)) << err;
+  EXPECT_FALSE(ledger.Grant(a, 1, &err)) << "granted while over the shrunk budget";
+  ASSERT_TRUE(ledger.Release(a, 1, &err)) << err;
+  EXPECT_EQ(ledger.over(), 1);
+  EXPECT_FALSE(ledger.Grant(a, 1, &err)) << "a slot that came back was handed out again";
+  ASSERT_TRUE(ledger.Release(a, 2, &err)) << err;
+  EXPECT_EQ(ledger.over(), 0);
+  EXPECT_EQ(ledger.free(), 1);
+  EXPECT_TRUE(ledger.CheckInvariants(&err)) << err;
+  EXPECT_FALSE(ledger.Resize(0, &err));
+  EXPECT_FALSE(ledger.Resize(Ledger::kMaxBudget + 1, &err));
+  EXPECT_EQ(ledger.budget(), 2);
+}
+
+}  // namespace
+}  // namespace jobbridge

@@ -97,9 +97,12 @@ json BudgetView::Status() {
   if (sources_.joined.empty()) {
     status["budget"] = ledger->budget();
     status["free"] = ledger->free();
+    // After a shrink: slots out beyond the budget, withheld as they come back.
+    status["withheld"] = ledger->over();
   } else {
     status["budget"] = nullptr;  // the outer budget's, which it does not say
     status["free"] = nullptr;
+    status["withheld"] = 0;
   }
   Broker* broker = sources_.broker;
   status["reclaimed"] = broker ? broker->reclaimed() : 0;
@@ -158,9 +161,15 @@ json BudgetView::Holders() {
   return {{"holders", holders}, {"waiters", waiters}};
 }
 
-bool BudgetView::Resize(int /*jobs*/, std::string* err) {
-  *err = "resize is not available yet in this version";
-  return false;
+bool BudgetView::Resize(int jobs, json* body, std::string* err) {
+  if (!sources_.broker) {
+    *err = "this jobbridge joined " + sources_.joined +
+           ": its budget is that one's (resize the outermost jobbridge, or restart with --root)";
+    return false;
+  }
+  if (!sources_.broker->Resize(jobs, err)) return false;
+  *body = {{"jobs", jobs}, {"withheld", sources_.ledger->over()}};
+  return true;
 }
 
 }  // namespace jobbridge

@@ -35,7 +35,7 @@ class BudgetView : public ControlServer::Delegate {
 
   nlohmann::json Status() override;
   nlohmann::json Holders() override;
-  bool Resize(int jobs, std::string* err) override;
+  bool Resize(int jobs, nlohmann::json* body, std::string* err) override;
   void Stop() override { sources_.stop(); }
 
  private:

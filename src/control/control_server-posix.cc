@@ -178,9 +178,11 @@ std::string ControlServer::AnswerLine(const std::string& line) {
       return ControlReply(delegate_->Status(), request.id);
     case ControlRequest::Kind::kHolders:
       return ControlReply(delegate_->Holders(), request.id);
-    case ControlRequest::Kind::kResize:
-      if (!delegate_->Resize(request.jobs, &err)) return ControlError(err, request.id);
-      return ControlReply({{"jobs", request.jobs}}, request.id);
+    case ControlRequest::Kind::kResize: {
+      nlohmann::json body;
+      if (!delegate_->Resize(request.jobs, &body, &err)) return ControlError(err, request.id);
+      return ControlReply(body, request.id);
+    }
     case ControlRequest::Kind::kStop:
       delegate_->Stop();
       return ControlReply({{"stopping", true}}, request.id);

@@ -35,9 +35,10 @@ class ControlServer {
     // The body of a "status" / "holders" reply (without version, ok, id).
     virtual nlohmann::json Status() = 0;
     virtual nlohmann::json Holders() = 0;
-    // Changes the budget to `jobs`. Returns false and sets *err, saying why
-    // not (joined to an outer budget, ...), when it is refused.
-    virtual bool Resize(int jobs, std::string* err) = 0;
+    // Changes the budget to `jobs` and sets *body to the reply's fields.
+    // Returns false and sets *err, saying why not (joined to an outer
+    // budget, ...), when it is refused.
+    virtual bool Resize(int jobs, nlohmann::json* body, std::string* err) = 0;
     // Ends COMMAND's tree as a SIGTERM to jobbridge would.
     virtual void Stop() = 0;
   };

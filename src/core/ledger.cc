@@ -34,7 +34,18 @@ std::string DescribeOwner(Owner owner) {
   return std::string(KindName(owner.kind)) + " #" + std::to_string(owner.id);
 }
 
-Ledger::Ledger(int budget) : budget_(budget) {}
+Ledger::Ledger(int budget) : budget_(budget), ceiling_(budget) {}
+
+bool Ledger::Resize(int budget, std::string* err) {
+  if (budget < 1 || budget > kMaxBudget) {
+    *err = "a budget must be from 1 to " + std::to_string(kMaxBudget) + ", got " +
+           std::to_string(budget);
+    return false;
+  }
+  budget_ = budget;
+  ceiling_ = granted_ > budget ? granted_ : budget;
+  return true;
+}
 
 int Ledger::HeldBy(Owner owner) const {
   auto it = held_.find(owner);
@@ -67,6 +78,7 @@ bool Ledger::Release(Owner owner, int count, std::string* err) {
   }
   if ((it->second -= count) == 0) held_.erase(it);
   granted_ -= count;
+  ceiling_ = granted_ > budget_ ? granted_ : budget_;
   Changed(owner);
   return true;
 }
@@ -100,8 +112,9 @@ bool Ledger::CheckInvariants(std::string* err) const {
            " are counted as granted";
     return false;
   }
-  if (granted_ < 0 || granted_ > budget_) {
-    *err = std::to_string(granted_) + " slots out of a budget of " + std::to_string(budget_);
+  if (granted_ < 0 || granted_ > ceiling_) {
+    *err = std::to_string(granted_) + " slots out of a budget of " + std::to_string(budget_) +
+           (ceiling_ > budget_ ? " shrunk from " + std::to_string(ceiling_) : "");
     return false;
   }
   return true;

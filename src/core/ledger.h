@@ -51,7 +51,16 @@ class Ledger {
 
   int budget() const { return budget_; }
   int granted() const { return granted_; }
-  int free() const { return budget_ - granted_; }
+  int free() const { return granted_ < budget_ ? budget_ - granted_ : 0; }
+  // Slots out beyond the budget after it shrank (Resize): withheld as they
+  // come back, never taken from their holders; 0 otherwise.
+  int over() const { return granted_ > budget_ ? granted_ - budget_ : 0; }
+
+  // Changes the budget to `budget` (in [1, kMaxBudget]; false with *err
+  // otherwise, nothing changed). Growing frees slots at once; shrinking
+  // below what is out leaves over() > 0 until enough come back: no grant
+  // succeeds meanwhile.
+  bool Resize(int budget, std::string* err);
   int HeldBy(Owner owner) const;
   std::vector<std::pair<Owner, int>> Holders() const;
 
@@ -78,6 +87,9 @@ class Ledger {
 
   int budget_;
   int granted_ = 0;
+  // The most that may be out: the budget, or what was out when it shrank,
+  // falling as slots come back.
+  int ceiling_ = 0;
   std::map<Owner, int> held_;  // only owners holding at least one slot
   Observer observer_;
 };
