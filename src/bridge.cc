@@ -20,6 +20,7 @@
 #include "child_env.h"
 #include "control/budget_view.h"
 #include "control/control_server.h"
+#include "control/tracer.h"
 #include "core/ledger.h"
 #include "endpoints/legacy_pool.h"
 #include "endpoints/semaphore_endpoint.h"
@@ -62,6 +63,7 @@ struct Context {
   std::unique_ptr<Relay> relay;        // relays them to it
   std::unique_ptr<PoolServer> pools;   // per-invocation pools (docs/LEAKS.md)
   std::unique_ptr<BudgetView> view;    // what the control socket shows
+  std::unique_ptr<Tracer> tracer;      // --trace
   std::unique_ptr<ControlServer> control;
   EndpointId semaphore = 0;  // the Robust Jobserver's, in the broker (0: none)
   Ledger* ledger = nullptr;
@@ -106,6 +108,7 @@ void StopServing(Context* ctx) {
                "); their connections were closed");
   }
   if (ctx->control) ctx->control->Shutdown();
+  if (ctx->tracer) ctx->tracer->Stop();
   if (ctx->pools) ctx->pools->Shutdown();  // what invocations still hold comes back
   // The broker (or relay) stops first, so no waiting client is granted a
   // slot while the others' connections close.
@@ -287,7 +290,10 @@ void ServeControl(Context* ctx, const std::string& path) {
                               ctx->broker.get(),
                               ctx->broker ? "" : ctx->outer,
                               [ctx] { return ctx->child; },
-                              [ctx] { ForwardSignal(ctx, SIGTERM, false); }};
+                              [ctx] { ForwardSignal(ctx, SIGTERM, false); },
+                              [ctx](int jobs) {
+                                if (ctx->tracer) ctx->tracer->Resized(jobs);
+                              }};
   ctx->view = std::make_unique<BudgetView>(std::move(sources));
   auto control = std::make_unique<ControlServer>(&ctx->loop, ctx->view.get());
   std::string err;
@@ -363,6 +369,7 @@ void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_d
     LogWarning("internal: the ledger does not balance at exit: " + err);
   }
   pool->own.reset();
+  if (ctx->tracer && !ctx->tracer->Close(&err)) LogWarning(err);
   if (!runtime_dir->Remove(&err)) LogWarning(err);
 }
 
@@ -397,6 +404,11 @@ int RunBridge(const Options& options) {
   if (!EnoughFreeFds(&err)) {
     LogError(err);
     return 1;
+  }
+  std::unique_ptr<Tracer> tracer;
+  if (!options.trace.empty() && !(tracer = Tracer::Open(options.trace, &err))) {
+    LogError(err);
+    return 2;
   }
   OuterBudget outer = ChooseBudget(options);
   bool joined = outer.kind != OuterBudget::Kind::kNone;
@@ -463,6 +475,10 @@ int RunBridge(const Options& options) {
   }
   sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
   if (semaphore && ctx.broker) OfferSemaphore(&ctx, std::move(semaphore));
+  if (tracer) {
+    tracer->Start({&ctx.loop, &ledger, ctx.broker.get(), [&ctx] { return ctx.child; }});
+    ctx.tracer = std::move(tracer);
+  }
   ServeControl(&ctx, runtime_dir.Join("control.sock"));
   std::string shim_dir = MakeShims(options, runtime_dir);
   // Every make and ninja the shims start gets a pool of its own (docs/LEAKS.md).
@@ -495,6 +511,7 @@ int RunBridge(const Options& options) {
     return spawn_status;
   }
   caretaker.SetCommand(ctx.child);
+  if (ctx.tracer) ctx.tracer->CommandStarted(ctx.child);
   if (ctx.pending_signal != 0) ForwardSignal(&ctx, ctx.pending_signal, false);
   RunLoopToEnd(&ctx);
   ctx.terminal.TakeBackFrom(ctx.child);

@@ -265,6 +265,7 @@ void Broker::Pump() {
   bool waiting = !waiting_.empty() || !guessed_.empty();
   WatchPool(waiting && in_pool == 0, waiting && in_pool > 0);
   pumping_ = false;
+  if (hooks_.pumped) hooks_.pumped();
 }
 
 void Broker::Serve(FairQueue* queue, int* returned) {
@@ -308,6 +309,7 @@ int Broker::SettleLegacyBooks(int back, const char* how) {
 void Broker::DropSurplus(int count, const char* how) {
   if (surplus_dropped_ == 0) first_surplus_ms_ = uv_now(loop_) - started_ms_;
   surplus_dropped_ += count;
+  if (hooks_.noted) hooks_.noted("surplus", count, -1, how);
   LogWarning("a legacy client " + std::string(how) + " " + std::to_string(count) +
              " token(s) it never took; dropped, so the pool stays within the budget");
 }

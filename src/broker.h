@@ -78,6 +78,7 @@
 
 #include <uv.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -167,6 +168,17 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   void OnReturned(PoolServer::Invocation* invocation, int count) override;
   void OnEnded(const PoolServer::Invocation& invocation,
                const InvocationPool::Books& books) override;
+
+  // Who hears what the broker does, for the trace (control/tracer.h):
+  // `pumped` after each pass of the policy; `noted` for each event worth a
+  // mark (what: "reclaimed" or "surplus"; pid and command when known).
+  struct Hooks {
+    std::function<void()> pumped;
+    std::function<void(const char* what, int count, pid_t pid, const std::string& command)> noted;
+  };
+  void SetHooks(Hooks hooks) { hooks_ = std::move(hooks); }
+  // The process behind `owner`'s endpoint, or -1 (broker_status.cc).
+  pid_t PidOf(Owner owner) const;
 
   // Changes the budget (the control socket's resize). Growing serves
   // waiters at once; shrinking takes idle tokens and units back now and
@@ -276,6 +288,7 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
 
   uv_loop_t* loop_;
   Ledger* ledger_;
+  Hooks hooks_;
   RootPoolEndpoint root_;  // the root legacy pool
   SocketServer* server_ = nullptr;
   EndpointTable endpoints_;                                     // every other endpoint, by id

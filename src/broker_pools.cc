@@ -222,6 +222,9 @@ void Broker::OnEnded(const PoolServer::Invocation& invocation, const InvocationP
   }
   if (books.reclaimed > 0) {
     reclaimed_ += books.reclaimed;
+    if (hooks_.noted) {
+      hooks_.noted("reclaimed", books.reclaimed, invocation.pid, Shortened(invocation.command));
+    }
     if (reclaims_.size() < kMaxReclaimsKept) {
       reclaims_.push_back({invocation.pid, Shortened(invocation.command), books.reclaimed});
     }

@@ -48,6 +48,8 @@ void Broker::TakeBackCountedSurplus(Endpoint* endpoint, int surplus) {
                "back without a word, and counted at exit)");
   }
   counted_surplus_ += got;
+  if (hooks_.noted)
+    hooks_.noted("surplus", got, -1, "given back to the ROBUST_JOBSERVER semaphore");
 }
 
 // Its stock is not needed to serve it: a waiter is seen, and served from the

@@ -24,6 +24,14 @@ std::vector<Broker::Place> Broker::Places() {
   return places;
 }
 
+pid_t Broker::PidOf(Owner owner) const {
+  pid_t pid = -1;
+  endpoints_.ForEach([&](const Endpoint* endpoint) {
+    if (endpoint->owner() == owner) pid = endpoint->pid();
+  });
+  return pid;
+}
+
 bool Broker::Resize(int jobs, std::string* err) {
   if (!ledger_->Resize(jobs, err)) return false;
   Pump();  // grown: free slots to waiters or the pool; shrunk: idle ones back

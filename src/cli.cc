@@ -62,6 +62,13 @@ bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Op
       if (!value(arg, "-j", &v) || !ParseJobs(v, &parsed.jobs, err)) return false;
     } else if (IsLong(arg, "--legacy-style")) {
       if (!value(arg, "--legacy-style", &v) || !ParseStyle(v, &parsed, err)) return false;
+    } else if (IsLong(arg, "--trace")) {
+      if (!value(arg, "--trace", &v)) return false;
+      if (v.empty()) {
+        *err = "--trace needs a file name (for example: --trace build.trace.json)";
+        return false;
+      }
+      parsed.trace = v;
     } else if (arg == "--root") {
       parsed.root = true;
     } else if (arg == "--no-adapters") {
@@ -110,6 +117,8 @@ std::string UsageText() {
          "  --no-adapters          do not put shims for make, gmake and ninja first in\n"
          "                         COMMAND's PATH (they give each tool the jobserver form\n"
          "                         it understands)\n"
+         "  --trace FILE           write a timeline of every slot to FILE (Chrome trace JSON,\n"
+         "                         for Perfetto or chrome://tracing; jobbridge report draws it)\n"
          "  -v, --verbose          say which budget it serves and how many tokens came back\n"
          "  -h, --help             print this and exit\n"
          "  --version              print the version and exit\n"

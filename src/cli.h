@@ -15,6 +15,7 @@ struct Options {
   LegacyStyle legacy_style = LegacyStyle::kPipe;
   bool verbose = false;
   bool adapters = true;  // shims for make, gmake, ninja first in COMMAND's PATH
+  std::string trace;     // --trace FILE: the timeline (control/tracer.h); "" for none
   bool help = false;
   bool version = false;
   std::vector<std::string> command;

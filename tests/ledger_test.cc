@@ -327,7 +327,7 @@ namespace {
 TEST(LedgerTest, TheObserverHearsEachChangedOwnerOnce) {
   Ledger ledger(4);
   std::vector<std::pair<Owner, int>> heard;
-  ledger.SetObserver([&](Owner owner, int held) { heard.push_back({owner, held}); });
+  ledger.AddObserver([&](Owner owner, int held) { heard.push_back({owner, held}); });
   Owner a{OwnerKind::kSocket, 1}, b{OwnerKind::kSemaphore, 0};
   std::string err;
   ASSERT_TRUE(ledger.Grant(a, 2, &err)) << err;

@@ -58,7 +58,7 @@ BudgetView::BudgetView(Sources sources) : sources_(std::move(sources)) {
   epoch_minus_loop_ms_ = epoch_ms - static_cast<int64_t>(uv_now(sources_.loop));
   uv_loop_t* loop = sources_.loop;
   for (const auto& [owner, held] : sources_.ledger->Holders()) held_since_[owner] = uv_now(loop);
-  sources_.ledger->SetObserver([this, loop](Owner owner, int held) {
+  sources_.ledger->AddObserver([this, loop](Owner owner, int held) {
     if (held == 0) {
       held_since_.erase(owner);
     } else {
@@ -168,6 +168,7 @@ bool BudgetView::Resize(int jobs, json* body, std::string* err) {
     return false;
   }
   if (!sources_.broker->Resize(jobs, err)) return false;
+  if (sources_.resized) sources_.resized(jobs);
   *body = {{"jobs", jobs}, {"withheld", sources_.ledger->over()}};
   return true;
 }

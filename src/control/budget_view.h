@@ -24,10 +24,11 @@ class BudgetView : public ControlServer::Delegate {
   struct Sources {
     uv_loop_t* loop = nullptr;
     Ledger* ledger = nullptr;
-    Broker* broker = nullptr;        // null when joined: a relay serves the tree
-    std::string joined;              // the outer budget, described; "" for a root
-    std::function<pid_t()> command;  // COMMAND's pid, -1 before it started
-    std::function<void()> stop;      // ends COMMAND's tree as SIGTERM would
+    Broker* broker = nullptr;          // null when joined: a relay serves the tree
+    std::string joined;                // the outer budget, described; "" for a root
+    std::function<pid_t()> command;    // COMMAND's pid, -1 before it started
+    std::function<void()> stop;        // ends COMMAND's tree as SIGTERM would
+    std::function<void(int)> resized;  // after a resize (the trace), may be empty
   };
 
   // Takes the ledger's observer. All sources must outlive it.

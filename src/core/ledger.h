@@ -45,9 +45,9 @@ class Ledger {
   explicit Ledger(int budget);
 
   // Told, after every change, each owner whose count changed and what it
-  // holds now (for status and the trace; it must not call back in).
+  // holds now (status and the trace each add one; none may call back in).
   using Observer = std::function<void(Owner owner, int held)>;
-  void SetObserver(Observer observer) { observer_ = std::move(observer); }
+  void AddObserver(Observer observer) { observers_.push_back(std::move(observer)); }
 
   int budget() const { return budget_; }
   int granted() const { return granted_; }
@@ -82,7 +82,9 @@ class Ledger {
 
  private:
   void Changed(Owner owner) const {
-    if (observer_) observer_(owner, HeldBy(owner));
+    if (observers_.empty()) return;
+    int held = HeldBy(owner);
+    for (const Observer& observer : observers_) observer(owner, held);
   }
 
   int budget_;
@@ -91,7 +93,7 @@ class Ledger {
   // falling as slots come back.
   int ceiling_ = 0;
   std::map<Owner, int> held_;  // only owners holding at least one slot
-  Observer observer_;
+  std::vector<Observer> observers_;
 };
 
 }  // namespace jobbridge

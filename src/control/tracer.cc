@@ -1,0 +1,278 @@
+#include "control/tracer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "control/budget_view.h"
+#include "log.h"
+#include "util/eintr.h"
+#include "util/uv_handle.h"
+
+namespace jobbridge {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int kBridgePid = 1;  // the trace's "process": jobbridge itself
+constexpr const char* kSides[] = {"command", "legacy", "socket", "sysvsem", "upstream"};
+
+json ZeroPerSide() {
+  json sides = json::object();
+  for (const char* side : kSides) sides[side] = 0;
+  return sides;
+}
+
+}  // namespace
+
+std::unique_ptr<Tracer> Tracer::Open(const std::string& path, std::string* err) {
+  UniqueFd fd(RetryOnEintr(
+      [&] { return open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); }));
+  if (!fd.valid()) {
+    *err = "cannot write the trace to " + path + ": " + strerror(errno);
+    return nullptr;
+  }
+  return std::unique_ptr<Tracer>(new Tracer(std::move(fd), path));
+}
+
+Tracer::~Tracer() {
+  Stop();
+  std::string err;
+  Close(&err);
+}
+
+void Tracer::Start(Sources sources) {
+  sources_ = std::move(sources);
+  start_ns_ = uv_hrtime();
+  buffer_ = "{\"traceEvents\":[\n";
+  Emit({{"ph", "M"},
+        {"pid", kBridgePid},
+        {"name", "process_name"},
+        {"args", {{"name", "jobbridge (pid " + std::to_string(getpid()) + ")"}}}});
+  // Where ts 0 is on the wall clock, to line the trace up with other logs.
+  int64_t epoch_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  Emit({{"ph", "M"},
+        {"pid", kBridgePid},
+        {"name", "jobbridge_clock"},
+        {"args", {{"epoch_us_at_ts_0", epoch_us}, {"version", kTraceVersion}}}});
+  Resized(sources_.ledger->budget());
+  started_ = true;
+  for (const auto& [owner, held] : sources_.ledger->Holders()) OnHeld(owner, held);
+  sources_.ledger->AddObserver([this](Owner owner, int held) { OnHeld(owner, held); });
+  turn_end_ = new uv_check_t;
+  uv_check_init(sources_.loop, turn_end_);
+  turn_end_->data = this;
+  if (sources_.broker) {
+    sources_.broker->SetHooks(
+        {[this] { uv_check_start(turn_end_, OnTurnEnd); },
+         [this](const char* what, int count, pid_t pid, const std::string& command) {
+           json args = {{"count", count}};
+           if (pid > 0) args["pid"] = pid;
+           if (!command.empty()) args["command"] = command;
+           Emit({{"ph", "i"},
+                 {"s", "g"},
+                 {"pid", kBridgePid},
+                 {"tid", 0},
+                 {"ts", Now()},
+                 {"name", what},
+                 {"args", args}});
+         }});
+  }
+  Flush();
+}
+
+void Tracer::Resized(int jobs) {
+  Emit({{"ph", "C"},
+        {"pid", kBridgePid},
+        {"ts", Now()},
+        {"name", "budget"},
+        {"args", {{"slots", jobs}}}});
+  if (started_) {
+    Emit({{"ph", "i"},
+          {"s", "g"},
+          {"pid", kBridgePid},
+          {"tid", 0},
+          {"ts", Now()},
+          {"name", "resize"},
+          {"args", {{"jobs", jobs}}}});
+  }
+}
+
+void Tracer::CommandStarted(pid_t pid) {
+  Emit({{"ph", "M"},
+        {"pid", kBridgePid},
+        {"tid", TrackOf(kCommandOwner)},
+        {"name", "thread_name"},
+        {"args", {{"name", "command: pid " + std::to_string(pid) + " " + CommandLineOf(pid)}}}});
+  Flush();
+}
+
+void Tracer::Stop() {
+  CloseAndDelete(turn_end_);
+  turn_end_ = nullptr;
+}
+
+uint64_t Tracer::Now() const { return (uv_hrtime() - start_ns_) / 1000; }
+
+int Tracer::TrackOf(Owner owner) {
+  auto [it, added] = tracks_.try_emplace(owner, static_cast<int>(tracks_.size()) + 1);
+  if (!added) return it->second;
+  pid_t pid = owner.kind == OwnerKind::kCommand
+                  ? (sources_.command ? sources_.command() : -1)
+                  : (sources_.broker ? sources_.broker->PidOf(owner) : -1);
+  std::string name = SideOf(owner.kind);
+  if (pid > 0) {
+    name += ": pid " + std::to_string(pid) + " " + CommandLineOf(pid);
+  } else if (owner.kind == OwnerKind::kLegacyPool) {
+    name += ": the shared pool (its readers cannot be told apart)";
+  } else if (owner.kind == OwnerKind::kSemaphore) {
+    name += ": the semaphore (its clients cannot be told apart)";
+  } else {
+    name += " #" + std::to_string(owner.id);
+  }
+  Emit({{"ph", "M"},
+        {"pid", kBridgePid},
+        {"tid", it->second},
+        {"name", "thread_name"},
+        {"args", {{"name", name}}}});
+  return it->second;
+}
+
+void Tracer::OnHeld(Owner owner, int held) {
+  int& open = held_[owner];
+  if (held == open) return;
+  int tid = TrackOf(owner);
+  uint64_t now = Now();
+  for (; open < held; ++open) {
+    Emit({{"ph", "B"},
+          {"pid", kBridgePid},
+          {"tid", tid},
+          {"ts", now},
+          {"name", "slot"},
+          {"cat", SideOf(owner.kind)}});
+  }
+  for (; open > held; --open) Emit({{"ph", "E"}, {"pid", kBridgePid}, {"tid", tid}, {"ts", now}});
+}
+
+void Tracer::OnTurnEnd(uv_check_t* check) {
+  auto* tracer = static_cast<Tracer*>(check->data);
+  uv_check_stop(check);
+  tracer->Sample();
+  tracer->Flush();
+}
+
+// The counters and the waits, from the broker's places: once a turn of the
+// loop in which the broker acted, and only what changed.
+void Tracer::Sample() {
+  json in_use = ZeroPerSide(), idle = ZeroPerSide(), waiting = ZeroPerSide();
+  std::map<Owner, bool> waits;
+  for (const Broker::Place& place : sources_.broker->Places()) {
+    const char* side = SideOf(place.owner.kind);
+    in_use[side] = in_use[side].get<int>() + place.held - place.idle;
+    idle[side] = idle[side].get<int>() + place.idle;
+    waiting[side] = waiting[side].get<int>() + place.waiting;
+    if (place.waiting > 0) waits[place.owner] = true;
+  }
+  in_use["command"] = sources_.ledger->HeldBy(kCommandOwner);
+  uint64_t now = Now();
+  const std::pair<const char*, json*> counters[] = {
+      {"in use", &in_use}, {"idle", &idle}, {"waiting", &waiting}};
+  json* last[] = {&last_in_use_, &last_idle_, &last_waiting_};
+  for (size_t i = 0; i < 3; ++i) {
+    if (*counters[i].second == *last[i]) continue;
+    *last[i] = *counters[i].second;
+    Emit({{"ph", "C"},
+          {"pid", kBridgePid},
+          {"ts", now},
+          {"name", counters[i].first},
+          {"args", *counters[i].second}});
+  }
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (waits.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    int tid = TrackOf(it->first);
+    Emit({{"ph", "e"},
+          {"pid", kBridgePid},
+          {"tid", tid},
+          {"ts", now},
+          {"cat", "wait"},
+          {"name", "wait"},
+          {"id", tid}});
+    it = waiting_.erase(it);
+  }
+  for (const auto& [owner, yes] : waits) {
+    if (waiting_.contains(owner)) continue;
+    int tid = TrackOf(owner);
+    Emit({{"ph", "b"},
+          {"pid", kBridgePid},
+          {"tid", tid},
+          {"ts", now},
+          {"cat", "wait"},
+          {"name", "wait"},
+          {"id", tid}});
+    waiting_[owner] = true;
+  }
+}
+
+void Tracer::Emit(json event) {
+  if (closed_) return;
+  if (!first_) buffer_ += ",\n";
+  first_ = false;
+  buffer_ += event.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+void Tracer::Flush() {
+  if (buffer_.empty() || !fd_.valid()) return;
+  size_t done = 0;
+  while (!failed_ && done < buffer_.size()) {
+    ssize_t n = RetryOnEintr(
+        [&] { return write(fd_.get(), buffer_.data() + done, buffer_.size() - done); });
+    if (n <= 0) {
+      failed_ = true;
+      LogWarning("cannot write the trace to " + path_ + ": " + strerror(errno) +
+                 "; tracing stops, the build goes on");
+    } else {
+      done += static_cast<size_t>(n);
+    }
+  }
+  buffer_.clear();
+}
+
+bool Tracer::Close(std::string* err) {
+  if (closed_ || !fd_.valid()) return !failed_;
+  uint64_t now = Now();
+  for (auto& [owner, open] : held_) {
+    for (; open > 0; --open) {
+      Emit({{"ph", "E"}, {"pid", kBridgePid}, {"tid", TrackOf(owner)}, {"ts", now}});
+    }
+  }
+  for (const auto& [owner, yes] : waiting_) {
+    int tid = TrackOf(owner);
+    Emit({{"ph", "e"},
+          {"pid", kBridgePid},
+          {"tid", tid},
+          {"ts", now},
+          {"cat", "wait"},
+          {"name", "wait"},
+          {"id", tid}});
+  }
+  waiting_.clear();
+  closed_ = true;
+  buffer_ +=
+      "\n],\"displayTimeUnit\":\"ms\",\"otherData\":{\"version\":" + std::to_string(kTraceVersion) +
+      "}}\n";
+  Flush();
+  fd_.Reset();
+  if (failed_) *err = "the trace " + path_ + " is incomplete: a write failed";
+  return !failed_;
+}
+
+}  // namespace jobbridge
