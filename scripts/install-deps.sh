@@ -15,7 +15,10 @@ PACKAGES=(g++ cmake pkg-config make python3 git clang-format
           meson librust-cc-dev librust-cc+jobserver-dev librust-jobserver-dev
           librust-libc-dev
           # scripts/fuzz.sh: clang with libFuzzer and the sanitizers' runtime.
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev
+          # integration/test_report.py: the HTML report, loaded in headless
+          # Chromium, which reports what it drew and keeps a screenshot.
+          chromium)
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

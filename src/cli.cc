@@ -127,6 +127,7 @@ std::string UsageText() {
          "      jobbridge adapt -- TOOL [ARGS...]      (run any tool with the form it reads)\n"
          "      jobbridge status [--json] [--watch]    (who holds the slots of a running one)\n"
          "      jobbridge resize N                     (change a running one's budget)\n"
+         "      jobbridge report TRACE -o REPORT.html  (draw a --trace timeline)\n"
          "\n"
          "Exit status: COMMAND's; 128+N when it died of signal N; 127 when it cannot be\n"
          "found; 126 when it cannot be run; 2 for a bad command line.\n";

@@ -10,6 +10,7 @@
 #include "bridge.h"
 #include "cli.h"
 #include "log.h"
+#include "report.h"
 #include "status_cli.h"
 #include "util/std_streams.h"
 
@@ -46,6 +47,8 @@ int main(int argc, char** argv) {
     return jobbridge::StatusMain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "resize")
     return jobbridge::ResizeMain({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "report")
+    return jobbridge::ReportMain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "adapt")
     return jobbridge::AdaptMain({args.begin() + 1, args.end()});
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -1,0 +1,185 @@
+#include "report_model.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace jobbridge {
+
+namespace {
+
+using nlohmann::json;
+
+int64_t Ts(const json& event) {
+  auto it = event.find("ts");
+  return it != event.end() && it->is_number() ? it->get<int64_t>() : 0;
+}
+
+// The events of a trace whose end is missing (cut short by a SIGKILL): its
+// event list closed by hand after the last event, or, when that one is cut
+// in half, after the one before (one event per line, as the tracer writes).
+json Salvage(std::string text) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ',' || text.back() == ' ')) {
+      text.pop_back();
+    }
+    json trace = json::parse(text + "\n]}", nullptr, false);
+    if (!trace.is_discarded()) return trace;
+    size_t last = text.rfind("\n{");
+    if (last == std::string::npos) break;
+    text.resize(last);
+  }
+  return json();
+}
+
+std::map<std::string, int> Sides(const json& args) {
+  std::map<std::string, int> sides;
+  if (!args.is_object()) return sides;
+  for (const auto& [side, value] : args.items()) {
+    if (value.is_number_integer()) sides[side] = value.get<int>();
+  }
+  return sides;
+}
+
+int Total(const std::map<std::string, int>& sides) {
+  int total = 0;
+  for (const auto& [side, n] : sides) total += n;
+  return total;
+}
+
+// Utilisation: slot-seconds in use over slot-seconds of the budget, over
+// the times when work waited (and over the whole run).
+void Figures(TraceModel* model) {
+  struct Step {
+    int64_t ts;
+    int kind;  // 0 in use, 1 waiting, 2 budget
+    int value;
+  };
+  std::vector<Step> steps;
+  for (const auto& sample : model->in_use)
+    steps.push_back({sample.ts_us, 0, Total(sample.per_side)});
+  for (const auto& sample : model->waiting) {
+    steps.push_back({sample.ts_us, 1, Total(sample.per_side)});
+    model->peak_waiting = std::max(model->peak_waiting, Total(sample.per_side));
+  }
+  for (const auto& [ts, slots] : model->budget) steps.push_back({ts, 2, slots});
+  std::stable_sort(steps.begin(), steps.end(),
+                   [](const Step& a, const Step& b) { return a.ts < b.ts; });
+  int state[3] = {0, 0, 0};
+  double used_waiting = 0, budget_waiting = 0, used_all = 0, budget_all = 0;
+  int64_t last = 0;
+  auto advance = [&](int64_t to) {
+    double dt = static_cast<double>(to - last) / 1e6;
+    if (dt <= 0) return;
+    used_all += state[0] * dt;
+    budget_all += state[2] * dt;
+    if (state[1] > 0) {
+      used_waiting += state[0] * dt;
+      budget_waiting += state[2] * dt;
+      model->waited_seconds += dt;
+    }
+    last = to;
+  };
+  for (const Step& step : steps) {
+    advance(step.ts);
+    state[step.kind] = step.value;
+  }
+  advance(model->end_us);
+  if (budget_waiting > 0) model->utilisation = used_waiting / budget_waiting;
+  if (budget_all > 0) model->utilisation_overall = used_all / budget_all;
+}
+
+}  // namespace
+
+bool LoadTrace(const std::string& text, TraceModel* model, std::string* err) {
+  *model = {};
+  json trace = json::parse(text, nullptr, false);
+  if (trace.is_discarded()) {
+    trace = Salvage(text);
+    model->cut_short = true;
+    if (trace.is_discarded() || trace.is_null()) {
+      *err = "not a JSON trace (is it a file written by jobbridge --trace?)";
+      return false;
+    }
+  }
+  if (!trace.is_object() || !trace.contains("traceEvents") || !trace["traceEvents"].is_array()) {
+    *err = "not a trace-event file: no \"traceEvents\" list";
+    return false;
+  }
+  const json& events = trace["traceEvents"];
+  bool ours = std::any_of(events.begin(), events.end(), [](const json& e) {
+    return e.is_object() && e.value("name", "") == "jobbridge_clock";
+  });
+  if (!ours) {
+    *err = "a trace, but not one written by jobbridge --trace (no jobbridge_clock event)";
+    return false;
+  }
+  std::map<int, TraceModel::Track> tracks;
+  std::map<int, std::vector<int64_t>> open;  // per track: starts of open slices
+  std::map<int64_t, int64_t> waits_open;     // id -> start
+  std::map<int64_t, int> wait_tid;
+  for (const json& event : events) {
+    if (!event.is_object()) continue;
+    std::string ph = event.value("ph", ""), name = event.value("name", "");
+    int64_t ts = Ts(event);
+    model->end_us = std::max(model->end_us, ts);
+    int tid = event.value("tid", 0);
+    if (ph == "M" && name == "thread_name") {
+      tracks[tid].tid = tid;
+      tracks[tid].name = event["args"].value("name", "");
+    } else if (ph == "B") {
+      tracks[tid].tid = tid;
+      tracks[tid].side = event.value("cat", "");
+      open[tid].push_back(ts);
+    } else if (ph == "E" && !open[tid].empty()) {
+      std::vector<int64_t>& starts = open[tid];
+      int lane = static_cast<int>(starts.size()) - 1;
+      tracks[tid].slices.push_back({starts.back(), ts, lane});
+      tracks[tid].lanes = std::max(tracks[tid].lanes, lane + 1);
+      tracks[tid].slot_seconds += static_cast<double>(ts - starts.back()) / 1e6;
+      starts.pop_back();
+      ++model->slice_count;
+    } else if (ph == "b") {
+      waits_open[event.value("id", int64_t{0})] = ts;
+      wait_tid[event.value("id", int64_t{0})] = tid;
+    } else if (ph == "e") {
+      int64_t id = event.value("id", int64_t{0});
+      if (auto it = waits_open.find(id); it != waits_open.end()) {
+        tracks[wait_tid[id]].waits.push_back({it->second, ts, 0});
+        waits_open.erase(it);
+      }
+    } else if (ph == "C" && name == "budget") {
+      model->budget.push_back({ts, event["args"].value("slots", 0)});
+    } else if (ph == "C" && (name == "in use" || name == "waiting")) {
+      (name == "in use" ? model->in_use : model->waiting).push_back({ts, Sides(event["args"])});
+    } else if (ph == "i") {
+      model->marks.push_back({ts, name, event.value("args", json::object()).dump()});
+    }
+  }
+  // Cut short: what was open runs to the end.
+  for (auto& [tid, starts] : open) {
+    for (int64_t start : starts) {
+      tracks[tid].slices.push_back({start, model->end_us, 0});
+      ++model->slice_count;
+    }
+  }
+  for (auto& [tid, track] : tracks) {
+    if (!track.slices.empty() || !track.waits.empty()) model->tracks.push_back(std::move(track));
+  }
+  Figures(model);
+  for (const TraceModel::Track& track : model->tracks) {
+    for (const TraceModel::Span& wait : track.waits) {
+      model->longest_waits.push_back(
+          {track.name, wait.start_us, static_cast<double>(wait.end_us - wait.start_us) / 1e6});
+    }
+    model->top_holders.push_back(&track);
+  }
+  std::sort(model->longest_waits.begin(), model->longest_waits.end(),
+            [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+  if (model->longest_waits.size() > 10) model->longest_waits.resize(10);
+  std::sort(model->top_holders.begin(), model->top_holders.end(),
+            [](const auto* a, const auto* b) { return a->slot_seconds > b->slot_seconds; });
+  if (model->top_holders.size() > 10) model->top_holders.resize(10);
+  return true;
+}
+
+}  // namespace jobbridge

@@ -1,0 +1,79 @@
+// The report's model (report_model.h): figures computed from a small trace
+// written by hand, a trace cut short, and what is not a trace.
+#include "report_model.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace jobbridge {
+namespace {
+
+// Budget 2 for 4 s. 0-1 s: 1 in use, nobody waits. 1-3 s: 2 in use and one
+// waits. 3-4 s: 1 in use, one waits. Utilisation while waiting: (2*2 + 1*1)
+// / (2*3) = 5/6; over the run: (1 + 4 + 1) / 8 = 3/4.
+const char* kTrace = R"({"traceEvents":[
+{"ph":"M","pid":1,"name":"jobbridge_clock","args":{"epoch_us_at_ts_0":0,"version":1}},
+{"ph":"M","pid":1,"tid":1,"name":"thread_name","args":{"name":"socket: pid 7 a"}},
+{"ph":"M","pid":1,"tid":2,"name":"thread_name","args":{"name":"socket: pid 8 b"}},
+{"ph":"C","pid":1,"ts":0,"name":"budget","args":{"slots":2}},
+{"ph":"C","pid":1,"ts":0,"name":"in use","args":{"command":1,"socket":0}},
+{"ph":"C","pid":1,"ts":0,"name":"waiting","args":{"socket":0}},
+{"ph":"B","pid":1,"tid":1,"ts":1000000,"name":"slot","cat":"socket"},
+{"ph":"C","pid":1,"ts":1000000,"name":"in use","args":{"command":1,"socket":1}},
+{"ph":"b","pid":1,"tid":2,"ts":1000000,"cat":"wait","name":"wait","id":2},
+{"ph":"C","pid":1,"ts":1000000,"name":"waiting","args":{"socket":1}},
+{"ph":"E","pid":1,"tid":1,"ts":3000000},
+{"ph":"C","pid":1,"ts":3000000,"name":"in use","args":{"command":1,"socket":0}},
+{"ph":"i","s":"g","pid":1,"tid":0,"ts":3500000,"name":"reclaimed","args":{"count":1}},
+{"ph":"e","pid":1,"tid":2,"ts":4000000,"cat":"wait","name":"wait","id":2},
+{"ph":"C","pid":1,"ts":4000000,"name":"waiting","args":{"socket":0}}
+],"displayTimeUnit":"ms","otherData":{"version":1}}
+)";
+
+TEST(ReportModelTest, FiguresFromAHandWrittenTrace) {
+  TraceModel model;
+  std::string err;
+  ASSERT_TRUE(LoadTrace(kTrace, &model, &err)) << err;
+  EXPECT_FALSE(model.cut_short);
+  EXPECT_EQ(model.end_us, 4000000);
+  EXPECT_EQ(model.slice_count, 1u);
+  EXPECT_NEAR(model.utilisation, 5.0 / 6.0, 1e-9);
+  EXPECT_NEAR(model.utilisation_overall, 3.0 / 4.0, 1e-9);
+  EXPECT_NEAR(model.waited_seconds, 3.0, 1e-9);
+  EXPECT_EQ(model.peak_waiting, 1);
+  ASSERT_EQ(model.longest_waits.size(), 1u);
+  EXPECT_EQ(model.longest_waits[0].track, "socket: pid 8 b");
+  EXPECT_NEAR(model.longest_waits[0].seconds, 3.0, 1e-9);
+  ASSERT_FALSE(model.top_holders.empty());
+  EXPECT_EQ(model.top_holders[0]->name, "socket: pid 7 a");
+  EXPECT_NEAR(model.top_holders[0]->slot_seconds, 2.0, 1e-9);
+  ASSERT_EQ(model.marks.size(), 1u);
+  EXPECT_EQ(model.marks[0].name, "reclaimed");
+}
+
+// A SIGKILL cuts the file short: read as far as it goes, open slices to its end.
+TEST(ReportModelTest, ATraceCutShortIsReadAsFarAsItGoes) {
+  std::string text = kTrace;
+  text = text.substr(0, text.find("{\"ph\":\"E\""));
+  TraceModel model;
+  std::string err;
+  ASSERT_TRUE(LoadTrace(text, &model, &err)) << err;
+  EXPECT_TRUE(model.cut_short);
+  EXPECT_EQ(model.slice_count, 1u);
+  EXPECT_EQ(model.end_us, 1000000);
+}
+
+TEST(ReportModelTest, WhatIsNotOurTraceIsNamed) {
+  TraceModel model;
+  std::string err;
+  EXPECT_FALSE(LoadTrace("hello", &model, &err));
+  EXPECT_NE(err.find("not a JSON trace"), std::string::npos) << err;
+  EXPECT_FALSE(LoadTrace("[1,2]", &model, &err));
+  EXPECT_NE(err.find("no \"traceEvents\" list"), std::string::npos) << err;
+  EXPECT_FALSE(LoadTrace(R"({"traceEvents":[{"ph":"B","ts":1}]})", &model, &err));
+  EXPECT_NE(err.find("not one written by jobbridge --trace"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace jobbridge
