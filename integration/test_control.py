@@ -77,6 +77,10 @@ class StatusTest(BridgeTestCase):
         self.assertLessEqual(max_overlap(self.sandbox.intervals()), 4)
         print(f"\n{len(samples)} status samples during the build, each adding up to 4",
               file=sys.stderr)
+        # -v's exit summary.
+        self.assertRegex(err, r"jobbridge: utilisation [\d.]+ % while work waited \([\d.]+ s\), "
+                         r"[\d.]+ % over the run; peak [1-9]\d* waiting; 0 reclaimed, "
+                         r"0 surplus dropped\n")
         self.assert_nothing_lost(types.SimpleNamespace(stderr=err), 3)
 
     def test_resize_shrinks_within_a_job_and_grows_back(self):

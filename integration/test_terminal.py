@@ -77,6 +77,28 @@ class TerminalTest(BridgeTestCase):
         result = subprocess.CompletedProcess([], status, "", term.output.decode())
         self.assert_nothing_lost(result, tokens)
 
+    def test_progress_is_one_line_redrawn_on_a_terminal_and_nothing_elsewhere(self):
+        client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "socket_client.py")
+        script = (" ".join(f"{sys.executable} {client} s{i} 0.4 2 &" for i in range(3))
+                  + " wait; echo finished")
+        term = PtyBridge([self.bridge, "-v", "-j3", "--progress", "--", "sh", "-c", script],
+                         self.sandbox.env, self.sandbox.root)
+        term.read_until("finished")
+        self.check_end(term, 0, 2)
+        text = term.output.decode()
+        lines = [part for part in text.split("\r\x1b[K") if part.startswith("[jobbridge] ")]
+        self.assertGreater(len(lines), 2, text)
+        # Redrawn in place: no line of it ends in a newline.
+        self.assertTrue(all(not line.rstrip("\r\n").endswith("\n") for line in lines))
+        self.assertTrue(any(line.startswith("[jobbridge] 3/3 in use (socket 2), 1 waiting, ")
+                            for line in lines), lines)
+        # Cleared at the end, before the summary.
+        self.assertIn("\r\x1b[Kjobbridge: utilisation ", text)
+        piped = self.sandbox.run([self.bridge, "-j3", "--progress", "--", "sh", "-c", script])
+        self.assertEqual(piped.returncode, 0, piped.stderr)
+        self.assertNotIn("[jobbridge]", piped.stderr)
+        self.assert_no_leftovers()
+
     def test_command_reads_the_terminal(self):
         term = self.start('echo ready; read line; echo "got:$line"')
         term.read_until("ready")

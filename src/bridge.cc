@@ -20,7 +20,9 @@
 #include "child_env.h"
 #include "control/budget_view.h"
 #include "control/control_server.h"
+#include "control/sampler.h"
 #include "control/tracer.h"
+#include "control/usage.h"
 #include "core/ledger.h"
 #include "endpoints/legacy_pool.h"
 #include "endpoints/semaphore_endpoint.h"
@@ -75,6 +77,10 @@ struct Context {
   std::string pools_path;    // the pools socket, when it serves per-invocation pools
   std::string control_path;  // the control socket, when it is open
   bool verbose = false;
+  Sampler sampler;  // the broker's places once a turn: the trace, the summary, --progress
+  UsageMeter meter;
+  ProgressLine progress;
+  uint64_t ended_ms = 0;  // uv_now() when COMMAND ended
 };
 
 void CloseSignalHandles(Context* ctx) {
@@ -108,7 +114,9 @@ void StopServing(Context* ctx) {
                "); their connections were closed");
   }
   if (ctx->control) ctx->control->Shutdown();
-  if (ctx->tracer) ctx->tracer->Stop();
+  ctx->ended_ms = uv_now(&ctx->loop);
+  ctx->sampler.Stop();
+  ctx->progress.Stop();
   if (ctx->pools) ctx->pools->Shutdown();  // what invocations still hold comes back
   // The broker (or relay) stops first, so no waiting client is granted a
   // slot while the others' connections close.
@@ -348,6 +356,10 @@ void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_d
   if (ctx->broker && !ctx->broker->ReturnFreeSlots(&err)) LogWarning(err);
   SurplusSeen surplus;
   if (ctx->broker) surplus = {ctx->broker->surplus_dropped(), ctx->broker->first_surplus_ms()};
+  if (verbose && ctx->broker) {
+    LogInfo(ctx->meter.Summary(ctx->ended_ms, ctx->broker->reclaimed(),
+                               ctx->broker->surplus_dropped() + ctx->broker->counted_surplus()));
+  }
   if (ctx->broker && ctx->broker->reclaimed() > 0) {
     // Named, so a user can find what was killed in the build's log.
     std::string who;
@@ -475,8 +487,14 @@ int RunBridge(const Options& options) {
   }
   sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
   if (semaphore && ctx.broker) OfferSemaphore(&ctx, std::move(semaphore));
+  ctx.sampler.Start(&ctx.loop, &ledger, ctx.broker.get());
+  ctx.sampler.OnSample([&ctx](const BudgetSample& sample) { ctx.meter.Add(sample); });
+  if (options.progress && isatty(STDERR_FILENO)) {
+    ctx.progress.Start(&ctx.loop, STDERR_FILENO, &ctx.sampler);
+  }
   if (tracer) {
-    tracer->Start({&ctx.loop, &ledger, ctx.broker.get(), [&ctx] { return ctx.child; }});
+    tracer->Start(
+        {&ctx.loop, &ledger, ctx.broker.get(), [&ctx] { return ctx.child; }, &ctx.sampler});
     ctx.tracer = std::move(tracer);
   }
   ServeControl(&ctx, runtime_dir.Join("control.sock"));

@@ -69,6 +69,8 @@ bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Op
         return false;
       }
       parsed.trace = v;
+    } else if (arg == "--progress") {
+      parsed.progress = true;
     } else if (arg == "--root") {
       parsed.root = true;
     } else if (arg == "--no-adapters") {
@@ -117,6 +119,7 @@ std::string UsageText() {
          "  --no-adapters          do not put shims for make, gmake and ninja first in\n"
          "                         COMMAND's PATH (they give each tool the jobserver form\n"
          "                         it understands)\n"
+         "  --progress             keep a live status line on stderr when it is a terminal\n"
          "  --trace FILE           write a timeline of every slot to FILE (Chrome trace JSON,\n"
          "                         for Perfetto or chrome://tracing; jobbridge report draws it)\n"
          "  -v, --verbose          say which budget it serves and how many tokens came back\n"

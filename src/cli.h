@@ -14,8 +14,9 @@ struct Options {
   bool root = false;        // --root: a budget of its own even inside another
   LegacyStyle legacy_style = LegacyStyle::kPipe;
   bool verbose = false;
-  bool adapters = true;  // shims for make, gmake, ninja first in COMMAND's PATH
-  std::string trace;     // --trace FILE: the timeline (control/tracer.h); "" for none
+  bool adapters = true;   // shims for make, gmake, ninja first in COMMAND's PATH
+  std::string trace;      // --trace FILE: the timeline (control/tracer.h); "" for none
+  bool progress = false;  // --progress: a live status line on a terminal's stderr
   bool help = false;
   bool version = false;
   std::vector<std::string> command;

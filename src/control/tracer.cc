@@ -19,13 +19,6 @@ namespace {
 using nlohmann::json;
 
 constexpr int kBridgePid = 1;  // the trace's "process": jobbridge itself
-constexpr const char* kSides[] = {"command", "legacy", "socket", "sysvsem", "upstream"};
-
-json ZeroPerSide() {
-  json sides = json::object();
-  for (const char* side : kSides) sides[side] = 0;
-  return sides;
-}
 
 }  // namespace
 
@@ -40,7 +33,6 @@ std::unique_ptr<Tracer> Tracer::Open(const std::string& path, std::string* err) 
 }
 
 Tracer::~Tracer() {
-  Stop();
   std::string err;
   Close(&err);
 }
@@ -65,24 +57,24 @@ void Tracer::Start(Sources sources) {
   started_ = true;
   for (const auto& [owner, held] : sources_.ledger->Holders()) OnHeld(owner, held);
   sources_.ledger->AddObserver([this](Owner owner, int held) { OnHeld(owner, held); });
-  turn_end_ = new uv_check_t;
-  uv_check_init(sources_.loop, turn_end_);
-  turn_end_->data = this;
-  if (sources_.broker) {
-    sources_.broker->SetHooks(
-        {[this] { uv_check_start(turn_end_, OnTurnEnd); },
-         [this](const char* what, int count, pid_t pid, const std::string& command) {
-           json args = {{"count", count}};
-           if (pid > 0) args["pid"] = pid;
-           if (!command.empty()) args["command"] = command;
-           Emit({{"ph", "i"},
-                 {"s", "g"},
-                 {"pid", kBridgePid},
-                 {"tid", 0},
-                 {"ts", Now()},
-                 {"name", what},
-                 {"args", args}});
-         }});
+  if (sources_.sampler) {
+    sources_.sampler->OnSample([this](const BudgetSample& sample) {
+      Sample(sample);
+      Flush();
+    });
+    sources_.sampler->OnNoted(
+        [this](const char* what, int count, pid_t pid, const std::string& command) {
+          json args = {{"count", count}};
+          if (pid > 0) args["pid"] = pid;
+          if (!command.empty()) args["command"] = command;
+          Emit({{"ph", "i"},
+                {"s", "g"},
+                {"pid", kBridgePid},
+                {"tid", 0},
+                {"ts", Now()},
+                {"name", what},
+                {"args", args}});
+        });
   }
   Flush();
 }
@@ -111,11 +103,6 @@ void Tracer::CommandStarted(pid_t pid) {
         {"name", "thread_name"},
         {"args", {{"name", "command: pid " + std::to_string(pid) + " " + CommandLineOf(pid)}}}});
   Flush();
-}
-
-void Tracer::Stop() {
-  CloseAndDelete(turn_end_);
-  turn_end_ = nullptr;
 }
 
 uint64_t Tracer::Now() const { return (uv_hrtime() - start_ns_) / 1000; }
@@ -160,38 +147,31 @@ void Tracer::OnHeld(Owner owner, int held) {
   for (; open > held; --open) Emit({{"ph", "E"}, {"pid", kBridgePid}, {"tid", tid}, {"ts", now}});
 }
 
-void Tracer::OnTurnEnd(uv_check_t* check) {
-  auto* tracer = static_cast<Tracer*>(check->data);
-  uv_check_stop(check);
-  tracer->Sample();
-  tracer->Flush();
-}
-
-// The counters and the waits, from the broker's places: once a turn of the
-// loop in which the broker acted, and only what changed.
-void Tracer::Sample() {
-  json in_use = ZeroPerSide(), idle = ZeroPerSide(), waiting = ZeroPerSide();
-  std::map<Owner, bool> waits;
-  for (const Broker::Place& place : sources_.broker->Places()) {
-    const char* side = SideOf(place.owner.kind);
-    in_use[side] = in_use[side].get<int>() + place.held - place.idle;
-    idle[side] = idle[side].get<int>() + place.idle;
-    waiting[side] = waiting[side].get<int>() + place.waiting;
-    if (place.waiting > 0) waits[place.owner] = true;
-  }
-  in_use["command"] = sources_.ledger->HeldBy(kCommandOwner);
+// The counters and the waits, from the sampler: once a turn of the loop in
+// which the broker acted, and only what changed.
+void Tracer::Sample(const BudgetSample& sample) {
   uint64_t now = Now();
-  const std::pair<const char*, json*> counters[] = {
-      {"in use", &in_use}, {"idle", &idle}, {"waiting", &waiting}};
-  json* last[] = {&last_in_use_, &last_idle_, &last_waiting_};
+  auto sides = [](const std::array<int, 5>& counts) {
+    json args = json::object();
+    for (size_t i = 0; i < kSideNames.size(); ++i) args[kSideNames[i]] = counts[i];
+    return args;
+  };
+  const std::array<int, 5>* counters[] = {&sample.in_use, &sample.idle, &sample.waiting};
+  std::array<int, 5>* last[] = {&last_in_use_, &last_idle_, &last_waiting_};
+  const char* names[] = {"in use", "idle", "waiting"};
   for (size_t i = 0; i < 3; ++i) {
-    if (*counters[i].second == *last[i]) continue;
-    *last[i] = *counters[i].second;
+    if (sampled_ && *counters[i] == *last[i]) continue;
+    *last[i] = *counters[i];
     Emit({{"ph", "C"},
           {"pid", kBridgePid},
           {"ts", now},
-          {"name", counters[i].first},
-          {"args", *counters[i].second}});
+          {"name", names[i]},
+          {"args", sides(*counters[i])}});
+  }
+  sampled_ = true;
+  std::map<Owner, bool> waits;
+  for (const Broker::Place& place : sample.places) {
+    if (place.waiting > 0) waits[place.owner] = true;
   }
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if (waits.contains(it->first)) {

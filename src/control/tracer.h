@@ -23,6 +23,7 @@
 #include <string>
 
 #include "broker.h"
+#include "control/sampler.h"
 #include "core/ledger.h"
 #include "util/unique_fd.h"
 
@@ -37,6 +38,7 @@ class Tracer {
     Ledger* ledger = nullptr;
     Broker* broker = nullptr;  // null when joined: slices and counters of the ledger only
     std::function<pid_t()> command;
+    Sampler* sampler = nullptr;  // the counters, once a turn
   };
 
   // Creates (truncates) `path`, mode 0644. Null with *err naming the file
@@ -53,20 +55,17 @@ class Tracer {
   void Resized(int jobs);
   // COMMAND started: its track (the implicit slot's) is named after it.
   void CommandStarted(pid_t pid);
-  // Stops the loop handle (freed in its close callback). Idempotent.
-  void Stop();
   // Ends every open slice, writes the end of the JSON and closes the file.
   // False with *err when a write failed (said once, when it happened).
   bool Close(std::string* err);
 
  private:
   explicit Tracer(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
-  static void OnTurnEnd(uv_check_t* check);
   uint64_t Now() const;
   int TrackOf(Owner owner);
   void Emit(nlohmann::json event);
   void OnHeld(Owner owner, int held);
-  void Sample();
+  void Sample(const BudgetSample& sample);
   void Flush();
 
   UniqueFd fd_;
@@ -78,11 +77,11 @@ class Tracer {
   bool started_ = false;
   bool failed_ = false;
   bool closed_ = false;
-  uv_check_t* turn_end_ = nullptr;  // freed in its close callback
-  std::map<Owner, int> tracks_;     // owner -> tid
-  std::map<Owner, int> held_;       // slices open per owner
-  std::map<Owner, bool> waiting_;   // an async wait open per owner
-  nlohmann::json last_in_use_, last_idle_, last_waiting_;
+  std::map<Owner, int> tracks_;    // owner -> tid
+  std::map<Owner, int> held_;      // slices open per owner
+  std::map<Owner, bool> waiting_;  // an async wait open per owner
+  std::array<int, 5> last_in_use_{}, last_idle_{}, last_waiting_{};
+  bool sampled_ = false;
 };
 
 }  // namespace jobbridge
