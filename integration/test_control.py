@@ -5,6 +5,8 @@ that nothing was lost."""
 
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
 import time
@@ -125,6 +127,89 @@ class StatusTest(BridgeTestCase):
         self.assertLessEqual(after_shrink, 2)
         self.assertEqual(after_grow, 4)
         self.assert_nothing_lost(types.SimpleNamespace(stderr=err), 3)
+
+    def build(self, abuse):
+        """make -j4 of 24 jobs of 0.2 s; with `abuse`, two clients of the
+        control socket meanwhile: one sends 10,000 malformed lines (reading
+        the error replies), one floods status requests without reading.
+        Returns (seconds, peak overlap, malformed replies, flood closed)."""
+        if os.path.exists(self.sandbox.log):
+            os.unlink(self.sandbox.log)
+        started = time.monotonic()
+        bridge = self.sandbox.start([self.bridge, "-v", "-j4", "--", "make", "-s"])
+        errors, flood_closed = 0, False
+        if abuse:
+            wait_for(lambda: any(os.path.exists(os.path.join(self.sandbox.tmp, d, "control.sock"))
+                                 for d in self.sandbox.runtime_leftovers()), 30,
+                     "the control socket")
+            path = next(os.path.join(self.sandbox.tmp, d, "control.sock")
+                        for d in self.sandbox.runtime_leftovers())
+            flood = socket.socket(socket.AF_UNIX)
+            flood.connect(path)
+            flood.setblocking(False)
+            bad = socket.socket(socket.AF_UNIX)
+            bad.connect(path)
+            garbage = [b"hello", b"{", b"[1,2]", b'{"request": 5}', b'{"request":"nope"}',
+                       b'{"request":"resize","jobs":"x"}', b"\xff\xfe", b"{}"]
+            lines = b"".join(garbage[i % len(garbage)] + b"\n" for i in range(10000))
+            sent, pending = 0, b""
+            flood_burst = b'{"request":"status"}\n' * 200
+            while errors < 10000:
+                if sent < len(lines):
+                    try:
+                        sent += bad.send(lines[sent:sent + 65536], socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        pass
+                if not flood_closed:
+                    try:
+                        flood.send(flood_burst, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        flood_closed = True
+                ready, _, _ = select.select([bad], [], [], 0.01)
+                if ready:
+                    chunk = bad.recv(1 << 20)
+                    self.assertTrue(chunk, "the server closed the malformed client")
+                    pending += chunk
+                    *replies, pending = pending.split(b"\n")
+                    for reply in replies:
+                        self.assertFalse(json.loads(reply)["ok"], reply)
+                        errors += 1
+            # The flooder, never reading, is closed once 1 MiB of replies waits.
+            deadline = time.monotonic() + 30
+            while not flood_closed and time.monotonic() < deadline:
+                try:
+                    flood.send(flood_burst, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    select.select([], [flood], [], 0.05)
+                except OSError:
+                    flood_closed = True
+            bad.close()
+            flood.close()
+        out, err = bridge.communicate(timeout=120)
+        self.assertEqual(bridge.returncode, 0, err)
+        self.assert_nothing_lost(types.SimpleNamespace(stderr=err), 3)
+        intervals = self.sandbox.intervals()
+        self.assertEqual(len(intervals), 24)
+        return time.monotonic() - started, max_overlap(intervals), errors, flood_closed
+
+    def test_malformed_messages_and_a_flood_leave_the_build_alone(self):
+        self.sandbox.write_file("Makefile", "all: " + " ".join(f"m{i}" for i in range(24))
+                                + "\n" + "".join(f'm{i}:\n\t@"$(JOB)" m{i} 0.2\n'
+                                                 for i in range(24)))
+        plain, plain_peak, _, _ = self.build(False)
+        abused, abused_peak, errors, flood_closed = self.build(True)
+        print(f"\nmake -j4 of 24 x 0.2 s jobs: {plain:.2f} s alone, {abused:.2f} s with 10,000 "
+              f"malformed control messages and a flood (ratio {abused / plain:.2f}); "
+              f"peak {plain_peak} and {abused_peak}", file=sys.stderr)
+        self.assertEqual(errors, 10000)
+        self.assertTrue(flood_closed, "the flooding client was never closed")
+        self.assertEqual(plain_peak, 4)
+        self.assertEqual(abused_peak, 4)
+        # Loose: a shared 2-core machine; a stalled token service would
+        # take seconds (the figure is printed).
+        self.assertLess(abused, plain * 1.5 + 0.5)
 
     def test_a_joined_jobbridge_refuses_resize_and_says_whose_budget_it_is(self):
         script = f'"{self.bridge}" resize 2; echo "resize_status=$?"'

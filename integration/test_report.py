@@ -76,13 +76,13 @@ class ReportTest(BridgeTestCase):
         self.assertEqual(dom.returncode, 0, dom.stderr[-2000:])
         drawn = dom.stdout
         slices = drawn.count('class="slice"')
-        grants = sum(1 for e in events if e["ph"] == "B")
+        grants = sum(1 for e in events if e["ph"] == "X")
         self.assertEqual(slices, grants, "one slice drawn per grant")
         figure = re.search(r'id="utilisation">([\d.]+)%<', drawn)
         self.assertIsNotNone(figure, drawn[:2000])
         expected = utilisation(events) * 100
         self.assertAlmostEqual(float(figure.group(1)), expected, delta=0.06)
-        tracks = len({e["tid"] for e in events if e["ph"] in ("B", "b")})
+        tracks = len({e["tid"] for e in events if e["ph"] in ("X", "b")})
         self.assertEqual(drawn.count('class="track"'), tracks)
         self.assertIn('id="holders"', drawn)
 

@@ -51,15 +51,11 @@ class TraceTest(BridgeTestCase):
             trace = json.load(f)  # valid JSON, or the test fails here
         self.assertEqual(trace["otherData"]["version"], 1)
         events = trace["traceEvents"]
-        # Every slice opened on a track is closed on it, in order.
-        depth = collections.Counter()
+        # Slices are complete events: a start and a duration.
         for event in events:
-            if event["ph"] == "B":
-                depth[event["tid"]] += 1
-            elif event["ph"] == "E":
-                depth[event["tid"]] -= 1
-                self.assertGreaterEqual(depth[event["tid"]], 0, event)
-        self.assertEqual(set(depth.values()) - {0}, set(), "slices left open")
+            self.assertNotIn(event["ph"], ("B", "E"), event)
+            if event["ph"] == "X":
+                self.assertGreaterEqual(event["dur"], 0, event)
         waits = collections.Counter()
         for event in events:
             if event["ph"] in ("b", "e"):
@@ -102,7 +98,8 @@ class TraceTest(BridgeTestCase):
         zero_ns = clock["epoch_us_at_ts_0"] * 1000
         names = {e["tid"]: e["args"]["name"] for e in events
                  if e["ph"] == "M" and e["name"] == "thread_name"}
-        # A track per socket client, named with its real pid and command.
+        # A track per socket client process (its connections share it),
+        # named with its real pid and command.
         for name, pid in read_stamps(self.sandbox.log, "pid").items():
             if name.startswith("sock"):
                 self.assertTrue(any(track.startswith(f"socket: pid {pid} ")
@@ -147,7 +144,7 @@ class TraceTest(BridgeTestCase):
         out, err = bridge.communicate(timeout=60)
         self.assertNotEqual(bridge.returncode, 0)
         events = self.load(trace)
-        grants = [e for e in events if e["ph"] == "B" and e.get("cat") == "socket"]
+        grants = [e for e in events if e["ph"] == "X" and e.get("cat") == "socket"]
         self.assertEqual(len(grants), 2, "one slice per grant")
         self.assert_no_leftovers()
 

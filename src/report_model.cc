@@ -88,6 +88,22 @@ void Figures(TraceModel* model) {
   if (budget_all > 0) model->utilisation_overall = used_all / budget_all;
 }
 
+// Slices of one track that overlap (a process's several connections) go on
+// lanes: each on the first lane free at its start.
+void AssignLanes(TraceModel::Track* track) {
+  std::sort(track->slices.begin(), track->slices.end(),
+            [](const auto& a, const auto& b) { return a.start_us < b.start_us; });
+  std::vector<int64_t> lane_free_at;
+  for (TraceModel::Span& slice : track->slices) {
+    size_t lane = 0;
+    while (lane < lane_free_at.size() && lane_free_at[lane] > slice.start_us) ++lane;
+    if (lane == lane_free_at.size()) lane_free_at.push_back(0);
+    lane_free_at[lane] = slice.end_us;
+    slice.lane = static_cast<int>(lane);
+  }
+  track->lanes = std::max<int>(1, static_cast<int>(lane_free_at.size()));
+}
+
 }  // namespace
 
 bool LoadTrace(const std::string& text, TraceModel* model, std::string* err) {
@@ -114,8 +130,7 @@ bool LoadTrace(const std::string& text, TraceModel* model, std::string* err) {
     return false;
   }
   std::map<int, TraceModel::Track> tracks;
-  std::map<int, std::vector<int64_t>> open;  // per track: starts of open slices
-  std::map<int64_t, int64_t> waits_open;     // id -> start
+  std::map<int64_t, int64_t> waits_open;  // id -> start
   std::map<int64_t, int> wait_tid;
   for (const json& event : events) {
     if (!event.is_object()) continue;
@@ -126,17 +141,15 @@ bool LoadTrace(const std::string& text, TraceModel* model, std::string* err) {
     if (ph == "M" && name == "thread_name") {
       tracks[tid].tid = tid;
       tracks[tid].name = event["args"].value("name", "");
-    } else if (ph == "B") {
-      tracks[tid].tid = tid;
-      tracks[tid].side = event.value("cat", "");
-      open[tid].push_back(ts);
-    } else if (ph == "E" && !open[tid].empty()) {
-      std::vector<int64_t>& starts = open[tid];
-      int lane = static_cast<int>(starts.size()) - 1;
-      tracks[tid].slices.push_back({starts.back(), ts, lane});
-      tracks[tid].lanes = std::max(tracks[tid].lanes, lane + 1);
-      tracks[tid].slot_seconds += static_cast<double>(ts - starts.back()) / 1e6;
-      starts.pop_back();
+    } else if (ph == "X") {
+      int64_t dur =
+          event.contains("dur") && event["dur"].is_number() ? event["dur"].get<int64_t>() : 0;
+      TraceModel::Track& track = tracks[tid];
+      track.tid = tid;
+      track.side = event.value("cat", "");
+      track.slices.push_back({ts, ts + dur, 0});
+      track.slot_seconds += static_cast<double>(dur) / 1e6;
+      model->end_us = std::max(model->end_us, ts + dur);
       ++model->slice_count;
     } else if (ph == "b") {
       waits_open[event.value("id", int64_t{0})] = ts;
@@ -155,15 +168,15 @@ bool LoadTrace(const std::string& text, TraceModel* model, std::string* err) {
       model->marks.push_back({ts, name, event.value("args", json::object()).dump()});
     }
   }
-  // Cut short: what was open runs to the end.
-  for (auto& [tid, starts] : open) {
-    for (int64_t start : starts) {
-      tracks[tid].slices.push_back({start, model->end_us, 0});
-      ++model->slice_count;
-    }
+  // Cut short: a wait still open runs to the end (a slot still held then
+  // was never written: its slice is written when it comes back).
+  for (const auto& [id, start] : waits_open) {
+    tracks[wait_tid[id]].waits.push_back({start, model->end_us, 0});
   }
   for (auto& [tid, track] : tracks) {
-    if (!track.slices.empty() || !track.waits.empty()) model->tracks.push_back(std::move(track));
+    if (track.slices.empty() && track.waits.empty()) continue;
+    AssignLanes(&track);
+    model->tracks.push_back(std::move(track));
   }
   Figures(model);
   for (const TraceModel::Track& track : model->tracks) {

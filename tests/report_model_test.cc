@@ -19,11 +19,10 @@ const char* kTrace = R"({"traceEvents":[
 {"ph":"C","pid":1,"ts":0,"name":"budget","args":{"slots":2}},
 {"ph":"C","pid":1,"ts":0,"name":"in use","args":{"command":1,"socket":0}},
 {"ph":"C","pid":1,"ts":0,"name":"waiting","args":{"socket":0}},
-{"ph":"B","pid":1,"tid":1,"ts":1000000,"name":"slot","cat":"socket"},
 {"ph":"C","pid":1,"ts":1000000,"name":"in use","args":{"command":1,"socket":1}},
 {"ph":"b","pid":1,"tid":2,"ts":1000000,"cat":"wait","name":"wait","id":2},
 {"ph":"C","pid":1,"ts":1000000,"name":"waiting","args":{"socket":1}},
-{"ph":"E","pid":1,"tid":1,"ts":3000000},
+{"ph":"X","pid":1,"tid":1,"ts":1000000,"dur":2000000,"name":"slot","cat":"socket"},
 {"ph":"C","pid":1,"ts":3000000,"name":"in use","args":{"command":1,"socket":0}},
 {"ph":"i","s":"g","pid":1,"tid":0,"ts":3500000,"name":"reclaimed","args":{"count":1}},
 {"ph":"e","pid":1,"tid":2,"ts":4000000,"cat":"wait","name":"wait","id":2},
@@ -52,16 +51,36 @@ TEST(ReportModelTest, FiguresFromAHandWrittenTrace) {
   EXPECT_EQ(model.marks[0].name, "reclaimed");
 }
 
-// A SIGKILL cuts the file short: read as far as it goes, open slices to its end.
+// A SIGKILL cuts the file short: read as far as it goes, a wait still open
+// running to its end.
 TEST(ReportModelTest, ATraceCutShortIsReadAsFarAsItGoes) {
   std::string text = kTrace;
-  text = text.substr(0, text.find("{\"ph\":\"E\""));
+  text = text.substr(0, text.find("{\"ph\":\"i\""));
   TraceModel model;
   std::string err;
   ASSERT_TRUE(LoadTrace(text, &model, &err)) << err;
   EXPECT_TRUE(model.cut_short);
   EXPECT_EQ(model.slice_count, 1u);
-  EXPECT_EQ(model.end_us, 1000000);
+  EXPECT_EQ(model.end_us, 3000000);
+  ASSERT_EQ(model.longest_waits.size(), 1u);
+  EXPECT_NEAR(model.longest_waits[0].seconds, 2.0, 1e-9);
+}
+
+// A process's connections share its track: their slots overlap on lanes.
+TEST(ReportModelTest, OverlappingSlicesOfOneTrackGoOnLanes) {
+  std::string text = R"({"traceEvents":[
+{"ph":"M","pid":1,"name":"jobbridge_clock","args":{"epoch_us_at_ts_0":0,"version":1}},
+{"ph":"X","pid":1,"tid":3,"ts":0,"dur":10,"name":"slot","cat":"socket"},
+{"ph":"X","pid":1,"tid":3,"ts":5,"dur":10,"name":"slot","cat":"socket"},
+{"ph":"X","pid":1,"tid":3,"ts":12,"dur":10,"name":"slot","cat":"socket"}]})";
+  TraceModel model;
+  std::string err;
+  ASSERT_TRUE(LoadTrace(text, &model, &err)) << err;
+  ASSERT_EQ(model.tracks.size(), 1u);
+  EXPECT_EQ(model.tracks[0].lanes, 2);
+  EXPECT_EQ(model.tracks[0].slices[0].lane, 0);
+  EXPECT_EQ(model.tracks[0].slices[1].lane, 1);
+  EXPECT_EQ(model.tracks[0].slices[2].lane, 0);
 }
 
 TEST(ReportModelTest, WhatIsNotOurTraceIsNamed) {
@@ -71,7 +90,7 @@ TEST(ReportModelTest, WhatIsNotOurTraceIsNamed) {
   EXPECT_NE(err.find("not a JSON trace"), std::string::npos) << err;
   EXPECT_FALSE(LoadTrace("[1,2]", &model, &err));
   EXPECT_NE(err.find("no \"traceEvents\" list"), std::string::npos) << err;
-  EXPECT_FALSE(LoadTrace(R"({"traceEvents":[{"ph":"B","ts":1}]})", &model, &err));
+  EXPECT_FALSE(LoadTrace(R"({"traceEvents":[{"ph":"X","ts":1}]})", &model, &err));
   EXPECT_NE(err.find("not one written by jobbridge --trace"), std::string::npos) << err;
 }
 

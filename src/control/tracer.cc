@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "control/budget_view.h"
@@ -60,7 +61,11 @@ void Tracer::Start(Sources sources) {
   if (sources_.sampler) {
     sources_.sampler->OnSample([this](const BudgetSample& sample) {
       Sample(sample);
-      Flush();
+      // Written in batches: every kFlushMs, or sooner when much is waiting.
+      if (buffer_.size() >= kFlushBytes || sample.now_ms >= flushed_ms_ + kFlushMs) {
+        flushed_ms_ = sample.now_ms;
+        Flush();
+      }
     });
     sources_.sampler->OnNoted(
         [this](const char* what, int count, pid_t pid, const std::string& command) {
@@ -107,15 +112,27 @@ void Tracer::CommandStarted(pid_t pid) {
 
 uint64_t Tracer::Now() const { return (uv_hrtime() - start_ns_) / 1000; }
 
+const std::string& Tracer::CommandLine(pid_t pid) {
+  if (command_lines_.size() > 4096) command_lines_.clear();  // pids are reused anyway
+  auto [it, added] = command_lines_.try_emplace(pid);
+  if (added) it->second = CommandLineOf(pid);
+  return it->second;
+}
+
 int Tracer::TrackOf(Owner owner) {
-  auto [it, added] = tracks_.try_emplace(owner, static_cast<int>(tracks_.size()) + 1);
-  if (!added) return it->second;
+  if (auto it = open_.find(owner); it != open_.end() && it->second.tid != 0) return it->second.tid;
+  if (auto it = waiting_.find(owner); it != waiting_.end()) return it->second.tid;
   pid_t pid = owner.kind == OwnerKind::kCommand
                   ? (sources_.command ? sources_.command() : -1)
                   : (sources_.broker ? sources_.broker->PidOf(owner) : -1);
+  std::pair<int, int64_t> key{static_cast<int>(owner.kind), pid > 0
+                                                                ? -static_cast<int64_t>(pid)
+                                                                : static_cast<int64_t>(owner.id)};
+  auto [it, added] = tracks_.try_emplace(key, static_cast<int>(tracks_.size()) + 1);
+  if (!added) return it->second;
   std::string name = SideOf(owner.kind);
   if (pid > 0) {
-    name += ": pid " + std::to_string(pid) + " " + CommandLineOf(pid);
+    name += ": pid " + std::to_string(pid) + " " + CommandLine(pid);
   } else if (owner.kind == OwnerKind::kLegacyPool) {
     name += ": the shared pool (its readers cannot be told apart)";
   } else if (owner.kind == OwnerKind::kSemaphore) {
@@ -131,42 +148,53 @@ int Tracer::TrackOf(Owner owner) {
   return it->second;
 }
 
+// Slices are the trace's hot path (one per grant): written by hand, not
+// through a JSON object (bench.sh's --trace rows measure it). A slice is a
+// complete event, written when its slot comes back: a process's connections
+// share its track, so their slots may overlap there.
 void Tracer::OnHeld(Owner owner, int held) {
-  int& open = held_[owner];
-  if (held == open) return;
-  int tid = TrackOf(owner);
+  Held& open = open_[owner];
+  int count = static_cast<int>(open.starts.size());
+  if (held == count) return;
+  if (open.tid == 0) open.tid = TrackOf(owner);
   uint64_t now = Now();
-  for (; open < held; ++open) {
-    Emit({{"ph", "B"},
-          {"pid", kBridgePid},
-          {"tid", tid},
-          {"ts", now},
-          {"name", "slot"},
-          {"cat", SideOf(owner.kind)}});
+  for (; count < held; ++count) open.starts.push_back(now);
+  for (; count > held; --count) {
+    EmitSlice(open.tid, open.starts.back(), now, SideOf(owner.kind));
+    open.starts.pop_back();
   }
-  for (; open > held; --open) Emit({{"ph", "E"}, {"pid", kBridgePid}, {"tid", tid}, {"ts", now}});
+  if (held == 0) open_.erase(owner);
+}
+
+void Tracer::EmitSlice(int tid, uint64_t start, uint64_t end, const char* side) {
+  char event[192];
+  std::snprintf(event, sizeof event,
+                "{\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%llu,\"dur\":%llu,\"name\":\"slot\","
+                "\"cat\":\"%s\"}",
+                kBridgePid, tid, static_cast<unsigned long long>(start),
+                static_cast<unsigned long long>(end - start), side);
+  EmitRaw(event);
 }
 
 // The counters and the waits, from the sampler: once a turn of the loop in
 // which the broker acted, and only what changed.
 void Tracer::Sample(const BudgetSample& sample) {
   uint64_t now = Now();
-  auto sides = [](const std::array<int, 5>& counts) {
-    json args = json::object();
-    for (size_t i = 0; i < kSideNames.size(); ++i) args[kSideNames[i]] = counts[i];
-    return args;
-  };
+
   const std::array<int, 5>* counters[] = {&sample.in_use, &sample.idle, &sample.waiting};
   std::array<int, 5>* last[] = {&last_in_use_, &last_idle_, &last_waiting_};
   const char* names[] = {"in use", "idle", "waiting"};
   for (size_t i = 0; i < 3; ++i) {
     if (sampled_ && *counters[i] == *last[i]) continue;
     *last[i] = *counters[i];
-    Emit({{"ph", "C"},
-          {"pid", kBridgePid},
-          {"ts", now},
-          {"name", names[i]},
-          {"args", sides(*counters[i])}});
+    const std::array<int, 5>& c = *counters[i];
+    char event[256];
+    std::snprintf(event, sizeof event,
+                  "{\"ph\":\"C\",\"pid\":%d,\"ts\":%llu,\"name\":\"%s\",\"args\":{\"command\":%d,"
+                  "\"legacy\":%d,\"socket\":%d,\"sysvsem\":%d,\"upstream\":%d}}",
+                  kBridgePid, static_cast<unsigned long long>(now), names[i], c[0], c[1], c[2],
+                  c[3], c[4]);
+    EmitRaw(event);
   }
   sampled_ = true;
   std::map<Owner, bool> waits;
@@ -178,35 +206,38 @@ void Tracer::Sample(const BudgetSample& sample) {
       ++it;
       continue;
     }
-    int tid = TrackOf(it->first);
-    Emit({{"ph", "e"},
-          {"pid", kBridgePid},
-          {"tid", tid},
-          {"ts", now},
-          {"cat", "wait"},
-          {"name", "wait"},
-          {"id", tid}});
+    EmitWait('e', it->second, now);
     it = waiting_.erase(it);
   }
   for (const auto& [owner, yes] : waits) {
     if (waiting_.contains(owner)) continue;
-    int tid = TrackOf(owner);
-    Emit({{"ph", "b"},
-          {"pid", kBridgePid},
-          {"tid", tid},
-          {"ts", now},
-          {"cat", "wait"},
-          {"name", "wait"},
-          {"id", tid}});
-    waiting_[owner] = true;
+    Wait wait{TrackOf(owner), next_wait_id_++};
+    waiting_[owner] = wait;
+    EmitWait('b', wait, now);
   }
+}
+
+void Tracer::EmitWait(char ph, const Wait& wait, uint64_t now) {
+  char event[192];
+  std::snprintf(
+      event, sizeof event,
+      "{\"ph\":\"%c\",\"pid\":%d,\"tid\":%d,\"ts\":%llu,\"cat\":\"wait\",\"name\":\"wait\","
+      "\"id\":%llu}",
+      ph, kBridgePid, wait.tid, static_cast<unsigned long long>(now),
+      static_cast<unsigned long long>(wait.id));
+  EmitRaw(event);
 }
 
 void Tracer::Emit(json event) {
   if (closed_) return;
+  EmitRaw(event.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+void Tracer::EmitRaw(std::string_view event) {
+  if (closed_) return;
   if (!first_) buffer_ += ",\n";
   first_ = false;
-  buffer_ += event.dump(-1, ' ', false, json::error_handler_t::replace);
+  buffer_ += event;
 }
 
 void Tracer::Flush() {
@@ -229,21 +260,11 @@ void Tracer::Flush() {
 bool Tracer::Close(std::string* err) {
   if (closed_ || !fd_.valid()) return !failed_;
   uint64_t now = Now();
-  for (auto& [owner, open] : held_) {
-    for (; open > 0; --open) {
-      Emit({{"ph", "E"}, {"pid", kBridgePid}, {"tid", TrackOf(owner)}, {"ts", now}});
-    }
+  for (auto& [owner, open] : open_) {
+    for (uint64_t start : open.starts) EmitSlice(open.tid, start, now, SideOf(owner.kind));
   }
-  for (const auto& [owner, yes] : waiting_) {
-    int tid = TrackOf(owner);
-    Emit({{"ph", "e"},
-          {"pid", kBridgePid},
-          {"tid", tid},
-          {"ts", now},
-          {"cat", "wait"},
-          {"name", "wait"},
-          {"id", tid}});
-  }
+  open_.clear();
+  for (const auto& [owner, wait] : waiting_) EmitWait('e', wait, now);
   waiting_.clear();
   closed_ = true;
   buffer_ +=
