@@ -382,7 +382,7 @@ for ((i = 0; i < repeat; i++)); do
   refs+="$(build_line no)"$'\n'
   jbs+="$(build_line yes)"$'\n'
 done
-row "make -j4 of 400 `true` jobs (s)" build_s lower 1.2
+row "make -j4 of 400 'true' jobs (s)" build_s lower 1.2
 echo "Traced, every grant and release is written as a slice and each turn's counters as" \
   "events (the trace of the last build: $(wc -c <"$tmp/build.trace.json") bytes)."
 
