@@ -221,6 +221,34 @@ class StatusTest(BridgeTestCase):
         self.assertIn("resize the outermost jobbridge, or restart with --root", result.stderr)
         self.assert_nothing_lost(result, 2)
 
+    def test_watch_redraws_until_jobbridge_ends_and_stop_ends_the_tree(self):
+        bridge = self.sandbox.start([self.bridge, "-v", "-j2", "--", "sh", "-c",
+                                     'echo started >> "$JOBLOG"; sleep 60; echo survived >> "$JOBLOG"'])
+        wait_for(lambda: "started" in self.sandbox.read_log(), 30, "the command to start")
+        watch = subprocess.Popen([self.bridge, "status", "--watch", "--pid", str(bridge.pid)],
+                                 env=self.sandbox.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+        frames = b""
+        while frames.count(b"\x1b[H") < 2:
+            chunk = watch.stdout.read1(65536)
+            self.assertTrue(chunk, "status --watch ended early")
+            frames += chunk
+        self.assertIn(b"budget 2 (root): 1 in use, 1 idle, 0 free, 0 waiting", frames)
+        # stop over the control socket: the tree ends as on a SIGTERM.
+        path = next(os.path.join(self.sandbox.tmp, d, "control.sock")
+                    for d in self.sandbox.runtime_leftovers())
+        with socket.socket(socket.AF_UNIX) as control:
+            control.connect(path)
+            control.sendall(b'{"request":"stop","id":"bye"}\n')
+            reply = json.loads(control.makefile().readline())
+        self.assertEqual(reply, {"stopping": True, "ok": True, "version": 1, "id": "bye"})
+        out, err = bridge.communicate(timeout=30)
+        self.assertEqual(bridge.returncode, 128 + 15, err)  # the command died of SIGTERM
+        self.assertNotIn("survived", self.sandbox.read_log())
+        rest, said = watch.communicate(timeout=30)
+        self.assertEqual(watch.returncode, 0, said)  # watched to its end
+        self.assert_no_leftovers()
+
     def test_the_table_and_the_errors_a_user_sees(self):
         bridge = self.sandbox.start([self.bridge, "-j3", "--", "sh", "-c",
                                      'echo "$JOBBRIDGE_CONTROL" > control.txt; exec sleep 60'])
