@@ -149,7 +149,7 @@ class BadInputTest(BridgeTestCase):
         # Inherited fds numbered above the limit take no room below it.
         script = ("import os, resource, sys\n"
                   "for fd in range(60, 65): os.dup2(os.open('/dev/null', os.O_RDONLY), fd)\n"
-                  "resource.setrlimit(resource.RLIMIT_NOFILE, (20, 20))\n"
+                  "resource.setrlimit(resource.RLIMIT_NOFILE, (21, 21))\n"
                   "os.execv(sys.argv[1], sys.argv[1:])\n")
         result = self.sandbox.run([sys.executable, "-c", script, self.bridge, "-v", "-j2", "--",
                                    "true"])

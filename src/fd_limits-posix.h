@@ -9,10 +9,10 @@
 
 namespace jobbridge {
 
-// jobbridge's pipes, socket, FIFO descriptions, shim lookups and libuv's own
-// fds, with room to spare; below this libuv aborts or a half-made runtime
-// folder stays behind.
-inline constexpr rlim_t kMinFreeFds = 17;
+// jobbridge's pipes, sockets (tokens and control), FIFO descriptions, shim
+// lookups and libuv's own fds, with room to spare; below this libuv aborts
+// or a half-made runtime folder stays behind.
+inline constexpr rlim_t kMinFreeFds = 18;
 
 // What serving per-invocation pools (PoolServer) takes beyond that: the
 // pools socket and its spare fd, the command's start (its status pipe), and
