@@ -25,7 +25,9 @@
 #include <thread>
 
 #include "client/transport.h"
+#include "core/robust_jobserver.h"
 #include "util/eintr.h"
+#include "util/robust_set.h"
 
 namespace jobbridge::client {
 
@@ -191,51 +193,9 @@ class SemaphoreTransport : public Transport {
 int OpenSemaphoreTransport(const std::string& value, const std::string& origin, bool implicit_slot,
                            std::unique_ptr<Transport>* out, std::string* why) {
   std::string named = origin.empty() ? "the jobserver" : origin;
-  auto colon = value.find(':');
-  if (colon == std::string::npos) {
-    *why = named + " is '" + value + "'; it must be METHOD:VALUE, such as sysvsem:ID";
-    return -EINVAL;
-  }
-  std::string method = value.substr(0, colon);
-  std::string id_text = value.substr(colon + 1);
-  if (method != "sysvsem") {
-    *why = named + " names the method '" + method + "'; this client speaks only sysvsem";
-    return -EINVAL;
-  }
   int set = 0;
-  bool digits = !id_text.empty() && id_text.size() <= 10 &&
-                id_text.find_first_not_of("0123456789") == std::string::npos;
-  if (digits) {
-    uint64_t id = std::stoull(id_text);
-    digits = id <= static_cast<uint64_t>(INT32_MAX);
-    set = static_cast<int>(id);
-  }
-  if (!digits) {
-    *why = named + " names the semaphore set '" + id_text + "'; it must be a decimal id";
-    return -EINVAL;
-  }
-  semid_ds info{};
-  union {  // semctl's fourth argument (semun), which the caller must declare
-    int val;
-    semid_ds* buf;
-  } arg{};
-  arg.buf = &info;
-  if (semctl(set, 0, IPC_STAT, arg) != 0) {
-    int error = errno;
-    if (error == EINVAL || error == EIDRM) {
-      *why =
-          named + " names semaphore set " + id_text + ", which does not exist (its server is gone)";
-      return -EPIPE;
-    }
-    *why = named + " names semaphore set " + id_text + ": " + strerror(error) +
-           (error == EACCES ? " (it belongs to another user)" : "");
-    return -error;
-  }
-  if (info.sem_nsems != 1) {
-    *why = named + " names semaphore set " + id_text + " of " + std::to_string(info.sem_nsems) +
-           " semaphores; the Robust Jobserver's set has exactly one";
-    return -EINVAL;
-  }
+  if (!ParseRobustJobserver(value, named, &set, why)) return -EINVAL;
+  if (int rc = CheckRobustSet(set, named, why); rc < 0) return rc;
   std::unique_ptr<ImplicitSlot> implicit;
   if (implicit_slot) {
     if (int rc = ImplicitSlot::Open(&implicit, why); rc < 0) return rc;
