@@ -178,5 +178,34 @@ TEST(SemaphoreEndpointTest, ThePollSeesAWaiterAndBacksOffWhileNothingChanges) {
   EXPECT_EQ(uv_loop_close(&loop), 0);
 }
 
+// A unit given to a blocked client is taken in the same semop: when another
+// client blocks before the next poll, the counts read as before (one
+// waiter, value 0), and that waiter must still be reported, or nobody asks
+// a slot for it until a unit comes back.
+TEST(SemaphoreEndpointTest, AfterAGiveTheNextReadIsReportedEvenIfItLooksTheSame) {
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  auto semaphore = MakeSet();
+  ASSERT_NE(semaphore, nullptr);
+  std::vector<SemaphoreEndpoint::Counts> seen;
+  semaphore->Start(&loop, [&](SemaphoreEndpoint::Counts counts) { seen.push_back(counts); });
+  SemaphoreClient first(semaphore->id());
+  ASSERT_TRUE(
+      test_util::RunLoopUntil(&loop, [&] { return !seen.empty() && seen.back().waiting == 1; }));
+  size_t reports = seen.size();
+  std::string err;
+  ASSERT_TRUE(semaphore->Give(1, &err)) << err;
+  EXPECT_EQ(first.Outcome(), SemaphoreClient::kGranted);
+  SemaphoreClient second(semaphore->id());  // blocks while the loop does not run
+  ASSERT_TRUE(EventuallyTrue([&] { return Waiting(*semaphore) == 1; }));
+  ASSERT_TRUE(test_util::RunLoopUntil(&loop, [&] { return seen.size() > reports; }));
+  EXPECT_EQ(seen.back(), (SemaphoreEndpoint::Counts{1, 0}));
+  ASSERT_TRUE(semaphore->Give(1, &err)) << err;
+  EXPECT_EQ(second.Outcome(), SemaphoreClient::kGranted);
+  semaphore->Stop();
+  EXPECT_TRUE(test_util::RunLoopUntil(&loop, [&] { return !uv_loop_alive(&loop); }));
+  EXPECT_EQ(uv_loop_close(&loop), 0);
+}
+
 }  // namespace
 }  // namespace jobbridge

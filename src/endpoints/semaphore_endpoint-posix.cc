@@ -79,7 +79,10 @@ int SemaphoreEndpoint::Stocked(std::string* err) const {
 
 bool SemaphoreEndpoint::Give(int count, std::string* err) {
   if (count <= 0) return true;
-  if (Operate(id_, count, 0) == 0) return true;
+  if (Operate(id_, count, 0) == 0) {
+    ReadAgainSoon();
+    return true;
+  }
   *err = Failed("giving units (semop)", id_);
   return false;
 }
@@ -113,6 +116,18 @@ void SemaphoreEndpoint::Stop() {
   poll_ = nullptr;
 }
 
+// A unit given to a blocked client is taken in the same semop: the counts
+// may come back to what the last poll read (one waiter served, another
+// arrived) and that waiter would never be reported. So the next read is
+// reported whatever it is, and comes within kFastPollMs.
+void SemaphoreEndpoint::ReadAgainSoon() {
+  read_once_ = false;
+  interval_ms_ = kFastPollMs;
+  if (poll_ && uv_is_active(reinterpret_cast<uv_handle_t*>(poll_))) {
+    uv_timer_start(poll_, OnPoll, kFastPollMs, 0);
+  }
+}
+
 void SemaphoreEndpoint::OnPoll(uv_timer_t* timer) {
   static_cast<SemaphoreEndpoint*>(timer->data)->Poll();
 }
@@ -133,7 +148,8 @@ void SemaphoreEndpoint::Poll() {
     read_once_ = true;
     last_ = now;
     interval_ms_ = kFastPollMs;
-    // May give or take units, which the next poll reads as one more change.
+    // May give units (ReadAgainSoon) or take them back, which the next
+    // poll reads as one more change.
     changed_(now);
     if (!poll_) return;  // stopped by the callback
   } else {

@@ -76,7 +76,8 @@ class SemaphoreEndpoint : public Endpoint {
   // The semaphore's value.
   int Stocked(std::string* err) const override;
   // semop +count, without SEM_UNDO: the units stay when the bridge exits
-  // (it removes the set then anyway). A blocked client gets one at once.
+  // (it removes the set then anyway). A blocked client gets one at once, so
+  // the next poll reports what it reads even if that equals the last read.
   bool Give(int count, std::string* err) override;
   // semop -k without waiting, k the units there (at most `max`).
   int TakeBack(int max, std::string* err) override;
@@ -85,6 +86,7 @@ class SemaphoreEndpoint : public Endpoint {
   explicit SemaphoreEndpoint(int id) : id_(id) {}
   static void OnPoll(uv_timer_t* timer);
   void Poll();
+  void ReadAgainSoon();
 
   int id_;
   bool removed_ = false;
