@@ -256,7 +256,6 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
 
   // broker_semaphore.cc: endpoints whose waiters are counted.
   void ReturnUnusedStock();
-  void TakeBackCountedSurplus(Endpoint* endpoint, int surplus);
 
   // broker_pools.cc: endpoints that keep stock, and invocations' events.
   InvocationEndpoint* FindInvocation(uint64_t invocation_id, EndpointId* id);

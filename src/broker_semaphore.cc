@@ -8,6 +8,7 @@
 #include <climits>
 
 #include "broker.h"
+#include "counted_waiters.h"
 #include "log.h"
 
 namespace jobbridge {
@@ -17,39 +18,23 @@ void Broker::Recount(EndpointId id, int waiting) {
   if (it == stocks_.end()) return;
   Stock& stock = it->second;
   Endpoint* endpoint = stock.endpoint;
-  std::string err;
-  int stocked = endpoint->Stocked(&err);
-  if (stocked < 0) return LogWarning(err);
-  if (int surplus = stocked - ledger_->HeldBy(endpoint->owner()); surplus > 0) {
-    TakeBackCountedSurplus(endpoint, surplus);
-    stocked = std::max(endpoint->Stocked(&err), 0);
+  int surplus_before = counted_surplus_;
+  int stocked =
+      TakeBackCountedSurplus(endpoint, ledger_->HeldBy(endpoint->owner()), &counted_surplus_);
+  if (int got = counted_surplus_ - surplus_before; got > 0 && hooks_.noted) {
+    hooks_.noted("surplus", got, -1, "given back to the ROBUST_JOBSERVER semaphore");
   }
+  if (stocked < 0) return;
   // A unit given back: its client may take it again at once, unseen.
   if (stocked > stock.seen_stocked) stock.stocked_at = uv_now(loop_);
   stock.seen_stocked = stocked;
   // One request per waiter that the units already there do not cover (a
   // waiter takes one of those itself, as soon as it is there).
-  int want = std::max(waiting - stocked, 0);
+  int want = RequestsForWaiters(waiting, stocked);
   int asked = waiting_.Count(id);
   for (; asked < want; ++asked) waiting_.Push(id);
   if (asked > want) waiting_.Withdraw(id, asked - want);
   Pump();
-}
-
-void Broker::TakeBackCountedSurplus(Endpoint* endpoint, int surplus) {
-  std::string err;
-  int got = endpoint->TakeBack(surplus, &err);
-  if (got < 0) return LogWarning(err);
-  if (got == 0) return;
-  if (counted_surplus_ == 0) {
-    LogWarning("a ROBUST_JOBSERVER client gave back " + std::to_string(got) +
-               " unit(s) it never took (a semop +1 without a -1 before it); taken back out of " +
-               "the semaphore, so no more than the budget runs (further surplus is taken " +
-               "back without a word, and counted at exit)");
-  }
-  counted_surplus_ += got;
-  if (hooks_.noted)
-    hooks_.noted("surplus", got, -1, "given back to the ROBUST_JOBSERVER semaphore");
 }
 
 // Its stock is not needed to serve it: a waiter is seen, and served from the
@@ -84,24 +69,9 @@ bool Broker::CountBack(EndpointId id) {
     LogWarning(err);
     back = 0;
   }
-  bool exact = back == held;
-  if (back < held) {
-    LogWarning(std::to_string(held - back) + " of " + std::to_string(held) +
-               " slot(s) given to ROBUST_JOBSERVER clients did not come back: a client still " +
-               "holds them (it runs outside the tree); the semaphore is removed, so its next " +
-               "semop fails (EIDRM)");
-  } else if (back > held) {
-    LogWarning("the ROBUST_JOBSERVER semaphore held " + std::to_string(back - held) +
-               " unit(s) more than the " + std::to_string(held) +
-               " it was given: a client gave back units it never took");
-  }
-  if (counted_surplus_ > 0) {
-    LogWarning("ROBUST_JOBSERVER clients gave back " + std::to_string(counted_surplus_) +
-               " unit(s) they never took during the run; they were taken back out, and until " +
-               "each was, more jobs than the budget could run");
-  }
+  bool exact = ReportCountBack(back, held, counted_surplus_);
   Leave(id);  // frees what it held; destroyed, the semaphore is removed
-  return exact && counted_surplus_ == 0;
+  return exact;
 }
 
 }  // namespace jobbridge
