@@ -30,10 +30,16 @@ OuterBudget ChooseBudget(const Options& options) {
     LogWarning("-j" + std::to_string(options.jobs) + " ignored: joining " + outer.Describe() +
                " (--root starts a budget of its own)");
   }
-  if (outer.kind == OuterBudget::Kind::kSocket && outer.legacy.kind == JobserverAuth::Kind::kNone) {
+  bool no_pool = outer.legacy.kind == JobserverAuth::Kind::kNone;
+  if (outer.kind == OuterBudget::Kind::kSocket && no_pool) {
     LogWarning(outer.Describe() + " shares no legacy jobserver with this tree: make, cargo and " +
                "ninja below run one job at a time (their implicit slot); socket clients share " +
                "the outer budget");
+  }
+  if (outer.kind == OuterBudget::Kind::kSysvsem) {
+    LogWarning(outer.Describe() + " has no legacy jobserver to share with this tree: make, " +
+               "cargo and ninja below run one job at a time (their implicit slot); socket " +
+               "clients and ROBUST_JOBSERVER clients share the outer budget");
   }
   if (options.verbose) LogInfo("joining " + outer.Describe());
   return outer;

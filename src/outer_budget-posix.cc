@@ -13,9 +13,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/robust_jobserver.h"
 #include "log.h"
 #include "outer_budget.h"
 #include "util/private_description.h"
+#include "util/robust_set.h"
 #include "util/unique_fd.h"
 #include "util/unix_socket.h"
 
@@ -138,6 +140,10 @@ void DropLegacy(OuterBudget* found) {
 
 std::string OuterBudget::Describe() const {
   if (kind == Kind::kSocket) return "the socket root " + socket_path + " (JOBSERVERV2)";
+  if (kind == Kind::kSysvsem) {
+    return "the Robust Jobserver's semaphore sysvsem:" + std::to_string(semaphore_set) +
+           " (ROBUST_JOBSERVER)";
+  }
   if (kind == Kind::kLegacy) {
     bool fifo = legacy.kind == JobserverAuth::Kind::kFifo;
     return "the make jobserver in " + legacy_source + " (" + (fifo ? "" : "fds ") +
@@ -147,7 +153,7 @@ std::string OuterBudget::Describe() const {
 }
 
 bool StartedInsideABuild(const GetEnvFn& getenv_fn) {
-  for (const char* name : {"MAKELEVEL", "JOBSERVERV2"}) {
+  for (const char* name : {"MAKELEVEL", "JOBSERVERV2", "ROBUST_JOBSERVER"}) {
     const char* value = getenv_fn(name);
     if (value && *value) return true;
   }
@@ -208,6 +214,10 @@ bool CheckLegacyJobserver(const JobserverAuth& auth, std::string* err) {
   return false;
 }
 
+bool CheckRobustJobserver(const std::string& value, int* set, std::string* err) {
+  return ParseRobustJobserver(value, "it", set, err) && CheckRobustSet(*set, "it", err) == 0;
+}
+
 bool CheckSocketRoot(const std::string& path, std::string* err) {
   if (path.empty() || path[0] != '/') {
     *err = "'" + path + "' is not an absolute path";
@@ -257,6 +267,19 @@ OuterBudget FindOuterBudget(const GetEnvFn& getenv_fn, std::vector<std::string>*
                           ": it is the pool of that socket root, which is gone");
       DropLegacy(&found);
     }
+  }
+  // Before MAKEFLAGS, as clients choose. A semaphore root names no pool of
+  // its own: whatever MAKEFLAGS names is another budget's, not shared.
+  const char* robust = getenv_fn("ROBUST_JOBSERVER");
+  if (robust && *robust) {
+    std::string err;
+    if (CheckRobustJobserver(robust, &found.semaphore_set, &err)) {
+      found.kind = OuterBudget::Kind::kSysvsem;
+      DropLegacy(&found);
+      return found;
+    }
+    found.semaphore_set = -1;
+    warnings->push_back("ignoring ROBUST_JOBSERVER: " + err);
   }
   if (found.legacy.kind != JobserverAuth::Kind::kNone) found.kind = OuterBudget::Kind::kLegacy;
   return found;

@@ -5,6 +5,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/ipc.h>
+#include <sys/sem.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -17,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "util/unique_fd.h"
@@ -354,6 +357,61 @@ TEST_F(OuterBudgetTest, AJobOfABuildIsToldByItsEnvironment) {
   env_["MAKELEVEL"] = "";
   env_["JOBSERVERV2"] = "/nowhere";
   EXPECT_TRUE(inside());
+  env_.clear();
+  env_["ROBUST_JOBSERVER"] = "sysvsem:1";
+  EXPECT_TRUE(inside());
+}
+
+// A set of `count` semaphores of this user's, removed at the end of scope.
+class TestSet {
+ public:
+  explicit TestSet(int count) : id_(semget(IPC_PRIVATE, count, IPC_CREAT | 0600)) {}
+  ~TestSet() { Remove(); }
+  void Remove() { semctl(id_, 0, IPC_RMID); }
+  std::string Name() const { return "sysvsem:" + std::to_string(id_); }
+  int id() const { return id_; }
+
+ private:
+  int id_;
+};
+
+// The order clients use (docs/PROTOCOL.md): the socket, the semaphore, make.
+TEST_F(OuterBudgetTest, TheRobustJobserverComesBetweenTheSocketAndMakeflags) {
+  TestSet set(1);
+  ASSERT_GE(set.id(), 0) << strerror(errno);
+  env_["MAKEFLAGS"] = PipeFlags(read_.get(), write_.get());
+  env_["ROBUST_JOBSERVER"] = set.Name();
+  OuterBudget outer = Find();
+  ASSERT_EQ(outer.kind, Kind::kSysvsem);
+  EXPECT_EQ(outer.semaphore_set, set.id());
+  // A semaphore root names no pool: MAKEFLAGS is another budget's.
+  EXPECT_EQ(outer.legacy.kind, JobserverAuth::Kind::kNone);
+  EXPECT_NE(outer.Describe().find(set.Name()), std::string::npos);
+  EXPECT_TRUE(warnings_.empty()) << testing::PrintToString(warnings_);
+  env_["ROBUST_JOBSERVER"] = "";  // empty is unset
+  EXPECT_EQ(Find().kind, Kind::kLegacy);
+  env_["ROBUST_JOBSERVER"] = set.Name();
+  env_["JOBSERVERV2"] = MakeSocket(true);
+  EXPECT_EQ(Find().kind, Kind::kSocket);
+}
+
+// Each fault: one warning naming it, and the next variable is tried.
+TEST_F(OuterBudgetTest, AnUnusableRobustJobserverIsOneWarningNamingTheFault) {
+  TestSet removed(1), pair(2);
+  removed.Remove();
+  env_["MAKEFLAGS"] = PipeFlags(read_.get(), write_.get());
+  for (auto [value, fault] : std::vector<std::pair<std::string, std::string>>{
+           {"sysvsem", "it is 'sysvsem'; it must be METHOD:VALUE, such as sysvsem:ID"},
+           {"win32pipe:x", "it names the method 'win32pipe'"},
+           {"sysvsem:-3", "it names the semaphore set '-3'; it must be a decimal id"},
+           {removed.Name(), "which does not exist (its server is gone)"},
+           {pair.Name(), "of 2 semaphores; the Robust Jobserver's set has exactly one"}}) {
+    env_["ROBUST_JOBSERVER"] = value;
+    EXPECT_EQ(Find().kind, Kind::kLegacy) << value;
+    ASSERT_EQ(warnings_.size(), 1u) << testing::PrintToString(warnings_);
+    EXPECT_EQ(warnings_[0].rfind("ignoring ROBUST_JOBSERVER: ", 0), 0u) << warnings_[0];
+    EXPECT_TRUE(Warned(fault)) << value << ": " << warnings_[0];
+  }
 }
 
 }  // namespace

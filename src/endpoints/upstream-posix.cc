@@ -1,5 +1,6 @@
-// The two kinds of upstream (upstream.h): a legacy pool read through private
-// descriptions, and a socket root with one connection per lease.
+// Two kinds of upstream (upstream.h): a legacy pool read through private
+// descriptions, and a socket root with one connection per lease. The
+// semaphore's is in upstream_semaphore-posix.cc.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -322,6 +323,9 @@ std::unique_ptr<Upstream> Upstream::Create(uv_loop_t* loop, const OuterBudget& o
                                            Delegate* delegate, std::string* err) {
   if (outer.kind == OuterBudget::Kind::kSocket) {
     return std::make_unique<SocketUpstream>(loop, delegate, outer.socket_path);
+  }
+  if (outer.kind == OuterBudget::Kind::kSysvsem) {
+    return CreateSemaphoreUpstream(loop, outer.semaphore_set, delegate);
   }
   auto upstream = std::make_unique<LegacyUpstream>(loop, delegate);
   if (!upstream->Open(outer.legacy, err)) {

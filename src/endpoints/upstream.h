@@ -34,12 +34,12 @@ class Upstream : public Endpoint {
     virtual ~Delegate() = default;
     // One slot arrived. The delegate keeps it or gives it back (Release).
     virtual void OnLease() = 0;
-    // The outer budget is gone (its socket root died): every lease and
-    // request is void. Called once.
+    // The outer budget is gone (its socket root died, its semaphore was
+    // removed): every lease and request is void. Called once.
     virtual void OnLost(const std::string& why) = 0;
   };
 
-  // A client of `outer` (kind kSocket or kLegacy). Returns null and sets *err
+  // A client of `outer` (kind kSocket, kSysvsem or kLegacy). Returns null and sets *err
   // when its pool cannot be opened.
   static std::unique_ptr<Upstream> Create(uv_loop_t* loop, const OuterBudget& outer,
                                           Delegate* delegate, std::string* err);
@@ -76,5 +76,10 @@ class Upstream : public Endpoint {
   // *err when a lease could not be given back.
   virtual bool Close(std::string* err) = 0;
 };
+
+// Upstream::Create's kSysvsem kind (upstream_semaphore-posix.cc): a client
+// of the semaphore set `set`.
+std::unique_ptr<Upstream> CreateSemaphoreUpstream(uv_loop_t* loop, int set,
+                                                  Upstream::Delegate* delegate);
 
 }  // namespace jobbridge
