@@ -279,9 +279,17 @@ bool StartLoop(Context* ctx, Ledger* ledger, LegacyPool* pool, const OuterBudget
   return true;
 }
 
-// Joins the Robust Jobserver's semaphore to the broker and starts its poll.
+// Joins the Robust Jobserver's semaphore to the broker (a root) or the relay
+// (a joined jobbridge) and starts its poll.
 void OfferSemaphore(Context* ctx, std::unique_ptr<SemaphoreEndpoint> semaphore) {
   SemaphoreEndpoint* endpoint = semaphore.get();
+  if (ctx->relay) {
+    Relay* relay = ctx->relay.get();
+    relay->ServeCounted(&ctx->loop, std::move(semaphore));
+    endpoint->Start(&ctx->loop,
+                    [relay](SemaphoreEndpoint::Counts counts) { relay->Recount(counts.waiting); });
+    return;
+  }
   Broker* broker = ctx->broker.get();
   EndpointId id = broker->Join(std::move(semaphore));
   ctx->semaphore = id;
@@ -445,21 +453,28 @@ int RunBridge(const Options& options) {
     return 1;
   }
   if (!WriteBudgetFile(runtime_dir.path(), pool.identity, &err)) LogWarning(err);
-  // A root offers the Robust Jobserver too (docs/PROTOCOL.md); a joined
-  // jobbridge leaves ROBUST_JOBSERVER as it found it, as make does. Made
+  // Every jobbridge offers the Robust Jobserver (docs/PROTOCOL.md), but one
+  // that joined an outer semaphore: its tree uses that set directly. Made
   // before the caretaker, which removes it if jobbridge is killed.
+  bool under_semaphore = outer.kind == OuterBudget::Kind::kSysvsem;
   std::unique_ptr<SemaphoreEndpoint> semaphore;
-  if (!joined && !(semaphore = SemaphoreEndpoint::Create(&err))) {
+  if (!under_semaphore && !(semaphore = SemaphoreEndpoint::Create(&err))) {
     LogWarning(err + "; ROBUST_JOBSERVER is not offered");
   }
   if (semaphore && !runtime_dir.NoteSemaphore(semaphore->id(), &err)) LogWarning(err);
+  // Unset for a root without one; left as found when joined.
   std::optional<std::string> robust;
-  if (!joined) robust = semaphore ? semaphore->Name() : "";
-  // Keeps a root's tree going if jobbridge is killed (src/caretaker.h).
+  if (semaphore) robust = semaphore->Name();
+  if (!joined && !semaphore) robust = "";
+  // Keeps the tree going if jobbridge is killed, and removes the set then
+  // (src/caretaker.h).
   Caretaker caretaker;
   int semaphore_id = semaphore ? semaphore->id() : -1;
-  if (pool.own && !caretaker.Start(*pool.own, semaphore_id, &runtime_dir, &err)) {
-    LogWarning(err + "; if jobbridge is killed, make's next token return kills make (SIGPIPE)");
+  if ((pool.own || semaphore) &&
+      !caretaker.Start(pool.own.get(), semaphore_id, &runtime_dir, &err)) {
+    LogWarning(err + (pool.own ? "; if jobbridge is killed, make's next token return kills make " +
+                                     std::string("(SIGPIPE)")
+                               : "; if jobbridge is killed, its semaphore stays behind"));
   }
 
   // Another budget's pipe must not reach the command: it would name a pool
@@ -486,7 +501,7 @@ int RunBridge(const Options& options) {
     return 1;
   }
   sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
-  if (semaphore && ctx.broker) OfferSemaphore(&ctx, std::move(semaphore));
+  if (semaphore) OfferSemaphore(&ctx, std::move(semaphore));
   ctx.sampler.Start(&ctx.loop, &ledger, ctx.broker.get());
   ctx.sampler.OnSample([&ctx](const BudgetSample& sample) { ctx.meter.Add(sample); });
   if (options.progress && isatty(STDERR_FILENO)) {

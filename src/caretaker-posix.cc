@@ -172,7 +172,7 @@ void KeepGoing(std::vector<Flow> flows, pid_t command) {
 
 }  // namespace
 
-bool Caretaker::Start(const LegacyPool& pool, int semaphore_id, RuntimeDir* dir, std::string* err) {
+bool Caretaker::Start(const LegacyPool* pool, int semaphore_id, RuntimeDir* dir, std::string* err) {
   // A socket, not a pipe: a message to a caretaker that died must not raise
   // SIGPIPE (MSG_NOSIGNAL), whether or not the bridge ignores it yet.
   int life[2];
@@ -189,7 +189,8 @@ bool Caretaker::Start(const LegacyPool& pool, int semaphore_id, RuntimeDir* dir,
     return false;
   }
   if (pid == 0) {
-    RunCaretaker(life[0], pool.ReturnsFd(), pool.FeedFd(), semaphore_id, bridge, dir);
+    RunCaretaker(life[0], pool ? pool->ReturnsFd() : -1, pool ? pool->FeedFd() : -1, semaphore_id,
+                 bridge, dir);
   }
   close(life[0]);
   life_.Reset(life[1]);

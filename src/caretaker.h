@@ -1,5 +1,6 @@
-// The caretaker: a small process a root forks before it starts COMMAND, so
-// that the tree outlives a jobbridge killed with SIGKILL (or crashed).
+// The caretaker: a small process a jobbridge with a pool or a semaphore of
+// its own forks before it starts COMMAND, so that the tree outlives a
+// jobbridge killed with SIGKILL (or crashed).
 //
 // The tree writes tokens back into pipes only the bridge reads: the root
 // pool's returns pipe (pipe style) and each tool invocation's own returns
@@ -43,11 +44,12 @@ class Caretaker {
   Caretaker& operator=(const Caretaker&) = delete;
   ~Caretaker() { Dismiss(); }
 
-  // Forks the caretaker for `pool` (which must stay open until Dismiss),
+  // Forks the caretaker for `pool` (null: jobbridge has no pool of its own,
+  // it hands its tree an outer one; else it must stay open until Dismiss),
   // the semaphore set `semaphore_id` (-1: none; endpoints/semaphore_endpoint.h)
   // and `dir`. Call it while the loop has not started and signals are held.
   // Returns false and sets *err when it cannot fork (then there is none).
-  bool Start(const LegacyPool& pool, int semaphore_id, RuntimeDir* dir, std::string* err);
+  bool Start(const LegacyPool* pool, int semaphore_id, RuntimeDir* dir, std::string* err);
 
   // Tells it the command's pid, so that in fifo style it knows when the tree
   // has ended.

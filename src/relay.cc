@@ -10,6 +10,7 @@ namespace jobbridge {
 void Relay::Stop() {
   server_ = nullptr;
   ForgetWaiters();
+  CountBack();
   if (upstream_) upstream_->SetWanted(0);
 }
 
@@ -93,9 +94,14 @@ void Relay::OnLost(const std::string& why) {
   // The leases are void: forget what the clients held without giving back.
   std::string err;
   for (const auto& [owner, count] : ledger_->Holders()) {
-    if (owner.kind == OwnerKind::kSocket) ledger_->Release(owner, count, &err);
+    if (owner.kind == OwnerKind::kSocket || owner.kind == OwnerKind::kSemaphore) {
+      ledger_->Release(owner, count, &err);
+    }
   }
   ForgetWaiters();
+  // Its semaphore is removed: its blocked clients get EIDRM, as socket
+  // clients see their server gone.
+  DropCounted();
   if (server_) server_->Shutdown();
 }
 
