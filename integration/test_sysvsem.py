@@ -17,6 +17,7 @@ import types
 import unittest
 
 from harness import BridgeTestCase, HERE, max_overlap, ninja_binary, read_stamps, wait_for
+from sysvsem_support import build_sysvsem_client
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 SOCKET_CLIENT = os.path.join(HERE, "socket_client.py")
@@ -53,13 +54,7 @@ class SysvsemTestCase(BridgeTestCase):
         # Readable by every uid: one test runs the client as nobody.
         cls.bin_dir = tempfile.mkdtemp(prefix="jb-sysvsem-bin-")
         os.chmod(cls.bin_dir, 0o755)
-        cls.client = os.path.join(cls.bin_dir, "sysvsem_client")
-        sanitize = os.environ.get("JOBBRIDGE_CC_FLAGS", "").split()
-        cc = subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", *sanitize, "-o", cls.client,
-                             os.path.join(HERE, "sysvsem_client.c")],
-                            capture_output=True, text=True)
-        if cc.returncode != 0:
-            raise RuntimeError("cannot build sysvsem_client.c: " + cc.stderr)
+        cls.client = build_sysvsem_client(cls.bin_dir)
 
     @classmethod
     def tearDownClass(cls):
