@@ -2,7 +2,10 @@
 # Runs the client library's threaded tests (ctest label `threads`: cancel,
 # timeouts, many threads on one client, in socket and legacy mode) under
 # ThreadSanitizer in build-tsan/. Only the client library and that test
-# binary are built: they use no libuv, which is not instrumented. Any race
+# binary are built: they use no libuv, which is not instrumented. The label
+# also holds the bridge's own threaded path (a joined jobbridge's threads
+# waiting on an outer semaphore, jobbridge_upstream_threads_tests), built
+# with the bridge's library: libuv's side of the hand-over is not checked. Any race
 # stops its test (halt_on_error=1) and fails the run. Ends with one line:
 # tests run, acquire/release cycles the tests' threads completed (each test
 # prints its own), the threads (summed over the tests), races reported.
@@ -13,7 +16,8 @@ jobs=$(nproc)
 start=$SECONDS
 
 cmake -S . -B "$dir" -DJOBBRIDGE_TSAN=ON -DJOBBRIDGE_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-cmake --build "$dir" -j "$jobs" --target jobbridge_client_threads_tests
+cmake --build "$dir" -j "$jobs" --target jobbridge_client_threads_tests \
+  jobbridge_upstream_threads_tests
 
 log="$dir/tsan-threads.log"
 status=0
