@@ -160,20 +160,23 @@ class SemaphoreUpstream : public Upstream {
     static_cast<SemaphoreUpstream*>(handle->data)->HandOver();
   }
 
+  // One unit at a time: while the delegate takes one, the others still
+  // count as arrived, so a SetWanted it calls does not ask for them again.
   void HandOver() {
-    int arrived = 0;
     int failure = 0;
-    {
-      std::lock_guard lock(waiters_->mutex);
-      arrived = std::exchange(waiters_->arrived, 0);
-      failure = waiters_->failure;
-    }
-    if (failure != 0) return Lose(failure);
-    for (int i = 0; i < arrived && !lost_; ++i) {
+    for (;;) {
+      {
+        std::lock_guard lock(waiters_->mutex);
+        failure = waiters_->failure;
+        if (failure != 0 || waiters_->arrived == 0) break;
+        --waiters_->arrived;
+      }
       ++leased_;
       ++total_;
       delegate_->OnLease();  // may call SetWanted and Release
+      if (lost_) return;
     }
+    if (failure != 0) Lose(failure);
   }
 
   void LoseLater(int error) {
