@@ -62,6 +62,8 @@ class StatusTest(BridgeTestCase):
             total = (sum(status["in_use"].values()) + sum(status["idle"].values())
                      + status["free"])
             self.assertEqual(total, 4 + status["withheld"], status)
+            for part in ("in_use", "idle", "waiting"):
+                self.assertTrue(all(n >= 0 for n in status[part].values()), status)
             self.assertEqual(status["withheld"], 0)
             self.assertEqual(status["in_use"]["command"], 1)
             socket_in_use = 0

@@ -25,9 +25,13 @@ socket_build=$!
 clang++ "${flags[@]}" fuzz/control_fuzzer.cc src/control/control_protocol.cc \
   src/control/control_server-posix.cc $(pkg-config --cflags --libs libuv) -o "$out/control_fuzzer" &
 control_build=$!
+clang++ "${flags[@]}" fuzz/report_fuzzer.cc src/report_model.cc src/report_html.cc \
+  -o "$out/report_fuzzer" &
+report_build=$!
 wait "$makeflags_build"
 wait "$socket_build"
 wait "$control_build"
+wait "$report_build"
 corpora=$(mktemp -d)
 trap 'rm -rf "$corpora"' EXIT
 
@@ -43,3 +47,4 @@ run() {
 run makeflags_fuzzer makeflags
 run socket_fuzzer socket
 run control_fuzzer control
+run report_fuzzer report

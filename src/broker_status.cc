@@ -11,10 +11,13 @@ namespace jobbridge {
 std::vector<Broker::Place> Broker::Places() {
   std::vector<Place> places;
   std::string err;
-  places.push_back({kLegacyOwner, ledger_->HeldBy(kLegacyOwner), PoolCount(), 0, 0, -1});
+  // Stock beyond what a place holds is a lent slot (the command's, written
+  // into a pool by a client that never read it): not idle budget.
+  int root_held = ledger_->HeldBy(kLegacyOwner);
+  places.push_back({kLegacyOwner, root_held, std::clamp(PoolCount(), 0, root_held), 0, 0, -1});
   endpoints_.ForEachWithId([&](EndpointId id, const Endpoint* endpoint) {
     Place place{endpoint->owner(), ledger_->HeldBy(endpoint->owner())};
-    place.idle = std::max(endpoint->Stocked(&err), 0);
+    place.idle = std::clamp(endpoint->Stocked(&err), 0, place.held);
     place.waiting = waiting_.Count(id) + guessed_.Count(id);
     uint64_t seen = waiting_.Since(id), guessed = guessed_.Since(id);
     place.waiting_since = seen == 0 ? guessed : guessed == 0 ? seen : std::min(seen, guessed);

@@ -19,12 +19,15 @@
 #include "log.h"
 #include "runtime_dir-posix.h"
 #include "util/eintr.h"
+#include "util/json_fields.h"
 #include "util/unix_socket.h"
 
 namespace jobbridge {
 
 namespace {
 
+using json_fields::Bool;
+using json_fields::Str;
 using nlohmann::json;
 
 constexpr int kReplyTimeoutMs = 5000;
@@ -84,9 +87,10 @@ bool ReadLine(int fd, std::string* pending, std::string* line, std::string* err)
 // with *err (naming the socket) when one cannot be had. A reply that is not
 // ok is returned as it is, for the caller to report.
 bool Exchange(const std::string& path, const std::vector<json>& requests,
-              std::vector<json>* replies, std::string* err) {
+              std::vector<json>* replies, std::string* err, bool* gone = nullptr) {
   UniqueFd fd = ConnectUnix(path);
   if (!fd.valid()) {
+    if (gone) *gone = errno == ENOENT || errno == ECONNREFUSED;
     *err = "cannot reach the jobbridge at " + path + ": " + strerror(errno) +
            (errno == ENOENT || errno == ECONNREFUSED ? " (it is not running)" : "");
     return false;
@@ -102,6 +106,7 @@ bool Exchange(const std::string& path, const std::vector<json>& requests,
   replies->clear();
   for (size_t i = 0; i < requests.size(); ++i) {
     if (!ReadLine(fd.get(), &pending, &line, err)) {
+      if (gone) *gone = err->find("closed the connection") != std::string::npos;
       *err = "the jobbridge at " + path + " did not answer: " + *err;
       return false;
     }
@@ -110,10 +115,11 @@ bool Exchange(const std::string& path, const std::vector<json>& requests,
       *err = "the jobbridge at " + path + " answered " + line.substr(0, 200);
       return false;
     }
-    if (reply.value("version", 0) != kControlVersion) {
+    if (json_fields::Int(reply, "version", -1) != kControlVersion) {
       *err = "the jobbridge at " + path + " speaks control version " +
-             reply.value("version", json(nullptr)).dump() + ", this jobbridge " +
-             std::to_string(kControlVersion) + " (use the same jobbridge binary)";
+             (reply.contains("version") ? reply["version"].dump() : std::string("(none)")) +
+             ", this jobbridge " + std::to_string(kControlVersion) +
+             " (use the same jobbridge binary)";
       return false;
     }
     replies->push_back(std::move(reply));
@@ -122,14 +128,16 @@ bool Exchange(const std::string& path, const std::vector<json>& requests,
 }
 
 // Asks for status and holders; false with *err (naming the socket).
-bool Ask(const std::string& path, json* status, json* holders, std::string* err) {
+// *gone: the jobbridge has ended (nothing listens, or it closed the
+// connection), as opposed to any other failure.
+bool Ask(const std::string& path, json* status, json* holders, std::string* err, bool* gone) {
   std::vector<json> replies;
-  if (!Exchange(path, {{{"request", "status"}}, {{"request", "holders"}}}, &replies, err)) {
+  if (!Exchange(path, {{{"request", "status"}}, {{"request", "holders"}}}, &replies, err, gone)) {
     return false;
   }
   for (const json& reply : replies) {
-    if (!reply.value("ok", false)) {
-      *err = "the jobbridge at " + path + " refused: " + reply.value("error", std::string("?"));
+    if (!Bool(reply, "ok")) {
+      *err = "the jobbridge at " + path + " refused: " + Str(reply, "error", "?");
       return false;
     }
   }
@@ -139,8 +147,7 @@ bool Ask(const std::string& path, json* status, json* holders, std::string* err)
 }
 
 int Int(const json& object, const char* key) {
-  auto it = object.find(key);
-  return it != object.end() && it->is_number_integer() ? it->get<int>() : 0;
+  return static_cast<int>(std::clamp<int64_t>(json_fields::Int(object, key), -(1 << 30), 1 << 30));
 }
 
 std::string Seconds(int64_t ms) {
@@ -151,14 +158,13 @@ std::string Seconds(int64_t ms) {
 
 std::string Row(const json& entry, const char* count_key) {
   char text[64];
-  std::string pid = entry.value("pid", json(nullptr)).is_number()
-                        ? std::to_string(entry["pid"].get<int>())
+  std::string pid = json_fields::Int(entry, "pid", -1) > 0
+                        ? std::to_string(json_fields::Int(entry, "pid"))
                         : std::string("-");
-  std::snprintf(text, sizeof text, "  %-8s %-9s %5d %8s  ", pid.c_str(),
-                entry.value("side", "").c_str(), Int(entry, count_key),
-                Seconds(entry.value("for_ms", 0)).c_str());
-  std::string what = entry.value("command", "");
-  if (what.empty()) what = "(" + entry.value("note", "") + ")";
+  std::snprintf(text, sizeof text, "  %-8s %-9s %5d %8s  ", pid.c_str(), Str(entry, "side").c_str(),
+                Int(entry, count_key), Seconds(json_fields::Int(entry, "for_ms")).c_str());
+  std::string what = Str(entry, "command");
+  if (what.empty()) what = "(" + Str(entry, "note") + ")";
   return text + what + "\n";
 }
 
@@ -168,7 +174,7 @@ std::vector<json> Sorted(const json& list, const char* count_key) {
   if (list.is_array()) entries.assign(list.begin(), list.end());
   std::stable_sort(entries.begin(), entries.end(), [&](const json& a, const json& b) {
     if (Int(a, count_key) != Int(b, count_key)) return Int(a, count_key) > Int(b, count_key);
-    return a.value("for_ms", 0) > b.value("for_ms", 0);
+    return json_fields::Int(a, "for_ms") > json_fields::Int(b, "for_ms");
   });
   return entries;
 }
@@ -227,26 +233,23 @@ std::string StatusUsageText() {
 
 std::string FormatStatusTable(const json& status, const json& holders) {
   std::string out;
-  const json none = json::object();
-  const json& in_use = status.contains("in_use") ? status["in_use"] : none;
-  const json& idle = status.contains("idle") ? status["idle"] : none;
-  const json& waiting = status.contains("waiting") ? status["waiting"] : none;
+  const json& in_use = json_fields::Obj(status, "in_use");
+  const json& idle = json_fields::Obj(status, "idle");
+  const json& waiting = json_fields::Obj(status, "waiting");
   int used = 0, idled = 0, waits = 0;
   for (const char* side : kSides) {
     used += Int(in_use, side);
     idled += Int(idle, side);
     waits += Int(waiting, side);
   }
-  std::string budget = status.value("budget", json(nullptr)).is_number()
-                           ? std::to_string(status["budget"].get<int>())
+  std::string budget = json_fields::Int(status, "budget", -1) > 0
+                           ? std::to_string(Int(status, "budget"))
                            : std::string("of the outer budget");
   out += "budget " + budget;
-  std::string joined = status.value("joined", json(nullptr)).is_string()
-                           ? status["joined"].get<std::string>()
-                           : std::string();
+  std::string joined = Str(status, "joined");
   out += joined.empty() ? " (root)" : " (joined " + joined + ")";
   out += ": " + std::to_string(used) + " in use, " + std::to_string(idled) + " idle";
-  if (status.value("free", json(nullptr)).is_number()) {
+  if (status.is_object() && status.contains("free") && status["free"].is_number()) {
     out += ", " + std::to_string(Int(status, "free")) + " free";
   }
   out += ", " + std::to_string(waits) + " waiting\n";
@@ -263,10 +266,15 @@ std::string FormatStatusTable(const json& status, const json& holders) {
   std::snprintf(line, sizeof line, "\n  %-8s %-9s %5s %8s  %s\n", "PID", "SIDE", "SLOTS", "FOR",
                 "COMMAND");
   out += "holders:" + std::string(line);
-  for (const json& entry : Sorted(holders.value("holders", json::array()), "slots")) {
+  const json empty = json::array();
+  auto list = [&](const char* key) -> const json& {
+    auto it = holders.is_object() ? holders.find(key) : holders.end();
+    return it != holders.end() && it->is_array() ? *it : empty;
+  };
+  for (const json& entry : Sorted(list("holders"), "slots")) {
     out += Row(entry, "slots");
   }
-  std::vector<json> waiters = Sorted(holders.value("waiters", json::array()), "requests");
+  std::vector<json> waiters = Sorted(list("waiters"), "requests");
   if (!waiters.empty()) {
     std::snprintf(line, sizeof line, "\n  %-8s %-9s %5s %8s  %s\n", "PID", "SIDE", "ASKS", "FOR",
                   "COMMAND");
@@ -293,8 +301,9 @@ int StatusMain(const std::vector<std::string>& args) {
   }
   for (bool first = true;; first = false) {
     json status, holders;
-    if (!Ask(path, &status, &holders, &err)) {
-      if (!first) return 0;  // watched to its end
+    bool gone = false;
+    if (!Ask(path, &status, &holders, &err, &gone)) {
+      if (!first && gone) return 0;  // watched to its end
       LogError(err);
       return 1;
     }
@@ -319,15 +328,27 @@ int StatusMain(const std::vector<std::string>& args) {
 int ResizeMain(const std::vector<std::string>& args) {
   StatusOptions options;
   std::string err, path;
-  std::vector<std::string> rest;
-  int jobs = 0;
-  for (const std::string& arg : args) {
-    int parsed = 0;
-    if (jobs == 0 && ParseWholeNumber(arg, &parsed)) {
-      jobs = parsed;
-    } else {
-      rest.push_back(arg);
+  // The options first (--pid and --socket take the next word), then
+  // exactly one more word: N.
+  std::vector<std::string> rest, positional;
+  for (size_t i = 0; i < args.size(); ++i) {
+    rest.push_back(args[i]);
+    if ((args[i] == "--pid" || args[i] == "--socket") && i + 1 < args.size()) {
+      rest.push_back(args[++i]);
+    } else if (!args[i].starts_with("-")) {
+      rest.pop_back();
+      positional.push_back(args[i]);
     }
+  }
+  int jobs = 0;
+  if (positional.size() > 1) {
+    LogError("resize: give one budget N, not " + std::to_string(positional.size()) +
+             " words (jobbridge resize N [--pid PID | --socket PATH])");
+    return 2;
+  }
+  if (positional.size() == 1 && (!ParseWholeNumber(positional[0], &jobs) || jobs <= 0)) {
+    LogError("resize: " + positional[0] + " is not a budget: give a whole number from 1");
+    return 2;
   }
   if (!ParseStatusCommandLine(rest, &options, &err) || options.json || options.watch) {
     LogError(err.empty() ? "resize: only --pid PID or --socket PATH may go with N" : err);
@@ -350,11 +371,11 @@ int ResizeMain(const std::vector<std::string>& args) {
     LogError(err);
     return 1;
   }
-  if (!replies[0].value("ok", false)) {
-    LogError("resize refused: " + replies[0].value("error", std::string("?")));
+  if (!Bool(replies[0], "ok")) {
+    LogError("resize refused: " + Str(replies[0], "error", "?"));
     return 1;
   }
-  int withheld = replies[0].value("withheld", 0);
+  int withheld = Int(replies[0], "withheld");
   std::printf("budget now %d", jobs);
   if (withheld > 0)
     std::printf(" (%d slot(s) still out beyond it: withheld as they come back)", withheld);

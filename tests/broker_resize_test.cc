@@ -2,10 +2,13 @@
 // serves at once; shrinking takes idle tokens back now and withholds the
 // rest as slots come back, never from a running job. A real loop, root pipe
 // pool and socket clients (broker_fixture.h).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
 
 #include "broker_fixture.h"
@@ -72,6 +75,26 @@ TEST_F(BrokerResizeTest, ShrinkingWithholdsSlotsAsTheyComeBack) {
   EXPECT_EQ(SocketHeld(), 1);
   waiter.Reset();
   ASSERT_TRUE(RunUntil([&] { return SocketHeld() == 0; }));
+  Finish();
+}
+
+// A token written into the root pool without being read (a client lending
+// the command's slot, as cc-rs 1.0 does, or one reaching the pipe by its
+// path) is not idle budget: status counted it as idle and the legacy side's
+// slots in use as -1.
+TEST_F(BrokerResizeTest, PlacesNeverCountMoreIdleThanHeld) {
+  Start(2);  // one token in the root pool
+  std::string path = "/proc/self/fd/" + std::to_string(pool_->InheritedFds()[0]);
+  UniqueFd writer(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(writer.valid()) << strerror(errno);
+  ASSERT_EQ(write(writer.get(), "+", 1), 1);  // before the broker looks again
+  for (const Broker::Place& place : broker_->Places()) {
+    EXPECT_LE(place.idle, place.held) << DescribeOwner(place.owner);
+    EXPECT_GE(place.idle, 0) << DescribeOwner(place.owner);
+  }
+  char token = 0;  // the lender takes it back
+  ASSERT_EQ(read(pool_->InheritedFds()[0], &token, 1), 1);
+  writer.Reset();
   Finish();
 }
 

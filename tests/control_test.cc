@@ -85,7 +85,10 @@ class FakeDelegate : public ControlServer::Delegate {
     ++status_calls;
     return {{"budget", 4}};
   }
-  json Holders() override { return {{"holders", json::array()}}; }
+  json Holders() override {
+    ++holders_calls;
+    return {{"holders", json::array({std::string(400, 'h')})}};
+  }
   bool Resize(int jobs, json* body, std::string* err) override {
     if (jobs > 8) {
       *err = "refused: more than 8";
@@ -98,6 +101,7 @@ class FakeDelegate : public ControlServer::Delegate {
   void Stop() override { ++stops; }
 
   int status_calls = 0;
+  int holders_calls = 0;
   int resized_to = 0;
   int stops = 0;
 };
@@ -182,6 +186,40 @@ TEST_F(ControlServerTest, BadLinesGetErrorsAndTheConnectionStaysUsable) {
   EXPECT_NE(reply["error"].get<std::string>().find("unknown request \"nope\""), std::string::npos);
   EXPECT_EQ(NextReply(client.get())["ok"], false);
   EXPECT_EQ(NextReply(client.get())["budget"], 4);
+  EXPECT_EQ(server_.closed_for_abuse(), 0);
+}
+
+// A client that sends its requests and shuts its sending side (echo ... |
+// nc -N) gets every reply, then end of file. The connection used to close
+// at end of file, with the replies not yet written.
+TEST_F(ControlServerTest, AHalfClosedClientGetsEveryReplyThenEndOfFile) {
+  UniqueFd client = Connect();
+  std::string requests;
+  for (int i = 0; i < 600; ++i) {
+    requests += "{\"request\":\"holders\",\"id\":" + std::to_string(i) + "}\n";
+  }
+  Send(client.get(), requests);
+  ASSERT_EQ(shutdown(client.get(), SHUT_WR), 0);
+  // All answered before the client reads: more than a socket buffer of
+  // replies (600 x ~450 bytes) waits in the server.
+  ASSERT_TRUE(RunUntil([&] { return delegate_.holders_calls == 600; }));
+  std::string got;
+  ASSERT_TRUE(RunUntil([&] {
+    char buffer[65536];
+    ssize_t n = recv(client.get(), buffer, sizeof buffer, MSG_DONTWAIT);
+    if (n > 0) got.append(buffer, static_cast<size_t>(n));
+    return n == 0;
+  })) << "no end of file after "
+      << got.size() << " bytes";
+  size_t lines = 0, start = 0, end = 0;
+  while ((end = got.find('\n', start)) != std::string::npos) {
+    json reply = json::parse(got.substr(start, end - start));
+    EXPECT_EQ(reply["id"], static_cast<int>(lines));
+    ++lines;
+    start = end + 1;
+  }
+  EXPECT_EQ(lines, 600u);
+  EXPECT_EQ(server_.connection_count(), 0u);
   EXPECT_EQ(server_.closed_for_abuse(), 0);
 }
 

@@ -94,5 +94,23 @@ TEST(ReportModelTest, WhatIsNotOurTraceIsNamed) {
   EXPECT_NE(err.find("not one written by jobbridge --trace"), std::string::npos) << err;
 }
 
+// Fields of the wrong type or missing, numbers out of range: read with
+// defaults, never thrown (each of these aborted jobbridge report).
+TEST(ReportModelTest, OddShapesAreReadNeverThrown) {
+  const char* clock = R"({"ph":"M","name":"jobbridge_clock"})";
+  for (std::string event :
+       {R"({"name":5})", R"({"ph":"C","name":"budget"})",
+        R"({"ph":"M","name":"thread_name","args":5})",
+        R"({"ph":"X","tid":"x","ts":1e300,"dur":-5})", R"({"ph":"C","name":"in use","args":[1]})",
+        R"({"ph":"b","id":"q"})", R"({"ph":"e","id":{}})", R"({"ph":"i","args":"x"})",
+        R"({"ph":"X","ts":9007199254740993,"dur":9007199254740993})"}) {
+    TraceModel model;
+    std::string err;
+    std::string text = std::string(R"({"traceEvents":[)") + clock + "," + event + "]}";
+    EXPECT_NO_THROW(EXPECT_TRUE(LoadTrace(text, &model, &err)) << event << ": " << err) << event;
+    EXPECT_GE(model.end_us, 0) << event;
+  }
+}
+
 }  // namespace
 }  // namespace jobbridge

@@ -22,6 +22,9 @@ struct ControlServer::Connection {
   std::string in;        // bytes read and not answered yet
   std::string out;       // replies not written yet (the client reads slowly)
   bool backlog = false;  // complete lines wait for the next turn
+  // The client shut its sending side (or closed): its requests are answered
+  // and the replies written before the connection is closed.
+  bool read_closed = false;
   uv_poll_t poll;
 };
 
@@ -94,7 +97,7 @@ bool ControlServer::Adopt(UniqueFd fd) {
     ++closed_for_abuse_;
     return false;
   }
-  auto* connection = new Connection{this, next_id_++, std::move(fd), {}, {}, false, {}};
+  auto* connection = new Connection{this, next_id_++, std::move(fd), {}, {}, false, false, {}};
   uv_poll_init(loop_, &connection->poll, connection->fd.get());
   connection->poll.data = connection;
   connections_[connection->id] = connection;
@@ -103,17 +106,34 @@ bool ControlServer::Adopt(UniqueFd fd) {
 }
 
 void ControlServer::Watch(Connection* connection) {
-  int events = UV_DISCONNECT;
-  if (!connection->backlog) events |= UV_READABLE;
+  // Once its sending side is shut, a connection is watched only for
+  // writing (its end of file would be reported again and again).
+  int events = connection->read_closed ? 0 : UV_DISCONNECT;
+  if (!connection->backlog && !connection->read_closed) events |= UV_READABLE;
   if (!connection->out.empty()) events |= UV_WRITABLE;
-  uv_poll_start(&connection->poll, events, OnEvents);
+  if (events == 0) {
+    uv_poll_stop(&connection->poll);
+  } else {
+    uv_poll_start(&connection->poll, events, OnEvents);
+  }
 }
 
 void ControlServer::OnEvents(uv_poll_t* handle, int status, int events) {
   auto* connection = static_cast<Connection*>(handle->data);
   ControlServer* server = connection->server;
+  if (status < 0 && connection->read_closed) return server->Close(connection, false);
   if (status == 0 && (events & UV_WRITABLE) && !server->Flush(connection)) return;
+  if (connection->read_closed) {
+    server->FinishIfDone(connection);
+    return;
+  }
   if (status < 0 || (events & (UV_READABLE | UV_DISCONNECT))) server->ReadFrom(connection);
+}
+
+void ControlServer::FinishIfDone(Connection* connection) {
+  if (connection->read_closed && !connection->backlog && connection->out.empty()) {
+    Close(connection, false);
+  }
 }
 
 void ControlServer::ReadFrom(Connection* connection) {
@@ -121,7 +141,13 @@ void ControlServer::ReadFrom(Connection* connection) {
   char buffer[kReadBytes];
   ssize_t n = RetryOnEintr([&] { return read(connection->fd.get(), buffer, sizeof buffer); });
   if (n < 0 && errno == EAGAIN) return;
-  if (n <= 0) return Close(connection, false);  // gone; unanswered requests with it
+  if (n < 0) return Close(connection, false);  // gone (reset); unanswered requests with it
+  if (n == 0) {
+    // End of file: what it asked is still answered (echo ... | nc -N).
+    connection->read_closed = true;
+    if (Answer(connection)) FinishIfDone(connection);
+    return;
+  }
   connection->in.append(buffer, static_cast<size_t>(n));
   if (!Answer(connection)) return;
   // No end of line within the limit: the client is not speaking the
@@ -199,7 +225,9 @@ void ControlServer::OnNextTurn(uv_idle_t* idle) {
   }
   for (uint64_t id : waiting) {
     auto it = server->connections_.find(id);
-    if (it != server->connections_.end()) server->Answer(it->second);
+    if (it != server->connections_.end() && server->Answer(it->second)) {
+      server->FinishIfDone(it->second);
+    }
   }
 }
 

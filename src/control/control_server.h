@@ -77,6 +77,9 @@ class ControlServer {
   void Send(Connection* connection, const std::string& reply);
   bool Flush(Connection* connection);  // false: it was closed
   void Watch(Connection* connection);
+  // Closes a connection whose sending side is shut once all it asked is
+  // answered and written.
+  void FinishIfDone(Connection* connection);
   void Close(Connection* connection, bool abuse);
 
   uv_loop_t* loop_;
