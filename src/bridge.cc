@@ -117,6 +117,7 @@ void StopServing(Context* ctx) {
   ctx->ended_ms = uv_now(&ctx->loop);
   ctx->sampler.Stop();
   ctx->progress.Stop();
+  if (ctx->tracer) ctx->tracer->Stop();
   if (ctx->pools) ctx->pools->Shutdown();  // what invocations still hold comes back
   // The broker (or relay) stops first, so no waiting client is granted a
   // slot while the others' connections close.
@@ -502,8 +503,11 @@ int RunBridge(const Options& options) {
   }
   sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
   if (semaphore) OfferSemaphore(&ctx, std::move(semaphore));
-  ctx.sampler.Start(&ctx.loop, &ledger, ctx.broker.get());
-  ctx.sampler.OnSample([&ctx](const BudgetSample& sample) { ctx.meter.Add(sample); });
+  // The sampler reads every place once a turn: only for those who use it.
+  if (options.verbose || options.progress || tracer) {
+    ctx.sampler.Start(&ctx.loop, &ledger, ctx.broker.get());
+    ctx.sampler.OnSample([&ctx](const BudgetSample& sample) { ctx.meter.Add(sample); });
+  }
   if (options.progress && isatty(STDERR_FILENO)) {
     ctx.progress.Start(&ctx.loop, STDERR_FILENO, &ctx.sampler);
   }

@@ -29,7 +29,13 @@ void Sampler::Start(uv_loop_t* loop, Ledger* ledger, Broker* broker) {
   turn_end_ = new uv_check_t;
   uv_check_init(loop, turn_end_);
   turn_end_->data = this;
-  if (!broker_) return;
+  if (!broker_) {
+    // Joined: a relay serves the tree; every change is the ledger's.
+    ledger_->AddObserver([this](Owner, int) {
+      if (turn_end_) uv_check_start(turn_end_, OnTurnEnd);
+    });
+    return;
+  }
   broker_->SetHooks({[this] {
                        if (turn_end_) uv_check_start(turn_end_, OnTurnEnd);
                      },
@@ -52,7 +58,8 @@ void Sampler::OnTurnEnd(uv_check_t* check) {
 BudgetSample Sampler::SampleNow() {
   BudgetSample sample;
   sample.now_ms = uv_now(loop_);
-  sample.budget = ledger_->budget();
+  // Joined, the budget is the outer one's, which it does not say: 0.
+  sample.budget = broker_ ? ledger_->budget() : 0;
   sample.withheld = ledger_->over();
   if (broker_) {
     sample.places = broker_->Places();

@@ -1,5 +1,6 @@
 // Reads the broker's places (Broker::Places) once per turn of the loop in
-// which the broker acted, and hands the totals per side to whoever listens:
+// which the broker acted (joined, with no broker: in which the ledger
+// changed), and hands the totals per side to whoever listens:
 // the trace's counters, the exit summary's utilisation, --progress. The
 // broker calls back after every pass of its policy (Broker::Hooks); the
 // reading waits for the end of the turn (a uv_check), so a burst of events
@@ -26,7 +27,7 @@ int SideIndex(OwnerKind kind);
 
 struct BudgetSample {
   uint64_t now_ms = 0;  // uv_now()
-  int budget = 0;
+  int budget = 0;       // 0 when joined: the outer budget's, which it does not say
   int withheld = 0;
   std::array<int, 5> in_use{}, idle{}, waiting{};
   std::vector<Broker::Place> places;

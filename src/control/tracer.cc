@@ -34,6 +34,7 @@ std::unique_ptr<Tracer> Tracer::Open(const std::string& path, std::string* err) 
 }
 
 Tracer::~Tracer() {
+  Stop();
   std::string err;
   Close(&err);
 }
@@ -54,8 +55,17 @@ void Tracer::Start(Sources sources) {
         {"pid", kBridgePid},
         {"name", "jobbridge_clock"},
         {"args", {{"epoch_us_at_ts_0", epoch_us}, {"version", kTraceVersion}}}});
-  Resized(sources_.ledger->budget());
+  if (sources_.broker) Resized(sources_.ledger->budget());  // joined: the outer one's, unsaid
   started_ = true;
+  flush_timer_ = new uv_timer_t;
+  uv_timer_init(sources_.loop, flush_timer_);
+  flush_timer_->data = this;
+  // Batches reach the file every kFlushMs even while nothing happens (a
+  // long link step), so a SIGKILL loses at most that much.
+  uv_timer_start(
+      flush_timer_, [](uv_timer_t* timer) { static_cast<Tracer*>(timer->data)->Flush(); }, kFlushMs,
+      kFlushMs);
+  uv_unref(reinterpret_cast<uv_handle_t*>(flush_timer_));
   for (const auto& [owner, held] : sources_.ledger->Holders()) OnHeld(owner, held);
   sources_.ledger->AddObserver([this](Owner owner, int held) { OnHeld(owner, held); });
   if (sources_.sampler) {
@@ -257,8 +267,14 @@ void Tracer::Flush() {
   buffer_.clear();
 }
 
+void Tracer::Stop() {
+  CloseAndDelete(flush_timer_);
+  flush_timer_ = nullptr;
+}
+
 bool Tracer::Close(std::string* err) {
   if (closed_ || !fd_.valid()) return !failed_;
+  if (!started_) buffer_ = "{\"traceEvents\":[";  // never started: an empty trace
   uint64_t now = Now();
   for (auto& [owner, open] : open_) {
     for (uint64_t start : open.starts) EmitSlice(open.tid, start, now, SideOf(owner.kind));

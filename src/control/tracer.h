@@ -60,6 +60,9 @@ class Tracer {
   void Resized(int jobs);
   // COMMAND started: its track (the implicit slot's) is named after it.
   void CommandStarted(pid_t pid);
+  // Closes the flush timer (freed in its close callback); call it while the
+  // loop runs. Idempotent.
+  void Stop();
   // Ends every open slice, writes the end of the JSON and closes the file.
   // False with *err when a write failed (said once, when it happened).
   bool Close(std::string* err);
@@ -84,8 +87,9 @@ class Tracer {
   static constexpr uint64_t kFlushMs = 100;
   static constexpr size_t kFlushBytes = 64 * 1024;
   uint64_t start_ns_ = 0;
-  uint64_t flushed_ms_ = 0;  // uv_now() of the last write
-  std::string buffer_;       // events of this turn, not written yet
+  uint64_t flushed_ms_ = 0;            // uv_now() of the last write
+  uv_timer_t* flush_timer_ = nullptr;  // freed in its close callback
+  std::string buffer_;                 // events of this turn, not written yet
   bool first_ = true;
   bool started_ = false;
   bool failed_ = false;

@@ -80,6 +80,7 @@ void ProgressLine::Start(uv_loop_t* loop, int fd, Sampler* sampler) {
   sampler->OnSample([this](const BudgetSample& sample) {
     last_ = sample;
     changed_ = true;
+    sampled_ = true;
   });
 }
 
@@ -95,8 +96,8 @@ std::string ProgressLine::Text(const BudgetSample& sample, uint64_t elapsed_ms) 
     sides += (sides.empty() ? "" : ", ") + std::string(kSideNames[i]) + " " +
              std::to_string(sample.in_use[i]);
   }
-  std::string text = "[jobbridge] " + std::to_string(sample.total(sample.in_use)) + "/" +
-                     std::to_string(sample.budget) + " in use";
+  std::string text = "[jobbridge] " + std::to_string(sample.total(sample.in_use)) +
+                     (sample.budget > 0 ? "/" + std::to_string(sample.budget) : "") + " in use";
   if (!sides.empty()) text += " (" + sides + ")";
   text += ", " + std::to_string(sample.total(sample.waiting)) + " waiting, " +
           Fixed(static_cast<double>(elapsed_ms) / 1000, 1) + " s";
@@ -104,7 +105,7 @@ std::string ProgressLine::Text(const BudgetSample& sample, uint64_t elapsed_ms) 
 }
 
 void ProgressLine::Draw() {
-  if (!last_.budget) return;  // nothing sampled yet
+  if (!sampled_) return;
   drawn_ms_ = uv_now(loop_);
   changed_ = false;
   std::string line = "\r\033[K" + Text(last_, drawn_ms_ - start_ms_);

@@ -66,6 +66,7 @@ class ProgressLine {
   BudgetSample last_;
   bool drawn_ = false;
   bool changed_ = false;  // a sample came since the last drawing
+  bool sampled_ = false;
 };
 
 }  // namespace jobbridge
