@@ -1,6 +1,7 @@
 """The control socket (docs/CONTROL.md) under the real binary: `jobbridge
-status` during a mixed build of make, socket and semaphore clients; what it
-reports must add up and name the real processes. Every test ends by proving
+status` during a mixed build of make, ninja, socket and semaphore clients;
+what it reports must add up and name the real processes; resize, stop, and
+bad clients beside a build. Every test ends by proving
 that nothing was lost."""
 
 import json
@@ -13,7 +14,8 @@ import time
 import types
 import unittest
 
-from harness import BridgeTestCase, HERE, max_overlap, read_stamps, wait_for
+from harness import BridgeTestCase, HERE, max_overlap, ninja_binary, read_stamps, wait_for
+from sysvsem_support import build_sysvsem_client
 
 CLIENT = os.path.join(HERE, "socket_client.py")
 SIDES = ("command", "legacy", "socket", "sysvsem", "upstream")
@@ -30,12 +32,23 @@ class StatusTest(BridgeTestCase):
         return result
 
     def test_status_during_a_mixed_build_adds_up_and_names_the_socket_clients(self):
-        self.sandbox.write_file("Makefile", "all: " + " ".join(f"m{i}" for i in range(8)) + "\n"
-                                + "".join(f'm{i}:\n\t@"$(JOB)" make{i} 0.3\n' for i in range(8)))
+        # make (with a recipe running ninja), socket clients and semaphore
+        # clients, all at once.
+        self.sandbox.write_file("Makefile", "all: nj " + " ".join(f"m{i}" for i in range(8)) + "\n"
+                                + "".join(f'm{i}:\n\t@"$(JOB)" make{i} 0.3\n' for i in range(8))
+                                + "nj:\n\t+@ninja -C nj >/dev/null\n.PHONY: all nj\n")
+        os.mkdir(os.path.join(self.sandbox.root, "nj"))
+        self.sandbox.write_file("nj/build.ninja", 'rule job\n  command = "$$JOB" $name 0.3\n'
+                                + "".join(f"build n{i}: job\n  name = ninja{i}\n"
+                                          for i in range(4)))
+        semaphore_client = build_sysvsem_client(self.sandbox.root)
+        env = dict(self.sandbox.env)
+        env["PATH"] = os.path.dirname(ninja_binary()) + os.pathsep + env["PATH"]
         script = ("make -s & "
                   + " ".join(f"{sys.executable} {CLIENT} sock{i} 0.3 4 &" for i in range(3))
+                  + " ".join(f" {semaphore_client} sem{i} 0.3 3 &" for i in range(2))
                   + " wait; touch done")
-        bridge = self.sandbox.start([self.bridge, "-v", "-j4", "--", "sh", "-c", script])
+        bridge = self.sandbox.start([self.bridge, "-v", "-j4", "--", "sh", "-c", script], env=env)
         done = os.path.join(self.sandbox.root, "done")
         wait_for(lambda: self.sandbox.runtime_leftovers() and os.path.exists(os.path.join(
             self.sandbox.tmp, self.sandbox.runtime_leftovers()[0], "control.sock")), 30,
@@ -78,6 +91,10 @@ class StatusTest(BridgeTestCase):
                 seen.add(name)
             self.assertEqual(socket_in_use, status["in_use"]["socket"], sample)
         self.assertEqual(seen, {"sock0", "sock1", "sock2"}, "socket clients never listed")
+        # Every side was seen holding slots in some sample.
+        for side in ("legacy", "socket", "sysvsem"):
+            self.assertTrue(any(x["status"]["in_use"][side] > 0 for x in samples), side)
+        self.assertNotIn("sysvsem_client:", err)
         self.assertLessEqual(max_overlap(self.sandbox.intervals()), 4)
         print(f"\n{len(samples)} status samples during the build, each adding up to 4",
               file=sys.stderr)
