@@ -173,65 +173,6 @@ void OnChildChanged(uv_signal_t* handle, int /*signum*/) {
   }
 }
 
-// Tokens a client wrote back without taking them, dropped while the tree ran
-// (Broker::DropSurplus): until then the pool held more than the budget.
-struct SurplusSeen {
-  int tokens = 0;
-  uint64_t first_ms = 0;  // after the start
-};
-
-// Counts the tokens back and says what is missing or extra. Returns false
-// when the pool does not hold what the ledger says it should.
-
-bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, const SurplusSeen& surplus, bool verbose) {
-  pool->CloseInherited();
-  std::string err;
-  int back = pool->Drain(&err);
-  int expected = ledger->HeldBy(kLegacyOwner);
-  if (back < 0) {
-    LogWarning(err);
-    return false;
-  }
-  // The command's implicit slot may have been lent to the pool (Broker::
-  // SettleLegacyBooks; a FIFO is looked at only on events, so the broker
-  // may not have seen it yet): it is the command's again, whether its
-  // lender took it back or it sits in the pool. One token beyond the count
-  // is that slot, not surplus.
-  if (ledger->HeldBy(kCommandOwner) == 0) {
-    ledger->Transfer(kLegacyOwner, kCommandOwner, 1, &err);
-    --expected;
-  }
-  if (back > expected) --back;
-  if (expected > 0) ledger->Release(kLegacyOwner, expected, &err);
-  if (back < expected) {
-    LogWarning(std::to_string(expected - back) + " of " + std::to_string(expected) +
-               " jobserver tokens did not come back: a job holding them was killed, or still "
-               "runs outside the tree");
-    return false;
-  }
-  if (back > expected) {
-    LogWarning("the jobserver pool held " + std::to_string(back - expected) +
-               " token(s) more than the " + std::to_string(expected) +
-               " it handed out: a client wrote back tokens it never took");
-    return false;
-  }
-  if (surplus.tokens > 0) {
-    char when[32];
-    std::snprintf(when, sizeof when, "%.1f", static_cast<double>(surplus.first_ms) / 1000);
-    LogWarning("the " + std::to_string(expected) + " jobserver tokens came back, but legacy " +
-               "clients wrote back " + std::to_string(surplus.tokens) +
-               " token(s) they never took during the run, the first " + when +
-               " s after the start; they were dropped, and until each was, more jobs than the " +
-               "budget could run");
-    return false;
-  }
-  if (verbose) {
-    LogInfo("all " + std::to_string(expected) + " jobserver tokens came back (budget " +
-            std::to_string(ledger->budget()) + ")");
-  }
-  return true;
-}
-
 // Builds the event loop's handles: the socket server and what serves it (a
 // broker for a root, a relay to the outer budget otherwise), the signal
 // watchers. Returns false (with *err; the handles made so far are closed by

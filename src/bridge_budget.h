@@ -1,8 +1,10 @@
 // How a jobbridge settles its budget before anything runs (bridge.cc's
 // set-up): the outer budget to join, or none (it is the root then), and the
-// legacy pool its command's tree gets.
+// legacy pool its command's tree gets; and how it counts that pool's tokens
+// back at the end.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,5 +37,16 @@ OuterBudget ChooseBudget(const Options& options);
 // there is none to share, an empty pool of its own. False with *err.
 bool MakeChildPool(const Options& options, const OuterBudget& outer, Ledger* ledger,
                    const RuntimeDir& runtime_dir, ChildPool* pool, std::string* err);
+
+// Tokens a client wrote back without taking them, dropped while the tree ran
+// (Broker::DropSurplus): until then the pool held more than the budget.
+struct SurplusSeen {
+  int tokens = 0;
+  uint64_t first_ms = 0;  // after the start
+};
+
+// Counts the tokens back and says what is missing or extra. Returns false
+// when the pool does not hold what the ledger says it should.
+bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, const SurplusSeen& surplus, bool verbose);
 
 }  // namespace jobbridge
