@@ -115,6 +115,15 @@ def read_intervals(log_path):
     return intervals
 
 
+def read_text(path):
+    """The file's text, or "" while it does not exist."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def max_overlap(intervals):
     """The largest number of jobs that ran at the same instant."""
     events = []
@@ -186,6 +195,10 @@ class Sandbox:
     def intervals(self):
         return read_intervals(self.log)
 
+    def ended_jobs(self):
+        """How many jobs of the log have ended."""
+        return sum(1 for _, _, end in self.intervals() if end is not None)
+
     def runtime_leftovers(self):
         return [name for name in os.listdir(self.tmp) if name.startswith("jobbridge-")]
 
@@ -244,6 +257,16 @@ class BridgeTestCase(unittest.TestCase):
         self.assertNotIn("did not come back", result.stderr)
         self.assertNotIn("token(s) more than the", result.stderr)
         self.assert_no_leftovers()
+
+    def resize(self, bridge_pid, jobs):
+        """`jobbridge resize JOBS --pid BRIDGE_PID`, which must succeed.
+        Returns ((asked, answered), stdout): when the request was sent and
+        when the reply came (time.time_ns(); it took effect in between)."""
+        asked = time.time_ns()
+        result = self.sandbox.run([self.bridge, "resize", str(jobs), "--pid", str(bridge_pid)],
+                                  timeout=30)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return (asked, time.time_ns()), result.stdout
 
     def assert_no_leftovers(self):
         self.assertEqual(self.sandbox.runtime_leftovers(), [], "runtime folder left behind")

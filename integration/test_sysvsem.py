@@ -16,7 +16,8 @@ import time
 import types
 import unittest
 
-from harness import BridgeTestCase, HERE, max_overlap, ninja_binary, read_stamps, wait_for
+from harness import (BridgeTestCase, HERE, max_overlap, ninja_binary, read_stamps, read_text,
+                     wait_for)
 from sysvsem_support import build_sysvsem_client
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -28,15 +29,6 @@ def semctl(semid, command):
     """semctl(semid, 0, command): its result, or -errno."""
     result = LIBC.semctl(ctypes.c_int(semid), ctypes.c_int(0), ctypes.c_int(command))
     return result if result >= 0 else -ctypes.get_errno()
-
-
-def read_text(path):
-    """The file's text, or "" while it does not exist."""
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def cpu_ns(pid):

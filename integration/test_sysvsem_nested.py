@@ -22,7 +22,8 @@ import tempfile
 import time
 import unittest
 
-from harness import BridgeTestCase, HERE, max_overlap, read_stamps, tagged_processes, wait_for
+from harness import (BridgeTestCase, HERE, max_overlap, read_stamps, read_text, tagged_processes,
+                     wait_for)
 from sysvsem_support import (GETNCNT, GETVAL, IPC_CREAT, IPC_PRIVATE, IPC_RMID, LIBC,
                              build_sysvsem_client, semctl)
 
@@ -96,15 +97,6 @@ class NestedSemaphoreTestCase(BridgeTestCase):
                      "grants to " + ", ".join(names))
         except AssertionError as error:
             raise AssertionError(f"{error}; the log:\n{self.sandbox.read_log()}") from None
-
-
-def read_text(path):
-    """The file's text, or "" while it does not exist."""
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 SAY_ROBUST = 'echo "$ROBUST_JOBSERVER" > robust.txt; '

@@ -75,18 +75,10 @@ class TraceTest(BridgeTestCase):
         bridge = self.sandbox.start([self.bridge, "-v", "-j4", "--trace", trace, "--", "sh",
                                      "-c", script])
 
-        def ended():
-            return sum(1 for _, _, end in self.sandbox.intervals() if end is not None)
-
-        def resize(n):
-            result = self.sandbox.run([self.bridge, "resize", str(n), "--pid", str(bridge.pid)],
-                                      timeout=30)
-            self.assertEqual(result.returncode, 0, result.stderr)
-
-        wait_for(lambda: ended() >= 6, 60, "6 jobs to end")
-        resize(2)
-        wait_for(lambda: ended() >= 12, 60, "6 more jobs to end")
-        resize(4)
+        wait_for(lambda: self.sandbox.ended_jobs() >= 6, 60, "6 jobs to end")
+        self.resize(bridge.pid, 2)
+        wait_for(lambda: self.sandbox.ended_jobs() >= 12, 60, "6 more jobs to end")
+        self.resize(bridge.pid, 4)
         out, err = bridge.communicate(timeout=120)
         self.assertEqual(bridge.returncode, 0, err)
         self.assertNotIn("sysvsem_client:", err)
