@@ -19,7 +19,7 @@ clang++ "${flags[@]}" -Itests fuzz/socket_fuzzer.cc src/broker.cc src/broker_poo
   src/endpoints/socket_server-posix.cc src/endpoints/socket_endpoint.cc \
   src/endpoints/invocation_pool-posix.cc src/endpoints/invocation_endpoint.cc \
   src/endpoints/legacy_pool-posix.cc src/endpoints/root_pool_endpoint.cc \
-  src/read_watcher-posix.cc src/core/ledger.cc src/core/makeflags.cc \
+  src/read_watcher-posix.cc src/core/ledger.cc src/core/makeflags.cc src/counted_waiters.cc \
   $(pkg-config --cflags --libs libuv) -o "$out/socket_fuzzer" &
 socket_build=$!
 clang++ "${flags[@]}" fuzz/control_fuzzer.cc src/control/control_protocol.cc \
