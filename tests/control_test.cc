@@ -270,7 +270,8 @@ TEST_F(ControlServerTest, AFloodWithoutReadingIsClosedAndNeverHoldsTheLoop) {
     if (n > 0) sent += static_cast<int>(n);
     return server_.closed_for_abuse() == 1;
   });
-  EXPECT_TRUE(flood_closed) << "sent " << sent << " bytes, status answered " << delegate_.status_calls;
+  EXPECT_TRUE(flood_closed) << "sent " << sent << " bytes, status answered "
+                            << delegate_.status_calls;
   EXPECT_LE(most_per_turn, 2 * ControlServer::kRequestsPerTurn);
   Send(other.get(), "{\"request\":\"status\"}\n");
   EXPECT_EQ(NextReply(other.get())["budget"], 4);
