@@ -47,7 +47,7 @@ class Delegate : public ControlServer::Delegate {
     *err = "odd";
     return false;
   }
-  void Stop() override {}
+  bool Stop(int64_t /*timeout_ms*/) override { return false; }
 };
 
 // Reads what is there and checks every complete reply line.

@@ -14,6 +14,8 @@
 #include "adapt.h"
 #include "child_env.h"
 #include "core/makeflags.h"
+#include "daemon_env.h"
+#include "implicit_slot.h"
 #include "log.h"
 #include "outer_budget.h"
 #include "pool_client.h"
@@ -204,9 +206,12 @@ bool AdaptValue(const std::string& value, Form form, OpenedFifos* fifos, std::st
 // own pool when it starts one), so one that jobbridge wrote must not outrank
 // it; cargo's own stays. Below any other tool it gives jobserver-rs R,W,
 // as the root does when MAKEFLAGS names a path (child_env.h).
-void AdaptCargoMakeflags(Form form, const PoolNames& names, int jobs) {
+void AdaptCargoMakeflags(Form form, const PoolNames& names, int jobs, bool for_cargo) {
   const char* cargo = std::getenv("CARGO_MAKEFLAGS");
   const char* mark = std::getenv(kCargoMakeflagsMark);
+  // cargo itself (under a daemon) reads the pool it was given: one that
+  // jobbridge wrote is rewritten to it.
+  if (for_cargo && cargo && mark && std::string(cargo) == mark) cargo = nullptr;
   if (form == Form::kMake) {
     if (cargo && mark && std::string(cargo) == mark) unsetenv("CARGO_MAKEFLAGS");
     unsetenv(kCargoMakeflagsMark);
@@ -257,6 +262,15 @@ bool UseOwnPool(Form form, const std::vector<std::string>& argv, PoolNames* give
   return true;
 }
 
+// Execs the real tool; returns only when it cannot be run.
+int Exec(const std::string& real, const std::vector<std::string>& argv, const ShimTrail& trail) {
+  trail.Export();
+  std::vector<char*> args = CStrings(argv);
+  execv(real.c_str(), args.data());
+  LogError("adapt: cannot run " + real + ": " + strerror(errno));
+  return 126;
+}
+
 }  // namespace
 
 bool IsAdaptedTool(const std::string& name) {
@@ -273,6 +287,13 @@ int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
     LogError("adapt: no '" + tool + "' in PATH besides jobbridge's own shim; install it " +
              "or check PATH");
     return 127;
+  }
+  bool under_daemon = std::getenv(kDaemonVariable) && *std::getenv(kDaemonVariable);
+  if (tool == "cargo" && !under_daemon) return Exec(real, argv, trail);
+  // A step's top-level tool pays for the slot it runs its first job on.
+  if (std::string err; !TakeImplicitSlot(tool, &err)) {
+    LogError(err);
+    return 1;
   }
   Form form = FormFor(tool);
   OpenedFifos fifos;
@@ -296,12 +317,8 @@ int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
     LogWarning("adapt: no pool of its own for " + tool + ": " + err + "; it shares the pool " +
                "it was given");
   }
-  AdaptCargoMakeflags(form, given, jobs);
-  trail.Export();
-  std::vector<char*> args = CStrings(argv);
-  execv(real.c_str(), args.data());
-  LogError("adapt: cannot run " + real + ": " + strerror(errno));
-  return 126;
+  AdaptCargoMakeflags(form, given, jobs, tool == "cargo");
+  return Exec(real, argv, trail);
 }
 
 int AdaptMain(const std::vector<std::string>& args) {

@@ -15,8 +15,10 @@
 
 namespace jobbridge {
 
-// The tools the shims stand in for.
-inline constexpr const char* kAdaptedTools[] = {"make", "gmake", "ninja"};
+// The tools the shims stand in for. cargo is adapted under `jobbridge
+// daemon` only (it takes its implicit slot and gets a pool of its own there);
+// elsewhere its shim runs it unchanged.
+inline constexpr const char* kAdaptedTools[] = {"make", "gmake", "ninja", "cargo"};
 
 // True when `name` (a basename) is one of kAdaptedTools.
 bool IsAdaptedTool(const std::string& name);

@@ -15,29 +15,16 @@
 
 #include "adapt.h"
 #include "bridge_budget.h"
-#include "broker.h"
-#include "caretaker.h"
+#include "bridge_context.h"
 #include "child_env.h"
-#include "control/budget_view.h"
-#include "control/control_server.h"
-#include "control/sampler.h"
-#include "control/tracer.h"
-#include "control/usage.h"
-#include "core/ledger.h"
+#include "daemon_env.h"
 #include "endpoints/legacy_pool.h"
 #include "endpoints/semaphore_endpoint.h"
-#include "endpoints/socket_server.h"
-#include "endpoints/upstream.h"
 #include "fd_limits-posix.h"
 #include "log.h"
 #include "outer_budget.h"
 #include "pool_client.h"
-#include "pool_server.h"
-#include "relay.h"
-#include "runtime_dir-posix.h"
-#include "signal_forwarder.h"
 #include "subprocess-posix.h"
-#include "terminal-posix.h"
 #include "util/fifo_pair.h"
 #include "util/signals.h"
 
@@ -47,46 +34,14 @@ namespace {
 
 const std::vector<int> kForwardedSignals = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 
-// The event loop's state. Lives on the stack of RunBridge and outlives every
-// handle: uv_run returns only after all of them are closed.
-struct Context {
-  uv_loop_t loop;
-  bool loop_started = false;  // uv_loop_init succeeded
-  SignalForwarder forwarder;
-  uv_signal_t child_changed;
-  pid_t child = -1;
-  Terminal terminal;
-  int exit_status = 1;
-  int exit_signal = 0;     // the signal that killed the command, or 0
-  int pending_signal = 0;  // forwarded before the command existed
-  std::unique_ptr<SocketServer> server;
-  std::unique_ptr<Broker> broker;      // the root of a budget serves its sockets so
-  std::unique_ptr<Upstream> upstream;  // a jobbridge that joined an outer budget
-  std::unique_ptr<Relay> relay;        // relays them to it
-  std::unique_ptr<PoolServer> pools;   // per-invocation pools (docs/LEAKS.md)
-  std::unique_ptr<BudgetView> view;    // what the control socket shows
-  std::unique_ptr<Tracer> tracer;      // --trace
-  std::unique_ptr<ControlServer> control;
-  EndpointId semaphore = 0;  // the Robust Jobserver's, in the broker (0: none)
-  Ledger* ledger = nullptr;
-  // A root at the top runs the command in a process group of its own and
-  // hands it the terminal; a jobbridge that is a job of a build leaves both
-  // to that build, as a make recipe does (StartedInsideABuild).
-  bool own_group = true;
-  std::string outer;         // the outer budget joined, described for messages
-  std::string pools_path;    // the pools socket, when it serves per-invocation pools
-  std::string control_path;  // the control socket, when it is open
-  bool verbose = false;
-  Sampler sampler;  // the broker's places once a turn: the trace, the summary, --progress
-  UsageMeter meter;
-  ProgressLine progress;
-  uint64_t ended_ms = 0;  // uv_now() when COMMAND ended
-};
+}  // namespace
 
 void CloseSignalHandles(Context* ctx) {
   ctx->forwarder.Stop();
   uv_close(reinterpret_cast<uv_handle_t*>(&ctx->child_changed), nullptr);
 }
+
+namespace {
 
 // Gives back every slot borrowed from the outer budget, and says so.
 void ReturnLeases(Context* ctx) {
@@ -99,6 +54,8 @@ void ReturnLeases(Context* ctx) {
   }
 }
 
+}  // namespace
+
 // Says which socket clients outlived the command, then closes every
 // connection (their slots come back through the broker) and the listener.
 void StopServing(Context* ctx) {
@@ -109,8 +66,8 @@ void StopServing(Context* ctx) {
   if (!holders.empty()) {
     std::string pids;
     for (pid_t pid : holders) pids += (pids.empty() ? "" : ", ") + std::to_string(pid);
-    LogWarning(std::to_string(holders.size()) +
-               " socket client(s) still held slots when the command ended (pid " + pids +
+    LogWarning(std::to_string(holders.size()) + " socket client(s) still held slots when the " +
+               (ctx->daemon.on ? "daemon stopped" : "command ended") + " (pid " + pids +
                "); their connections were closed");
   }
   if (ctx->control) ctx->control->Shutdown();
@@ -128,6 +85,10 @@ void StopServing(Context* ctx) {
 }
 
 void ForwardSignal(Context* ctx, int sig, bool from_terminal) {
+  if (ctx->daemon.on) {  // no command: a signal stops the daemon at once
+    BeginDaemonStop(ctx, 0, std::string("signal ") + sigabbrev_np(sig));
+    return;
+  }
   if (ctx->child <= 0) {
     // Not started yet (kill(-(-1)) would reach init): passed on once it is.
     ctx->pending_signal = sig;
@@ -144,6 +105,8 @@ void ForwardSignal(Context* ctx, int sig, bool from_terminal) {
     kill(ctx->child, sig);
   }
 }
+
+namespace {
 
 // The command's group was stopped by job control (Ctrl-Z, or reading or
 // writing the terminal from the background): stop with it, so the shell sees
@@ -162,6 +125,7 @@ void FollowStop(Context* ctx, int stop_signal) {
 
 void OnChildChanged(uv_signal_t* handle, int /*signum*/) {
   auto* ctx = static_cast<Context*>(handle->data);
+  if (ctx->child <= 0) return;  // a daemon's caretaker is not its command
   ChildState state = PollChild(ctx->child);
   if (state.kind == ChildState::Kind::kStopped) {
     FollowStop(ctx, state.signal);
@@ -240,53 +204,6 @@ void OfferSemaphore(Context* ctx, std::unique_ptr<SemaphoreEndpoint> semaphore) 
   });
 }
 
-// Opens the control socket (docs/CONTROL.md). Without it the build still
-// runs; status cannot be asked.
-void ServeControl(Context* ctx, const std::string& path) {
-  BudgetView::Sources sources{&ctx->loop,
-                              ctx->ledger,
-                              ctx->broker.get(),
-                              ctx->broker ? "" : ctx->outer,
-                              [ctx] { return ctx->child; },
-                              [ctx] { ForwardSignal(ctx, SIGTERM, false); },
-                              [ctx](int jobs) {
-                                if (ctx->tracer) ctx->tracer->Resized(jobs);
-                              }};
-  ctx->view = std::make_unique<BudgetView>(std::move(sources));
-  auto control = std::make_unique<ControlServer>(&ctx->loop, ctx->view.get());
-  std::string err;
-  if (!control->Listen(path, &err)) {
-    LogWarning(err + "; jobbridge status cannot reach this jobbridge");
-    control->Shutdown();
-    return;
-  }
-  ctx->control = std::move(control);
-  ctx->control_path = path;
-}
-
-// Starts the server that gives each tool invocation a pool of its own; the
-// caretaker holds copies of each pool's ends while its invocation lives.
-bool ServePools(Context* ctx, const RuntimeDir& runtime_dir, Caretaker* caretaker,
-                std::string* err) {
-  if (!EnoughFdsForPools(err)) return false;  // the command must still start
-  auto pools = std::make_unique<PoolServer>(&ctx->loop, ctx->broker.get(), runtime_dir.path());
-  pools->SetHooks({[caretaker](const PoolServer::Invocation& invocation) {
-                     caretaker->Keep(invocation.id, invocation.pool->returns_fd(),
-                                     invocation.pool->token_fd());
-                   },
-                   [caretaker](const PoolServer::Invocation& invocation) {
-                     caretaker->Forget(invocation.id);
-                   }});
-  std::string path = runtime_dir.Join("pools.sock");
-  if (!pools->Listen(path, err)) {
-    pools->Shutdown();
-    return false;
-  }
-  ctx->pools = std::move(pools);
-  ctx->pools_path = path;
-  return true;
-}
-
 // The shim folder for the adapters, or "" when they are off or cannot be made.
 std::string MakeShims(const Options& options, const RuntimeDir& runtime_dir) {
   if (!options.adapters) return "";
@@ -322,7 +239,8 @@ void Finish(Context* ctx, Ledger* ledger, ChildPool* pool, RuntimeDir* runtime_d
                "invocations when they ended (killed?), and given back to the budget then: " + who);
   }
   if (pool->own) {
-    CloseLegacyPool(pool->own.get(), ledger, surplus, verbose && !ctx->upstream && others_back);
+    CloseLegacyPool(pool->own.get(), ledger, surplus, verbose && !ctx->upstream && others_back,
+                    /*command_slot=*/!ctx->daemon.on, &ctx->daemon.missing);
   }
   if (int held = ledger->HeldBy(kCommandOwner); held > 0) {
     ledger->Release(kCommandOwner, held, &err);
@@ -348,6 +266,19 @@ int ExitStatus(const Context& ctx) {
   LogError("exiting with an error: the outer budget was lost while the command ran (" +
            ctx.relay->lost_reason() + ")");
   return ctx.exit_status != 0 ? ctx.exit_status : 1;
+}
+
+// A daemon serves until it is stopped (bridge_daemon.cc), and tells whoever
+// started it the steps' environment instead of starting a command.
+int RunDaemon(Context* ctx, const Options& options, const DaemonPlaces& places, Ledger* ledger,
+              ChildPool* pool, RuntimeDir* runtime_dir, Caretaker* caretaker) {
+  StartDaemon(ctx, options);
+  TellReady(options, places.shims, DaemonVariables(places), runtime_dir->Join(kDaemonEnvFile));
+  RunLoopToEnd(ctx);
+  Finish(ctx, ledger, pool, runtime_dir, options.verbose);
+  caretaker->Dismiss();
+  int surplus = ctx->broker->surplus_dropped() + ctx->broker->counted_surplus();
+  return EndDaemon(ctx, ctx->broker->reclaimed(), surplus);
 }
 
 }  // namespace
@@ -386,9 +317,12 @@ int RunBridge(const Options& options) {
     LogError(err);
     return 1;
   }
+  // Before anything is forked: a daemon's log takes its output.
+  if (options.daemon.on) MoveOutputToLog(runtime_dir.Join(kDaemonLogFile));
   // Joined, the outer budget is the limit: the ledger counts what is borrowed.
   Ledger ledger(joined ? Ledger::kMaxBudget : options.jobs);
-  ledger.Grant(kCommandOwner, 1, &err);  // the implicit slot, never returned
+  // The implicit slot, never returned. A daemon has no command.
+  if (!options.daemon.on) ledger.Grant(kCommandOwner, 1, &err);
   ChildPool pool;
   if (!MakeChildPool(options, outer, &ledger, runtime_dir, &pool, &err)) {
     LogError(err);
@@ -432,7 +366,8 @@ int RunBridge(const Options& options) {
   // A process group leader heads a job of its own (a shell's job, setsid, a
   // ninja command): it is at the top of that job, whatever the environment
   // says; make never makes a recipe a group leader.
-  ctx.own_group = getpgrp() == getpid() || !StartedInsideABuild(std::getenv);
+  ctx.own_group =
+      !options.daemon.on && (getpgrp() == getpid() || !StartedInsideABuild(std::getenv));
   ctx.outer = outer.Describe();
   ctx.verbose = options.verbose;
   std::string socket_path = runtime_dir.Join("jobserver.sock");
@@ -444,19 +379,8 @@ int RunBridge(const Options& options) {
   }
   sigprocmask(SIG_SETMASK, &original_mask, nullptr);  // the handlers take them now
   if (semaphore) OfferSemaphore(&ctx, std::move(semaphore));
-  // The sampler reads every place once a turn: only for those who use it.
-  if (options.verbose || options.progress || tracer) {
-    ctx.sampler.Start(&ctx.loop, &ledger, ctx.broker.get());
-    ctx.sampler.OnSample([&ctx](const BudgetSample& sample) { ctx.meter.Add(sample); });
-  }
-  if (options.progress && isatty(STDERR_FILENO)) {
-    ctx.progress.Start(&ctx.loop, STDERR_FILENO, &ctx.sampler);
-  }
-  if (tracer) {
-    tracer->Start(
-        {&ctx.loop, &ledger, ctx.broker.get(), [&ctx] { return ctx.child; }, &ctx.sampler});
-    ctx.tracer = std::move(tracer);
-  }
+  if (options.daemon.on) ctx.broker->SetNoCommandSlot();
+  StartObserving(&ctx, options, std::move(tracer));
   ServeControl(&ctx, runtime_dir.Join("control.sock"));
   std::string shim_dir = MakeShims(options, runtime_dir);
   // Every make and ninja the shims start gets a pool of its own (docs/LEAKS.md).
@@ -464,6 +388,12 @@ int RunBridge(const Options& options) {
   if (!shim_dir.empty() && ctx.broker && !ServePools(&ctx, runtime_dir, &caretaker, &err)) {
     LogWarning(err + "; every tool shares the command's pool, and a token lost " +
                "below is lost until the end");
+  }
+  if (options.daemon.on) {
+    DaemonPlaces places{options.jobs,     pool.identity.fifo_path, socket_path,
+                        robust.value_or(""), ctx.pools_path,       ctx.control_path,
+                        runtime_dir.path(),  shim_dir};
+    return RunDaemon(&ctx, options, places, &ledger, &pool, &runtime_dir, &caretaker);
   }
   int jobs = joined ? outer.jobs.value_or(0) : options.jobs;
   std::vector<std::string> environment =

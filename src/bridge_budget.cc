@@ -64,7 +64,10 @@ bool MakeChildPool(const Options& options, const OuterBudget& outer, Ledger* led
     pool->inherited_fds = {r, w};
     return true;
   }
-  int tokens = outer.kind == OuterBudget::Kind::kNone ? options.jobs - 1 : 0;
+  // A daemon has no command: every slot starts in the pool.
+  int tokens = outer.kind != OuterBudget::Kind::kNone ? 0
+               : options.daemon.on                    ? options.jobs
+                                                      : options.jobs - 1;
   if (tokens > 0) ledger->Grant(kLegacyOwner, tokens, err);
   pool->own = LegacyPool::Create(options.legacy_style, tokens, runtime_dir.path(), err);
   if (!pool->own) return false;
@@ -76,7 +79,8 @@ bool MakeChildPool(const Options& options, const OuterBudget& outer, Ledger* led
 
 // docs/ARCHITECTURE.md, "Invariants and where they are enforced": every
 // token counted back at the end.
-bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, const SurplusSeen& surplus, bool verbose) {
+bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, const SurplusSeen& surplus, bool verbose,
+                     bool command_slot, int* missing) {
   pool->CloseInherited();
   std::string err;
   int back = pool->Drain(&err);
@@ -90,13 +94,14 @@ bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, const SurplusSeen& surplu
   // may not have seen it yet): it is the command's again, whether its
   // lender took it back or it sits in the pool. One token beyond the count
   // is that slot, not surplus.
-  if (ledger->HeldBy(kCommandOwner) == 0) {
+  if (command_slot && ledger->HeldBy(kCommandOwner) == 0) {
     ledger->Transfer(kLegacyOwner, kCommandOwner, 1, &err);
     --expected;
   }
   if (back > expected) --back;
   if (expected > 0) ledger->Release(kLegacyOwner, expected, &err);
   if (back < expected) {
+    if (missing) *missing = expected - back;
     LogWarning(std::to_string(expected - back) + " of " + std::to_string(expected) +
                " jobserver tokens did not come back: a job holding them was killed, or still "
                "runs outside the tree");

@@ -32,7 +32,8 @@ struct ChildPool {
 // skipped and why, and what --root and -j mean here.
 OuterBudget ChooseBudget(const Options& options);
 
-// A root's pool holds N-1 tokens (granted to the legacy side in `ledger`).
+// A root's pool holds N-1 tokens (granted to the legacy side in `ledger`), a
+// daemon's N (no command holds one).
 // A joined jobbridge hands its tree the outer legacy pool itself, or, when
 // there is none to share, an empty pool of its own. False with *err.
 bool MakeChildPool(const Options& options, const OuterBudget& outer, Ledger* ledger,
@@ -46,7 +47,10 @@ struct SurplusSeen {
 };
 
 // Counts the tokens back and says what is missing or extra. Returns false
-// when the pool does not hold what the ledger says it should.
-bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, const SurplusSeen& surplus, bool verbose);
+// when the pool does not hold what the ledger says it should (*missing: the
+// tokens that did not come back). Without a command slot (a daemon), a token
+// beyond the count is never that slot.
+bool CloseLegacyPool(LegacyPool* pool, Ledger* ledger, const SurplusSeen& surplus, bool verbose,
+                     bool command_slot = true, int* missing = nullptr);
 
 }  // namespace jobbridge

@@ -298,7 +298,7 @@ int Broker::SettleLegacyBooks(int back, const char* how) {
       DropSurplus(surplus, how);
       return surplus;
     }
-  } else if (out > 0 && ledger_->HeldBy(kCommandOwner) == 0) {
+  } else if (out > 0 && command_slot_ && ledger_->HeldBy(kCommandOwner) == 0) {
     // A token went out again while the slot was lent: the tree uses that
     // slot once more, and may lend it again.
     ledger_->Transfer(kLegacyOwner, kCommandOwner, 1, &err);

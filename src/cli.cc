@@ -5,8 +5,6 @@
 
 namespace jobbridge {
 
-namespace {
-
 bool ParseJobs(const std::string& text, int* jobs, std::string* err) {
   int n = 0;
   if (!ParseWholeNumber(text, &n) || n < 1 || n > Ledger::kMaxBudget) {
@@ -17,6 +15,8 @@ bool ParseJobs(const std::string& text, int* jobs, std::string* err) {
   *jobs = n;
   return true;
 }
+
+namespace {
 
 bool ParseStyle(const std::string& text, Options* options, std::string* err) {
   if (ParseLegacyStyle(text, &options->legacy_style)) return true;
@@ -131,6 +131,8 @@ std::string UsageText() {
          "      jobbridge status [--json] [--watch]    (who holds the slots of a running one)\n"
          "      jobbridge resize N                     (change a running one's budget)\n"
          "      jobbridge report TRACE -o REPORT.html  (draw a --trace timeline)\n"
+         "      jobbridge daemon [-j N]                (one budget for a CI job's steps)\n"
+         "      jobbridge stop                         (stop that daemon, print its summary)\n"
          "\n"
          "Exit status: COMMAND's; 128+N when it died of signal N; 127 when it cannot be\n"
          "found; 126 when it cannot be run; 2 for a bad command line.\n";

@@ -1,12 +1,23 @@
 // The command line of `jobbridge [OPTIONS] [--] COMMAND [ARGS...]`.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "endpoints/legacy_pool.h"
 
 namespace jobbridge {
+
+// `jobbridge daemon` (daemon_cli.h): a root that runs no COMMAND and serves
+// until `jobbridge stop`, a signal or --idle-timeout.
+struct DaemonMode {
+  bool on = false;
+  int64_t idle_timeout_ms = 0;  // 0: never
+  // Told the environment the later steps need (or an error) once serving
+  // (bridge_daemon.cc, TellReady); -1 when nobody waits for it.
+  int ready_fd = -1;
+};
 
 struct Options {
   int jobs = 0;             // 0 until parsed: then the budget N
@@ -20,6 +31,7 @@ struct Options {
   bool help = false;
   bool version = false;
   std::vector<std::string> command;
+  DaemonMode daemon;
 };
 
 // Parses argv (without argv[0]). Options stop at "--" or at the first word
@@ -29,5 +41,8 @@ bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Op
                       std::string* err);
 
 std::string UsageText();
+
+// A budget from -j's value: a whole number from 1 to Ledger::kMaxBudget.
+bool ParseJobs(const std::string& text, int* jobs, std::string* err);
 
 }  // namespace jobbridge

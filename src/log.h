@@ -15,14 +15,23 @@ inline std::string Shortened(const std::string& text) {
          " bytes)..." + text.substr(text.size() - kTail);
 }
 
-inline void LogError(const std::string& message) {
-  std::fprintf(stderr, "jobbridge: %s\n", message.c_str());
+// A second place every message also goes, or -1: while a daemon starts, the
+// stderr of the `jobbridge daemon` that started it (its own stderr is its log
+// by then: bridge_daemon.cc, MoveOutputToLog).
+inline int& LogCopyFd() {
+  static int fd = -1;
+  return fd;
 }
+
+inline void LogLine(const char* kind, const std::string& message) {
+  std::fprintf(stderr, "jobbridge: %s%s\n", kind, message.c_str());
+  if (LogCopyFd() >= 0) dprintf(LogCopyFd(), "jobbridge: %s%s\n", kind, message.c_str());
+}
+
+inline void LogError(const std::string& message) { LogLine("", message); }
 
 inline void LogInfo(const std::string& message) { LogError(message); }
 
-inline void LogWarning(const std::string& message) {
-  std::fprintf(stderr, "jobbridge: warning: %s\n", message.c_str());
-}
+inline void LogWarning(const std::string& message) { LogLine("warning: ", message); }
 
 }  // namespace jobbridge

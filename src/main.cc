@@ -9,6 +9,8 @@
 #include "adapt.h"
 #include "bridge.h"
 #include "cli.h"
+#include "daemon_cli.h"
+#include "implicit_slot.h"
 #include "log.h"
 #include "report.h"
 #include "status_cli.h"
@@ -51,6 +53,9 @@ int main(int argc, char** argv) {
     return jobbridge::ReportMain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "adapt")
     return jobbridge::AdaptMain({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "daemon")
+    return jobbridge::DaemonMain({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "stop") return jobbridge::StopMain({args.begin() + 1, args.end()});
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   int default_jobs = cpus > 0 ? static_cast<int>(cpus) : 1;
   jobbridge::Options options;
@@ -66,6 +71,11 @@ int main(int argc, char** argv) {
   if (options.version) {
     std::puts("jobbridge " JOBBRIDGE_VERSION);
     return 0;
+  }
+  // Started by a CI step under a daemon: COMMAND's implicit slot is paid for.
+  if (!jobbridge::TakeImplicitSlot("jobbridge", &err)) {
+    jobbridge::LogError(err);
+    return 1;
   }
   return jobbridge::RunBridge(options);
 }

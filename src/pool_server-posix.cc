@@ -256,10 +256,14 @@ void PoolServer::End(uint64_t id) {
   if (hooks_.ended) hooks_.ended(invocation);
 }
 
-void PoolServer::Shutdown() {
-  CloseAndDelete(listen_poll_);
+void PoolServer::StopListening() {
+  if (listen_poll_) CloseAndDelete(listen_poll_);
   listen_poll_ = nullptr;
   listen_fd_.Reset();
+}
+
+void PoolServer::Shutdown() {
+  StopListening();
   spare_fd_.Reset();
   for (Pending* pending : std::vector<Pending*>(pending_.begin(), pending_.end())) {
     ClosePending(pending);

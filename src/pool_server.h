@@ -79,6 +79,9 @@ class PoolServer {
 
   size_t invocation_count() const { return invocations_.size(); }
 
+  // Stops listening only: a new invocation's request is refused, and the
+  // invocations there are go on (a daemon that stops).
+  void StopListening();
   // Stops listening and ends every invocation (OnEnded for each, with what
   // it still held as reclaimed). Run the loop after, for the handles to close.
   void Shutdown();

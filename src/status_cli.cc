@@ -33,31 +33,6 @@ using nlohmann::json;
 constexpr int kReplyTimeoutMs = 5000;
 constexpr const char* kSides[] = {"legacy", "socket", "sysvsem", "upstream", "command"};
 
-// Where to ask: --socket, --pid, else the tree's JOBBRIDGE_CONTROL.
-bool FindControlSocket(const StatusOptions& options, std::string* path, std::string* err) {
-  if (!options.socket.empty()) {
-    *path = options.socket;
-    return true;
-  }
-  if (options.pid != 0) {
-    *path = RuntimeDir::ControlSocketOf(options.pid);
-    if (path->empty()) {
-      *err = "no jobbridge with pid " + std::to_string(options.pid) +
-             " has a runtime folder here (it may use another TMPDIR or XDG_RUNTIME_DIR: give " +
-             "--socket PATH)";
-    }
-    return !path->empty();
-  }
-  const char* named = std::getenv(kControlVariable);
-  if (named && *named) {
-    *path = named;
-    return true;
-  }
-  *err = std::string(kControlVariable) + " is not set: run jobbridge status inside a " +
-         "jobbridge's tree, or name one with --pid PID or --socket PATH";
-  return false;
-}
-
 // One reply line, within kReplyTimeoutMs; false with *err otherwise.
 bool ReadLine(int fd, std::string* pending, std::string* line, std::string* err) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kReplyTimeoutMs);
@@ -180,6 +155,30 @@ std::vector<json> Sorted(const json& list, const char* count_key) {
 }
 
 }  // namespace
+
+bool FindControlSocket(const StatusOptions& options, std::string* path, std::string* err) {
+  if (!options.socket.empty()) {
+    *path = options.socket;
+    return true;
+  }
+  if (options.pid != 0) {
+    *path = RuntimeDir::ControlSocketOf(options.pid);
+    if (path->empty()) {
+      *err = "no jobbridge with pid " + std::to_string(options.pid) +
+             " has a runtime folder here (it may use another TMPDIR or XDG_RUNTIME_DIR: give " +
+             "--socket PATH)";
+    }
+    return !path->empty();
+  }
+  const char* named = std::getenv(kControlVariable);
+  if (named && *named) {
+    *path = named;
+    return true;
+  }
+  *err = std::string(kControlVariable) + " is not set: run jobbridge status inside a " +
+         "jobbridge's tree, or name one with --pid PID or --socket PATH";
+  return false;
+}
 
 bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions* options,
                             std::string* err) {

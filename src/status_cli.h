@@ -25,6 +25,10 @@ bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions*
                             std::string* err);
 std::string StatusUsageText();
 
+// Where to ask: --socket, --pid, else the tree's JOBBRIDGE_CONTROL. False
+// with *err saying how to name one.
+bool FindControlSocket(const StatusOptions& options, std::string* path, std::string* err);
+
 // The table: the budget and each side's slots, then holders by slots and
 // age, then waiters. `status` and `holders` are the replies' bodies.
 std::string FormatStatusTable(const nlohmann::json& status, const nlohmann::json& holders);

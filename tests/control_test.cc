@@ -40,6 +40,9 @@ TEST(ControlProtocolTest, ParsesEachRequestAndKeepsItsId) {
   EXPECT_EQ(request.id, json("a"));
   ASSERT_TRUE(ParseControlRequest(R"({"request": "stop"})", &request, &err)) << err;
   EXPECT_EQ(request.kind, ControlRequest::Kind::kStop);
+  EXPECT_EQ(request.timeout_ms, -1);
+  ASSERT_TRUE(ParseControlRequest(R"({"request": "stop", "timeout_ms": 2500})", &request, &err));
+  EXPECT_EQ(request.timeout_ms, 2500);
 }
 
 TEST(ControlProtocolTest, BadRequestsNameTheFault) {
@@ -62,6 +65,9 @@ TEST(ControlProtocolTest, BadRequestsNameTheFault) {
       {"{\"request\": \"resize\", \"jobs\": 0}", "resize to 0 jobs: the budget must be from 1"},
       {"{\"request\": \"resize\", \"jobs\": 99999}", "resize to 99999 jobs"},
       {"{\"request\": \"resize\", \"jobs\": 18446744073709551615}", "resize to"},
+      {"{\"request\": \"stop\", \"timeout_ms\": -1}", "stop's \"timeout_ms\" must be an integer"},
+      {"{\"request\": \"stop\", \"timeout_ms\": \"5\"}", "from 0 to 86400000, not \"5\""},
+      {"{\"request\": \"stop\", \"timeout_ms\": 1e12}", "stop's \"timeout_ms\""},
   };
   for (const Case& c : cases) {
     ControlRequest request;
@@ -100,13 +106,19 @@ class FakeDelegate : public ControlServer::Delegate {
     *body = {{"jobs", jobs}};
     return true;
   }
-  void Stop() override { ++stops; }
+  bool Stop(int64_t timeout_ms) override {
+    ++stops;
+    stop_timeout_ms = timeout_ms;
+    return daemon;
+  }
 
   int status_calls = 0;
   int holders_calls = 0;
   std::string pad;  // added to status replies when set (big replies)
   int resized_to = 0;
   int stops = 0;
+  int64_t stop_timeout_ms = 0;
+  bool daemon = false;  // Stop says a summary follows (a daemon's)
 };
 
 class ControlServerTest : public ::testing::Test {
@@ -171,10 +183,38 @@ TEST_F(ControlServerTest, AnswersEachRequestInOrder) {
                                            {"ok", false},
                                            {"error", "refused: more than 8"},
                                            {"id", "big"}}));
-  EXPECT_EQ(NextReply(client.get()),
-            (json{{"stopping", true}, {"version", kControlVersion}, {"ok", true}}));
+  EXPECT_EQ(NextReply(client.get()), (json{{"stopping", true},
+                                           {"summary_follows", false},
+                                           {"version", kControlVersion},
+                                           {"ok", true}}));
   EXPECT_EQ(delegate_.resized_to, 3);
   EXPECT_EQ(delegate_.stops, 1);
+  EXPECT_EQ(delegate_.stop_timeout_ms, -1);
+}
+
+TEST_F(ControlServerTest, ADaemonsStopperIsKeptForTheLastLine) {
+  delegate_.daemon = true;
+  UniqueFd stopper = Connect();
+  UniqueFd other = Connect();
+  Send(stopper.get(), "{\"request\":\"stop\",\"timeout_ms\":700}\n");
+  EXPECT_EQ(NextReply(stopper.get()), (json{{"stopping", true},
+                                            {"summary_follows", true},
+                                            {"version", kControlVersion},
+                                            {"ok", true}}));
+  EXPECT_EQ(delegate_.stop_timeout_ms, 700);
+  server_.Shutdown();
+  std::vector<UniqueFd> waiters = server_.TakeEndWaiters();
+  ASSERT_EQ(waiters.size(), 1u);  // the stopper, not the other client
+  std::string last = "{\"stopped\":true}\n";
+  ASSERT_EQ(send(waiters[0].get(), last.data(), last.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(last.size()));
+  waiters.clear();
+  EXPECT_EQ(NextReply(stopper.get()), (json{{"stopped", true}}));
+  char byte = 0;
+  ASSERT_TRUE(RunUntil([&] { return test_util::Readable(stopper.get()); }));
+  EXPECT_EQ(recv(stopper.get(), &byte, 1, 0), 0) << "closed after the last line";
+  ASSERT_TRUE(RunUntil([&] { return test_util::Readable(other.get()); }));
+  EXPECT_EQ(recv(other.get(), &byte, 1, 0), 0) << "the other client is closed at shutdown";
 }
 
 TEST_F(ControlServerTest, BadLinesGetErrorsAndTheConnectionStaysUsable) {

@@ -27,7 +27,9 @@ class BudgetView : public ControlServer::Delegate {
     Broker* broker = nullptr;          // null when joined: a relay serves the tree
     std::string joined;                // the outer budget, described; "" for a root
     std::function<pid_t()> command;    // COMMAND's pid, -1 before it started
-    std::function<void()> stop;        // ends COMMAND's tree as SIGTERM would
+    // Ends COMMAND's tree as SIGTERM would, or stops a daemon (ControlServer::
+    // Delegate::Stop).
+    std::function<bool(int64_t timeout_ms)> stop;
     std::function<void(int)> resized;  // after a resize (the trace), may be empty
   };
 
@@ -37,7 +39,7 @@ class BudgetView : public ControlServer::Delegate {
   nlohmann::json Status() override;
   nlohmann::json Holders() override;
   bool Resize(int jobs, nlohmann::json* body, std::string* err) override;
-  void Stop() override { sources_.stop(); }
+  bool Stop(int64_t timeout_ms) override { return sources_.stop(timeout_ms); }
 
  private:
   // Milliseconds since the epoch of a uv_now() stamp.

@@ -50,6 +50,18 @@ bool ParseControlRequest(std::string_view line, ControlRequest* request, std::st
     return false;
   }
   request->kind = known->kind;
+  if (request->kind == ControlRequest::Kind::kStop) {
+    auto timeout = message.find("timeout_ms");
+    if (timeout == message.end()) return true;
+    if (!timeout->is_number_integer() || timeout->get<int64_t>() < 0 ||
+        timeout->get<int64_t>() > kMaxStopTimeoutMs) {
+      *err = "stop's \"timeout_ms\" must be an integer from 0 to " +
+             std::to_string(kMaxStopTimeoutMs) + ", not " + Quoted(*timeout);
+      return false;
+    }
+    request->timeout_ms = timeout->get<int64_t>();
+    return true;
+  }
   if (request->kind != ControlRequest::Kind::kResize) return true;
   auto jobs = message.find("jobs");
   std::string range = "1 to " + std::to_string(Ledger::kMaxBudget);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -18,10 +19,18 @@ inline constexpr int kControlVersion = 1;
 // and the connection is closed (its end cannot be found safely).
 inline constexpr size_t kMaxControlLineBytes = 4096;
 
+// A daemon's stop waits this long for holders unless told otherwise, and at
+// most kMaxStopTimeoutMs (a day).
+inline constexpr int64_t kDefaultStopTimeoutMs = 60'000;
+inline constexpr int64_t kMaxStopTimeoutMs = 86'400'000;
+
 struct ControlRequest {
   enum class Kind { kStatus, kHolders, kResize, kStop };
   Kind kind = Kind::kStatus;
   int jobs = 0;       // kResize: the new budget, 1..Ledger::kMaxBudget
+  // kStop of a daemon: how long to wait for holders (0..kMaxStopTimeoutMs);
+  // -1 when absent (kDefaultStopTimeoutMs).
+  int64_t timeout_ms = -1;
   nlohmann::json id;  // repeated in the reply; null when absent
 };
 

@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@ struct ControlServer::Connection {
   // The client shut its sending side (or closed): its requests are answered
   // and the replies written before the connection is closed.
   bool read_closed = false;
+  bool wants_end = false;  // asked a daemon to stop: gets its summary at the end
   uv_poll_t poll;
 };
 
@@ -58,7 +60,16 @@ bool ControlServer::Listen(const std::string& path, std::string* err) {
 void ControlServer::Shutdown() {
   std::vector<Connection*> open;
   for (auto& [id, connection] : connections_) open.push_back(connection);
-  for (Connection* connection : open) Close(connection, false);
+  for (Connection* connection : open) {
+    if (connection->wants_end && !connection->out.empty()) {
+      SayAndForget(connection->fd.get(), connection->out);  // the "stopping" reply
+    }
+    if (connection->wants_end) {
+      UniqueFd kept(fcntl(connection->fd.get(), F_DUPFD_CLOEXEC, 0));
+      if (kept.valid()) end_waiters_.push_back(std::move(kept));
+    }
+    Close(connection, false);
+  }
   CloseAndDelete(listen_poll_);
   listen_poll_ = nullptr;
   CloseAndDelete(next_turn_);
@@ -97,7 +108,8 @@ bool ControlServer::Adopt(UniqueFd fd) {
     ++closed_for_abuse_;
     return false;
   }
-  auto* connection = new Connection{this, next_id_++, std::move(fd), {}, {}, false, false, {}};
+  auto* connection =
+      new Connection{this, next_id_++, std::move(fd), {}, {}, false, false, false, {}};
   uv_poll_init(loop_, &connection->poll, connection->fd.get());
   connection->poll.data = connection;
   connections_[connection->id] = connection;
@@ -179,7 +191,7 @@ bool ControlServer::Answer(Connection* connection) {
       Close(connection, true);
       return false;
     }
-    std::string reply = AnswerLine(line);
+    std::string reply = AnswerLine(connection, line);
     if (!connections_.contains(id)) return false;  // the delegate closed it (shutdown)
     connection->out += reply;
     ++answered;
@@ -195,7 +207,7 @@ bool ControlServer::Answer(Connection* connection) {
   return true;
 }
 
-std::string ControlServer::AnswerLine(const std::string& line) {
+std::string ControlServer::AnswerLine(Connection* connection, const std::string& line) {
   ControlRequest request;
   std::string err;
   if (!ParseControlRequest(line, &request, &err)) return ControlError(err, request.id);
@@ -209,9 +221,11 @@ std::string ControlServer::AnswerLine(const std::string& line) {
       if (!delegate_->Resize(request.jobs, &body, &err)) return ControlError(err, request.id);
       return ControlReply(body, request.id);
     }
-    case ControlRequest::Kind::kStop:
-      delegate_->Stop();
-      return ControlReply({{"stopping", true}}, request.id);
+    case ControlRequest::Kind::kStop: {
+      bool waits = delegate_->Stop(request.timeout_ms);
+      connection->wants_end = connection->wants_end || waits;
+      return ControlReply({{"stopping", true}, {"summary_follows", waits}}, request.id);
+    }
   }
   return ControlError("internal: a request of no kind", request.id);
 }

@@ -39,8 +39,11 @@ class ControlServer {
     // Returns false and sets *err, saying why not (joined to an outer
     // budget, ...), when it is refused.
     virtual bool Resize(int jobs, nlohmann::json* body, std::string* err) = 0;
-    // Ends COMMAND's tree as a SIGTERM to jobbridge would.
-    virtual void Stop() = 0;
+    // Ends COMMAND's tree as a SIGTERM to jobbridge would; a daemon stops
+    // taking new clients and ends once its holders are done or after
+    // `timeout_ms` (-1: kDefaultStopTimeoutMs). True when the asker gets a
+    // last line when it has ended (a daemon's summary, EndWaiters).
+    virtual bool Stop(int64_t timeout_ms) = 0;
   };
 
   static constexpr size_t kMaxConnections = 16;
@@ -57,8 +60,12 @@ class ControlServer {
   // Takes a connected socket as if accepted (tests, the fuzzer). Returns
   // false when it was refused (and closed).
   bool Adopt(UniqueFd fd);
-  // Closes the listener and every connection; run the loop afterwards.
+  // Closes the listener and every connection; run the loop afterwards. The
+  // connections that asked a daemon to stop are kept for EndWaiters.
   void Shutdown();
+  // After Shutdown: the connections waiting for a daemon's last line (their
+  // replies so far written), for the caller to write it and close them.
+  std::vector<UniqueFd> TakeEndWaiters() { return std::move(end_waiters_); }
 
   size_t connection_count() const { return connections_.size(); }
   // Connections closed for breaking the limits above, so far.
@@ -73,7 +80,7 @@ class ControlServer {
   void ReadFrom(Connection* connection);
   // Answers up to kRequestsPerTurn complete lines; false: it was closed.
   bool Answer(Connection* connection);
-  std::string AnswerLine(const std::string& line);
+  std::string AnswerLine(Connection* connection, const std::string& line);
   void Send(Connection* connection, const std::string& reply);
   bool Flush(Connection* connection);  // false: it was closed
   void Watch(Connection* connection);
@@ -92,6 +99,7 @@ class ControlServer {
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, Connection*> connections_;
   int64_t closed_for_abuse_ = 0;
+  std::vector<UniqueFd> end_waiters_;
 };
 
 }  // namespace jobbridge

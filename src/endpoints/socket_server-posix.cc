@@ -256,8 +256,7 @@ void SocketServer::Close(Connection* connection, const std::string& why) {
   if (accept_paused_) OnRetryAccept(retry_timer_);  // an fd just came free
 }
 
-void SocketServer::Shutdown() {
-  while (!connections_.empty()) Close(connections_.begin()->second, "");
+void SocketServer::StopListening() {
   if (listen_poll_) {
     CloseAndDelete(listen_poll_);
     listen_poll_ = nullptr;
@@ -265,6 +264,11 @@ void SocketServer::Shutdown() {
     retry_timer_ = nullptr;
   }
   listen_fd_.Reset();
+}
+
+void SocketServer::Shutdown() {
+  while (!connections_.empty()) Close(connections_.begin()->second, "");
+  StopListening();
 }
 
 }  // namespace jobbridge

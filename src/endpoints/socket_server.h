@@ -69,6 +69,9 @@ class SocketServer {
 
   size_t connection_count() const { return connections_.size(); }
 
+  // Closes the listener only: a new client's connect is refused, and the
+  // connections there are keep being served (a daemon that stops).
+  void StopListening();
   // Closes the listener and every connection (OnGone is called for each).
   // The handles are freed in their close callbacks, so run the loop after.
   void Shutdown();
