@@ -12,6 +12,8 @@
 #include "client/jobbridge_client.hpp"
 #include "core/makeflags.h"
 #include "core/numbers.h"
+#include "daemon_env.h"
+#include "implicit_slot.h"
 #include "log.h"
 #include "outer_budget.h"
 #include "subprocess-posix.h"
@@ -67,6 +69,12 @@ int BudgetLimit(int mode) {
   // semaphore client can get; a legacy client gets its own implicit slot
   // plus N-1 tokens.
   bool legacy = mode == JOBBRIDGE_MODE_LEGACY_PIPE || mode == JOBBRIDGE_MODE_LEGACY_FIFO;
+  // A daemon runs no command: a step's own acquire may take every slot; one
+  // below a tool that took its implicit slot (implicit_slot.h) cannot take
+  // that one.
+  const char* daemon = std::getenv(kDaemonVariable);
+  const char* charged = std::getenv(kChargedVariable);
+  if (daemon && *daemon && !(charged && *charged)) return *parsed.jobs;
   return legacy ? *parsed.jobs : *parsed.jobs - 1;
 }
 

@@ -390,9 +390,9 @@ int RunBridge(const Options& options) {
                "below is lost until the end");
   }
   if (options.daemon.on) {
-    DaemonPlaces places{options.jobs,     pool.identity.fifo_path, socket_path,
-                        robust.value_or(""), ctx.pools_path,       ctx.control_path,
-                        runtime_dir.path(),  shim_dir};
+    DaemonPlaces places{
+        options.jobs,   pool.identity.fifo_path, socket_path,        robust.value_or(""),
+        ctx.pools_path, ctx.control_path,        runtime_dir.path(), shim_dir};
     return RunDaemon(&ctx, options, places, &ledger, &pool, &runtime_dir, &caretaker);
   }
   int jobs = joined ? outer.jobs.value_or(0) : options.jobs;

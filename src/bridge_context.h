@@ -34,7 +34,7 @@ namespace jobbridge {
 // A daemon's state (bridge_daemon.cc).
 struct DaemonState {
   bool on = false;
-  bool stopping = false;     // no new clients; ends once quiet or at the deadline
+  bool stopping = false;  // no new clients; ends once quiet or at the deadline
   int64_t idle_timeout_ms = 0;
   uint64_t quiet_since = 0;  // uv_now() when nothing was last in use; 0: busy
   uint64_t deadline = 0;     // uv_now() by which a stop ends, holders or not

@@ -52,8 +52,8 @@ void NoteHeldAtEnd(Context* ctx) {
     if (in_use <= 0) continue;
     ctx->daemon.held_at_end += in_use;
     std::string who = place.pid > 0 ? "pid " + std::to_string(place.pid) : SideOf(place.owner.kind);
-    ctx->daemon.held_by += (ctx->daemon.held_by.empty() ? "" : ", ") + who + ": " +
-                           std::to_string(in_use);
+    ctx->daemon.held_by +=
+        (ctx->daemon.held_by.empty() ? "" : ", ") + who + ": " + std::to_string(in_use);
   }
   if (ctx->daemon.held_at_end > 0) {
     LogWarning(std::to_string(ctx->daemon.held_at_end) +
@@ -118,8 +118,8 @@ void StartDaemon(Context* ctx, const Options& options) {
   if (ctx->daemon.idle_timeout_ms > 0) {
     // A quarter of the timeout, between 50 ms and 1 s: idle is noticed within
     // that much of the timeout.
-    auto every = static_cast<uint64_t>(std::clamp<int64_t>(ctx->daemon.idle_timeout_ms / 4, 50,
-                                                           1000));
+    auto every =
+        static_cast<uint64_t>(std::clamp<int64_t>(ctx->daemon.idle_timeout_ms / 4, 50, 1000));
     uv_timer_start(ctx->daemon.timer, OnTick, every, every);
   }
 }

@@ -314,7 +314,7 @@ class Broker : public SocketServer::Delegate, public PoolServer::Delegate {
   uint64_t started_ms_ = 0;
   uint64_t first_surplus_ms_ = 0;
   bool warned_no_shared_slot_ = false;
-  bool command_slot_ = true;  // SetNoCommandSlot
+  bool command_slot_ = true;        // SetNoCommandSlot
   uint64_t legacy_seen_until_ = 0;  // uv_now() until which the legacy side counts as active
   uint64_t reserved_until_ = 0;     // the pool's tokens are the legacy side's until then
   uint64_t pool_nonempty_since_ = 0;

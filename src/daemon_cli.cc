@@ -109,9 +109,9 @@ bool FindRunning(std::string* path_first, std::vector<std::string>* variables, i
 // The variables a dead daemon gave this environment: a new daemon must not
 // take them for an outer budget.
 void ForgetDeadDaemon() {
-  for (const char* name : {"MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS", "JOBBRIDGE_CARGO_MAKEFLAGS",
-                           "JOBSERVERV2", "ROBUST_JOBSERVER", "JOBBRIDGE_POOLS",
-                           "JOBBRIDGE_CONTROL", kDaemonVariable}) {
+  for (const char* name :
+       {"MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS", "JOBBRIDGE_CARGO_MAKEFLAGS", "JOBSERVERV2",
+        "ROBUST_JOBSERVER", "JOBBRIDGE_POOLS", "JOBBRIDGE_CONTROL", kDaemonVariable}) {
     unsetenv(name);
   }
 }
@@ -229,8 +229,7 @@ bool ParseDaemonCommandLine(const std::vector<std::string>& args, int default_jo
         return false;
       }
     } else if (is("--idle-timeout")) {
-      if (!value("--idle-timeout", &v) ||
-          !ParseDuration(v, &bridge.daemon.idle_timeout_ms, err)) {
+      if (!value("--idle-timeout", &v) || !ParseDuration(v, &bridge.daemon.idle_timeout_ms, err)) {
         if (!v.empty()) *err = "daemon: --idle-timeout: " + *err;
         return false;
       }
@@ -252,7 +251,7 @@ bool ParseDaemonCommandLine(const std::vector<std::string>& args, int default_jo
   bridge.jobs_given = bridge.jobs != 0;
   if (bridge.jobs == 0) bridge.jobs = default_jobs;
   bridge.daemon.on = true;
-  bridge.root = true;  // a budget of its own, never joined to the caller's
+  bridge.root = true;                        // a budget of its own, never joined to the caller's
   bridge.legacy_style = LegacyStyle::kFifo;  // pipes cannot reach separate shells
   *command = std::move(parsed);
   return true;
@@ -340,7 +339,9 @@ int StopMain(const std::vector<std::string>& args) {
       return 0;
     }
     if (args[i] == "--timeout" || args[i].starts_with("--timeout=")) {
-      std::string v = args[i].size() > 9 ? args[i].substr(10) : i + 1 < args.size() ? args[++i] : "";
+      std::string v = args[i].size() > 9    ? args[i].substr(10)
+                      : i + 1 < args.size() ? args[++i]
+                                            : "";
       if (!ParseDuration(v, &timeout_ms, &err)) {
         LogError("stop: --timeout: " + err);
         return 2;

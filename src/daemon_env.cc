@@ -28,9 +28,13 @@ bool ParseEnvFormat(const std::string& text, EnvFormat* format, std::string* err
 
 bool ParseDuration(const std::string& text, int64_t* ms, std::string* err) {
   size_t unit = text.find_first_not_of("0123456789.");
-  std::string number = text.substr(0, unit), suffix = unit == std::string::npos ? "" : text.substr(unit);
-  double scale = suffix == "ms" ? 1 : suffix == "" || suffix == "s" ? 1000 : suffix == "m" ? 60000
-               : suffix == "h" ? 3600000 : 0;
+  std::string number = text.substr(0, unit),
+              suffix = unit == std::string::npos ? "" : text.substr(unit);
+  double scale = suffix == "ms"                  ? 1
+                 : suffix == "" || suffix == "s" ? 1000
+                 : suffix == "m"                 ? 60000
+                 : suffix == "h"                 ? 3600000
+                                                 : 0;
   char* end = nullptr;
   double value = number.empty() ? -1 : std::strtod(number.c_str(), &end);
   double total = value * scale;
@@ -51,10 +55,9 @@ std::vector<std::string> DaemonVariables(const DaemonPlaces& places) {
   // through them a pool of its own; CARGO_MAKEFLAGS is marked as jobbridge's
   // (child_env.h), so the make shim clears it below make.
   std::string makeflags = FormatMakeflags({}, places.jobs, fifo);
-  std::vector<std::string> variables = {"MAKEFLAGS=" + makeflags, "MFLAGS=" + makeflags,
-                                        "CARGO_MAKEFLAGS=" + makeflags,
-                                        std::string(kCargoMakeflagsMark) + "=" + makeflags,
-                                        "JOBSERVERV2=" + places.socket};
+  std::vector<std::string> variables = {
+      "MAKEFLAGS=" + makeflags, "MFLAGS=" + makeflags, "CARGO_MAKEFLAGS=" + makeflags,
+      std::string(kCargoMakeflagsMark) + "=" + makeflags, "JOBSERVERV2=" + places.socket};
   if (!places.robust.empty()) variables.push_back("ROBUST_JOBSERVER=" + places.robust);
   if (!places.pools.empty()) variables.push_back(std::string(kPoolsVariable) + "=" + places.pools);
   if (!places.control.empty()) {
@@ -127,8 +130,8 @@ std::string ShellText(EnvFormat format, const std::vector<std::string>& variable
     // Put first once: a second eval of the same text does not add it again.
     text += fish ? "contains -- " + FishQuote(path_first) + " $PATH; or set -gx PATH " +
                        FishQuote(path_first) + " $PATH;\n"
-                 : "case \":$PATH:\" in *:" + ShQuote(path_first) + ":*) ;; *) export PATH=" +
-                       ShQuote(path_first) + "\":$PATH\";; esac;\n";
+                 : "case \":$PATH:\" in *:" + ShQuote(path_first) +
+                       ":*) ;; *) export PATH=" + ShQuote(path_first) + "\":$PATH\";; esac;\n";
   }
   return text;
 }

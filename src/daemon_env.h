@@ -54,7 +54,8 @@ std::string GithubPathText(const std::string& path_first);
 // "ready", the shim folder, each NAME=VALUE and "end", each ended by a NUL.
 inline constexpr const char* kDaemonEnvFile = "daemon.env";
 inline constexpr const char* kDaemonLogFile = "daemon.log";
-std::string EncodeDaemonEnv(const std::string& path_first, const std::vector<std::string>& variables);
+std::string EncodeDaemonEnv(const std::string& path_first,
+                            const std::vector<std::string>& variables);
 // False when `text` is not such a message (cut short: the daemon died).
 bool DecodeDaemonEnv(const std::string& text, std::string* path_first,
                      std::vector<std::string>* variables);

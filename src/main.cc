@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
     return jobbridge::AdaptMain({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "daemon")
     return jobbridge::DaemonMain({args.begin() + 1, args.end()});
-  if (!args.empty() && args[0] == "stop") return jobbridge::StopMain({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "stop")
+    return jobbridge::StopMain({args.begin() + 1, args.end()});
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   int default_jobs = cpus > 0 ? static_cast<int>(cpus) : 1;
   jobbridge::Options options;

@@ -1,5 +1,7 @@
 // What `jobbridge daemon` tells later steps (src/daemon_env.h), its command
 // line (src/daemon_cli.h), and the text each shell runs, run by a real sh.
+#include "daemon_env.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "daemon_cli.h"
-#include "daemon_env.h"
 
 namespace jobbridge {
 namespace {
@@ -30,8 +31,12 @@ TEST(DaemonEnvTest, DurationsTakeSecondsOrAUnit) {
     const char* text;
     int64_t ms;
   };
-  for (Case c : std::vector<Case>{{"90", 90000}, {"1.5s", 1500}, {"250ms", 250}, {"10m", 600000},
-                                  {"2h", 7200000}, {"0.001", 1}}) {
+  for (Case c : std::vector<Case>{{"90", 90000},
+                                  {"1.5s", 1500},
+                                  {"250ms", 250},
+                                  {"10m", 600000},
+                                  {"2h", 7200000},
+                                  {"0.001", 1}}) {
     int64_t ms = 0;
     std::string err;
     EXPECT_TRUE(ParseDuration(c.text, &ms, &err)) << c.text << ": " << err;
@@ -115,9 +120,8 @@ TEST(DaemonEnvTest, ShTextSetsEveryValueAsItIsAndPathOnce) {
   std::vector<std::string> variables = {"JB_A=" + awkward, "JB_B=-j3 --x=fifo:/a b"};
   for (EnvFormat format : {EnvFormat::kSh, EnvFormat::kGitlab}) {
     std::string text = ShellText(format, variables, "/opt/my shims");
-    std::string printed =
-        RunSh("PATH=/usr/bin:/bin\n" + text + text +
-              "printf '%s|%s|%s' \"$JB_A\" \"$JB_B\" \"$PATH\"\n");
+    std::string printed = RunSh("PATH=/usr/bin:/bin\n" + text + text +
+                                "printf '%s|%s|%s' \"$JB_A\" \"$JB_B\" \"$PATH\"\n");
     EXPECT_EQ(printed, awkward + "|-j3 --x=fifo:/a b|/opt/my shims:/usr/bin:/bin");
   }
 }

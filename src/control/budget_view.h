@@ -24,9 +24,9 @@ class BudgetView : public ControlServer::Delegate {
   struct Sources {
     uv_loop_t* loop = nullptr;
     Ledger* ledger = nullptr;
-    Broker* broker = nullptr;          // null when joined: a relay serves the tree
-    std::string joined;                // the outer budget, described; "" for a root
-    std::function<pid_t()> command;    // COMMAND's pid, -1 before it started
+    Broker* broker = nullptr;        // null when joined: a relay serves the tree
+    std::string joined;              // the outer budget, described; "" for a root
+    std::function<pid_t()> command;  // COMMAND's pid, -1 before it started
     // Ends COMMAND's tree as SIGTERM would, or stops a daemon (ControlServer::
     // Delegate::Stop).
     std::function<bool(int64_t timeout_ms)> stop;

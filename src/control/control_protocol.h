@@ -6,8 +6,8 @@
 // any bytes.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
@@ -27,7 +27,7 @@ inline constexpr int64_t kMaxStopTimeoutMs = 86'400'000;
 struct ControlRequest {
   enum class Kind { kStatus, kHolders, kResize, kStop };
   Kind kind = Kind::kStatus;
-  int jobs = 0;       // kResize: the new budget, 1..Ledger::kMaxBudget
+  int jobs = 0;  // kResize: the new budget, 1..Ledger::kMaxBudget
   // kStop of a daemon: how long to wait for holders (0..kMaxStopTimeoutMs);
   // -1 when absent (kDefaultStopTimeoutMs).
   int64_t timeout_ms = -1;
