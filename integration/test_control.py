@@ -259,7 +259,8 @@ class StatusTest(BridgeTestCase):
             control.connect(path)
             control.sendall(b'{"request":"stop","id":"bye"}\n')
             reply = json.loads(control.makefile().readline())
-        self.assertEqual(reply, {"stopping": True, "ok": True, "version": 1, "id": "bye"})
+        self.assertEqual(reply, {"stopping": True, "summary_follows": False, "ok": True, "version": 1,
+                                 "id": "bye"})
         out, err = bridge.communicate(timeout=30)
         self.assertEqual(bridge.returncode, 128 + 15, err)  # the command died of SIGTERM
         self.assertNotIn("survived", self.sandbox.read_log())
