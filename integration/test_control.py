@@ -68,6 +68,7 @@ class StatusTest(BridgeTestCase):
             self.assertEqual(set(status["in_use"]), set(SIDES))
             self.assertEqual(status["budget"], 4)
             self.assertIsNone(status["joined"])
+            self.assertIs(status["daemon"], False)
             total = (sum(status["in_use"].values()) + sum(status["idle"].values())
                      + status["free"])
             self.assertEqual(total, 4 + status["withheld"], status)

@@ -130,7 +130,7 @@ class StepsShareOneBudgetTest(DaemonTestCase):
         # Both are seen holding or waiting: `jobbridge status` shows each.
         def both_seen():
             code, out, _ = self.finish(self.step("jobbridge status"), timeout=30)
-            return code == 0 and out.count("make") >= 2
+            return code == 0 and out.startswith("budget 2 (daemon)") and out.count("make") >= 2
         wait_for(both_seen, 20, "jobbridge status to list both makes")
         for build in builds:
             code, _, err = self.finish(build)

@@ -363,6 +363,7 @@ int RunBridge(const Options& options) {
   }
 
   Context ctx;
+  ctx.daemon.on = options.daemon.on;
   // A process group leader heads a job of its own (a shell's job, setsid, a
   // ninja command): it is at the top of that job, whatever the environment
   // says; make never makes a recipe a group leader.

@@ -13,6 +13,7 @@ void ServeControl(Context* ctx, const std::string& path) {
                               ctx->ledger,
                               ctx->broker.get(),
                               ctx->broker ? "" : ctx->outer,
+                              ctx->daemon.on,
                               [ctx] { return ctx->child; },
                               [ctx](int64_t timeout_ms) {
                                 if (!ctx->daemon.on) {

@@ -246,7 +246,9 @@ std::string FormatStatusTable(const json& status, const json& holders) {
                            : std::string("of the outer budget");
   out += "budget " + budget;
   std::string joined = Str(status, "joined");
-  out += joined.empty() ? " (root)" : " (joined " + joined + ")";
+  out += !joined.empty()          ? " (joined " + joined + ")"
+         : Bool(status, "daemon") ? " (daemon)"
+                                  : " (root)";
   out += ": " + std::to_string(used) + " in use, " + std::to_string(idled) + " idle";
   if (status.is_object() && status.contains("free") && status["free"].is_number()) {
     out += ", " + std::to_string(Int(status, "free")) + " free";

@@ -93,7 +93,8 @@ json BudgetView::Status() {
   json status = {{"in_use", in_use},
                  {"idle", idle},
                  {"waiting", waiting},
-                 {"joined", sources_.joined.empty() ? json(nullptr) : json(sources_.joined)}};
+                 {"joined", sources_.joined.empty() ? json(nullptr) : json(sources_.joined)},
+                 {"daemon", sources_.daemon}};
   if (sources_.joined.empty()) {
     status["budget"] = ledger->budget();
     status["free"] = ledger->free();

@@ -26,6 +26,7 @@ class BudgetView : public ControlServer::Delegate {
     Ledger* ledger = nullptr;
     Broker* broker = nullptr;        // null when joined: a relay serves the tree
     std::string joined;              // the outer budget, described; "" for a root
+    bool daemon = false;             // `jobbridge daemon`: no command
     std::function<pid_t()> command;  // COMMAND's pid, -1 before it started
     // Ends COMMAND's tree as SIGTERM would, or stops a daemon (ControlServer::
     // Delegate::Stop).
