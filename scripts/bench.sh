@@ -25,6 +25,10 @@
 # building jobbridge if build/jobbridge is missing. Budgets: under
 # `jobbridge -jN` the command holds one implicit slot, so K socket (or
 # semaphore) slots need -j(K+1).
+#
+# The last section builds a generated C project twice at once, under two
+# `make -j2` and under one `jobbridge daemon -j2` (about 75 s more; see
+# "The daemon section" below). BENCH_ONLY=daemon runs that section alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${BENCH_SECONDS:-1}
@@ -76,7 +80,20 @@ remove_left_sets() {
   done <"$BENCH_SEM_LOG"
   rm -f "$BENCH_SEM_LOG"
 }
-trap 'stop_server; remove_left_sets; rm -rf "$tmp"' EXIT
+# What the daemon section runs in the background, if its run is cut short:
+# its builds (make's pids) and its daemon (daemon_env names its environment).
+build_pids=()
+daemon_env=
+stop_builds() {
+  local pid
+  for pid in "${build_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  build_pids=()
+  if [ -n "$daemon_env" ]; then
+    (eval "$(cat "$daemon_env")" && "$jobbridge" stop) >/dev/null 2>&1 || true
+    daemon_env=
+  fi
+}
+trap 'stop_server; stop_builds; remove_left_sets; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM  # runs the EXIT trap
 
 # Starts the reference server with N slots and waits for its "ready" line.
@@ -175,17 +192,187 @@ row() {
   printf '%-44s %12s %12s %7s  %s\n' "$name" "$r" "$j" "$ratio" "$verdict"
 }
 
-echo "jobbridge bench: $(nproc) cores, $(uname -r), pinning: $pin; each figure is the median" \
-  "of $repeat runs per side ($secs s each for throughput, $rounds hand-offs each for latency)"
 # How busy the CPUs are before we start: other work skews pinned figures.
 cpu_time() { awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
-read -r total0 idle0 < <(cpu_time)
-sleep 0.5
-read -r total1 idle1 < <(cpu_time)
-busy=$(((100 * ((total1 - total0) - (idle1 - idle0))) / (total1 - total0 + 1)))
-if [ "$busy" -gt 10 ]; then
-  echo "warning: other work keeps the CPUs ${busy}% busy, so the figures are skewed"
-fi
+warn_if_busy() {
+  local total0 idle0 total1 idle1 busy
+  read -r total0 idle0 < <(cpu_time)
+  sleep 0.5
+  read -r total1 idle1 < <(cpu_time)
+  busy=$(((100 * ((total1 - total0) - (idle1 - idle0))) / (total1 - total0 + 1)))
+  if [ "$busy" -gt 10 ]; then
+    echo "warning: other work keeps the CPUs ${busy}% busy, so the figures are skewed"
+  fi
+}
+
+# The daemon section (last; BENCH_ONLY=daemon runs it alone): two builds of
+# the same CPU-bound C project (bench/gen_c_project.py: BENCH_DAEMON_FILES .c
+# files, default 300, of about 100 ms of gcc -O2 each; no link) started
+# together, first each with `make -j2` of its own (the reference: up to 4
+# compiles on 2 CPUs), then both as plain `make` (no -j: the budget comes
+# from MAKEFLAGS) under one `jobbridge daemon -j2`. Each compile runs through
+# a recorder that logs its start and end (one O_APPEND line each, as
+# integration/job.sh does), and a compile counts as running between the two.
+# Figures: the pair's wall time, the peak of compiles running at once (both
+# builds together, and each), the mean (compile time / wall time), the
+# fairness (the later build's finish / the earlier one's, both from the
+# common start) and each build's finish. The issue's goal: the shared budget
+# finishes the pair no later than the separate runs (<= 1.0x) with at most 2
+# compiles running. About 35 s per side on the 2-core VM (2 minutes of CPU in
+# all), so one run per side by default, the separate side first
+# (BENCH_DAEMON_REPEAT: more, alternating sides, medians shown).
+daemon_files=${BENCH_DAEMON_FILES:-300}
+daemon_repeat=${BENCH_DAEMON_REPEAT:-1}
+# Neither side may inherit a jobserver or a daemon from the caller (nor a
+# daemon's mark that a slot is already charged, JOBBRIDGE_CHARGED).
+no_jobserver=(env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u CARGO_MAKEFLAGS -u JOBBRIDGE_CARGO_MAKEFLAGS
+  -u JOBSERVERV2 -u ROBUST_JOBSERVER -u JOBBRIDGE_POOLS -u JOBBRIDGE_CONTROL -u JOBBRIDGE_DAEMON
+  -u JOBBRIDGE_CHARGED)
+
+# The peak of compiles running at once in the recorders' LOGS... (an end
+# sorts before a start at the same nanosecond).
+peak_running() {
+  awk '{ print $3, ($1 == "start" ? 1 : -1) }' "$@" | sort -k1,1n -k2,2n |
+    awk '{ n += $2; if (n > p) p = n } END { print p + 0 }'
+}
+
+# One pair: pair_run separate|shared appends its key=value line to $refs
+# (separate) or $jbs (shared); a shared pair whose daemon does not start or
+# stop cleanly sets $jb_why instead.
+pair_run() {
+  local side=$1 d=$tmp/daemon b pid t0 now rc=0 owner=() folder said i line peaks
+  local -A build_of=() finish=()
+  rm -f "$d"/a/*.o "$d"/b/*.o "$d"/*.log
+  local make_side=("${no_jobserver[@]}" make -j2)
+  if [ "$side" = shared ]; then
+    if ! "${no_jobserver[@]}" "$jobbridge" daemon -j2 >"$d/daemon.env" 2>"$d/daemon.err"; then
+      jb_why="daemon did not start: $(head -n 1 "$d/daemon.err")"
+      return
+    fi
+    daemon_env=$d/daemon.env
+    folder=$(sed -n "s/^export JOBBRIDGE_DAEMON='\(.*\)';$/\1/p" "$d/daemon.env")
+    sed -n "s/^export ROBUST_JOBSERVER='sysvsem:\([0-9]*\)';$/\1/p" "$d/daemon.env" \
+      >>"$BENCH_SEM_LOG"
+    read -r -a owner <"$folder/owner"  # "PID START" of the daemon, then of its caretaker
+    # Plain `make` in the daemon's environment (its shims first in PATH).
+    make_side=("${no_jobserver[@]}" bash -c 'eval "$(cat "$1")" && shift && exec "$@"' _
+      "$d/daemon.env" make)
+  fi
+  t0=${EPOCHREALTIME//[.,]/}
+  for b in a b; do
+    JOBLOG=$d/$b.log "${make_side[@]}" -s -C "$d/$b" RUN="sh $d/record.sh" >/dev/null \
+      2>>"$d/make.err" &
+    build_of[$!]=$b
+    build_pids+=("$!")
+  done
+  for i in 1 2; do
+    wait -n -p pid "${build_pids[@]}" || rc=$?
+    now=${EPOCHREALTIME//[.,]/}
+    finish[${build_of[$pid]}]=$((now - t0))
+    mapfile -t build_pids < <(printf '%s\n' "${build_pids[@]}" | grep -vx "$pid")
+    if [ "$rc" -ne 0 ]; then
+      echo "bench: $side build ${build_of[$pid]} failed (exit $rc): $(tail -n 3 "$d/make.err")" >&2
+      exit 1
+    fi
+  done
+  build_pids=()
+  for b in a b; do
+    if [ "$(grep -c '^end ' "$d/$b.log")" -ne "$daemon_files" ]; then
+      echo "bench: $side build $b compiled $(grep -c '^end ' "$d/$b.log") of $daemon_files files" >&2
+      exit 1
+    fi
+  done
+  if [ "$side" = shared ]; then
+    rc=0
+    said=$( (eval "$(cat "$d/daemon.env")" && "$jobbridge" stop) 2>&1) || rc=$?
+    daemon_env=
+    echo "daemon -j2: $(grep '^jobbridge: stopped' <<<"$said" || echo "$said") (jobbridge stop:" \
+      "exit $rc)" >>"$d/notes"
+    # Nothing of the daemon may be left: its processes, its folder, its semaphore set.
+    for ((i = 0; i < 50; i++)); do
+      if ! kill -0 "${owner[0]}" 2>/dev/null && ! kill -0 "${owner[2]:-${owner[0]}}" 2>/dev/null &&
+        [ ! -e "$folder" ]; then
+        break
+      fi
+      sleep 0.1
+    done
+    if [ "$i" -eq 50 ]; then
+      echo "daemon -j2: still there 5 s after jobbridge stop (pids ${owner[0]} ${owner[2]:-}," \
+        "$folder)" >>"$d/notes"
+    fi
+    remove_left_sets
+    if [ "$rc" -ne 0 ]; then
+      jb_why="jobbridge stop exited $rc: $said"
+      return
+    fi
+  fi
+  peaks=$(printf 'peak=%s peak_a=%s peak_b=%s' "$(peak_running "$d/a.log" "$d/b.log")" \
+    "$(peak_running "$d/a.log")" "$(peak_running "$d/b.log")")
+  line=$(awk -v a="${finish[a]}" -v b="${finish[b]}" -v peaks="$peaks" '
+    $1 == "start" { s[FILENAME, $2] = $3 }
+    $1 == "end" { busy += ($3 - s[FILENAME, $2]) / 1e3 }
+    END {
+      wall = a > b ? a : b; first = a < b ? a : b
+      printf "wall_s=%.2f %s mean=%.2f fair=%.3f a_s=%.2f b_s=%.2f\n", wall / 1e6, peaks,
+        busy / wall, wall / first, a / 1e6, b / 1e6
+    }' "$d/a.log" "$d/b.log")
+  if [ "$side" = shared ]; then jbs+=$line$'\n'; else refs+=$line$'\n'; fi
+}
+
+daemon_section() {
+  local d=$tmp/daemon i
+  mkdir -p "$d"
+  python3 bench/gen_c_project.py "$d/a" "$daemon_files"
+  cp -r "$d/a" "$d/b"
+  cat >"$d/record.sh" <<'RECORDER'
+#!/bin/sh
+# record.sh COMMAND...: runs COMMAND between "start NAME NS" and "end NAME NS"
+# lines appended to $JOBLOG (NAME: COMMAND's last argument, the .o).
+for name; do :; done
+printf 'start %s %s\n' "$name" "$(date +%s%N)" >>"$JOBLOG"
+rc=0
+"$@" || rc=$?
+printf 'end %s %s\n' "$name" "$(date +%s%N)" >>"$JOBLOG"
+exit "$rc"
+RECORDER
+  # One compile first, so that neither side's first loads gcc from disk.
+  gcc -O2 -c "$d/a/unit0000.c" -o "$d/warm-up.o"
+  refs='' jbs='' jb_why=''
+  for ((i = 0; i < daemon_repeat; i++)); do
+    pair_run separate
+    [ -n "$jb_why" ] || pair_run shared
+  done
+  printf '%-44s %12s %12s %7s  %s\n' "$daemon_files-file C build, twice at once" "2x make -j2" \
+    "daemon -j2" ratio target
+  row "wall time of the pair (s)" wall_s lower 1.0
+  row "peak compiles running, both builds" peak abs 2
+  row "peak compiles running, build a" peak_a info 0
+  row "peak compiles running, build b" peak_b info 0
+  row "mean compiles running, both builds" mean info 0
+  row "fairness: later/earlier finish" fair abs 1.1
+  row "finish of build a (s)" a_s info 0
+  row "finish of build b (s)" b_s info 0
+  echo "Both builds start together; the reference runs each as make -j2 (4 compiles on 2" \
+    "CPUs), the daemon side each as plain make in one daemon's environment (2 slots" \
+    "shared); $daemon_repeat run(s) per side. A compile runs from its recorder's start line to its end line."
+  [ ! -f "$d/notes" ] || cat "$d/notes"
+  rm -rf "$d"
+}
+
+case ${BENCH_ONLY:-} in
+  '') ;;
+  daemon)  # only the last section (builds under one daemon), e.g. to rerun it
+    echo "jobbridge bench: $(nproc) cores, $(uname -r); the daemon section only (BENCH_ONLY=daemon)"
+    warn_if_busy
+    daemon_section
+    exit 0
+    ;;
+  *) echo "bench: BENCH_ONLY=$BENCH_ONLY: the one section it can select is daemon" >&2; exit 1 ;;
+esac
+
+echo "jobbridge bench: $(nproc) cores, $(uname -r), pinning: $pin; each figure is the median" \
+  "of $repeat runs per side ($secs s each for throughput, $rounds hand-offs each for latency)"
+warn_if_busy
 echo "targets: throughput >= 0.8x reference; fairness max/min <= 1.1;" \
   "hand-off p50 <= 2x reference; through a nested jobbridge: >= 0.4x and <= 3x"
 printf '\n%-44s %12s %12s %7s  %s\n' figure reference jobbridge ratio target
@@ -396,3 +583,6 @@ fi
 
 echo
 python3 scripts/bench_pools.py "$jobbridge" "${BENCH_REPEAT:-5}" 200
+
+echo
+daemon_section
