@@ -203,6 +203,27 @@ class CrashesTest(DaemonTestCase):
         self.daemon_sh = None
         self.assert_no_leftovers()
 
+    def test_a_killed_daemons_caretaker_writes_nothing_into_a_running_pool(self):
+        # Started with two more fds open (a CI runner's), the daemon's first
+        # numbers differ; its caretaker receives pools' fds on them later.
+        result = subprocess.run(["bash", "-c", f'exec 3</dev/null 4</dev/null; exec "{self.bridge}" '
+                                 "daemon -j2"], cwd=self.sandbox.root, env=self.sandbox.env,
+                                capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.daemon_sh = self.sandbox.write_file("daemon.sh", result.stdout)
+        self.daemon_dir = re.search(r"export JOBBRIDGE_DAEMON='([^']+)'", result.stdout)[1]
+        with open(os.path.join(self.daemon_dir, "owner")) as f:
+            daemon_pid = int(f.read().split()[0])
+        step = self.step("make", cwd=self.project("long", 40, 0.2))
+        wait_for(lambda: len(self.sandbox.intervals()) >= 2, 20, "the build's first jobs")
+        os.kill(daemon_pid, signal.SIGKILL)
+        code, _, err = self.finish(step)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(max_overlap(self.sandbox.intervals()), 2, self.sandbox.read_log())
+        wait_for(lambda: not os.path.exists(self.daemon_dir), 10, "the caretaker's clean-up")
+        self.daemon_sh = None
+        self.assert_no_leftovers()
+
     def test_the_next_daemon_sweeps_what_a_killed_one_and_its_caretaker_left(self):
         self.start_daemon("-j2")
         old_dir, old_semid = self.daemon_dir, self.semid

@@ -138,6 +138,10 @@ void KeepGoing(std::vector<Flow> flows, pid_t command) {
 
 [[noreturn]] void RunCaretaker(int life, int returns, int feed, int semaphore, pid_t bridge,
                                RuntimeDir* dir) {
+  // A starting daemon's copy of its messages (log.h) names an fd that
+  // CloseAllBut closes below and a received pool's fd may take over: the
+  // caretaker's messages go to its stderr alone.
+  LogCopyFd() = -1;
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE}) {
     signal(sig, SIG_IGN);  // it outlives the bridge on purpose: SIGKILL ends it
   }
