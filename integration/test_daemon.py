@@ -281,6 +281,21 @@ class LifecycleTest(DaemonTestCase):
         self.daemon_sh = None
         self.assert_no_leftovers()
 
+    def test_acquire_pays_for_the_implicit_slot_of_the_tool_it_runs(self):
+        # What acquire holds is the slot make runs its first job on: make
+        # takes none more (a budget of 2 held by acquire -n 2 hung before).
+        self.start_daemon("-j2")
+        project = self.project("acq", 4, 0.3)
+        code, _, err = self.finish(self.step("jobbridge acquire -n 2 -- make", cwd=project), 60)
+        self.assertEqual(code, 0, err)
+        code, _, err = self.finish(self.step("jobbridge acquire -n 1 -- make", cwd=project), 60)
+        self.assertEqual(code, 0, err)
+        second = [i for i in self.sandbox.intervals()][4:]
+        self.assertEqual(max_overlap(second), 2, self.sandbox.read_log())
+        code, said = self.stop()
+        self.assertEqual(code, 0, said)
+        self.assert_stopped_clean(said)
+
     def test_bad_input_is_refused_before_anything_starts(self):
         cases = [(["daemon", "-j0"], 2, "-j needs a whole number of jobs from 1"),
                  (["daemon", "--format", "xml"], 2, "unknown --format 'xml'"),

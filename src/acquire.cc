@@ -111,6 +111,16 @@ int RunCommand(const AcquireOptions& options, int slots, const std::vector<int>&
     if (!std::string_view(*entry).starts_with("JOBBRIDGE_SLOTS=")) env.emplace_back(*entry);
   }
   env.push_back("JOBBRIDGE_SLOTS=" + std::to_string(slots));
+  // Under a daemon, a make (or any tool the shims serve) that COMMAND starts
+  // runs its first job on a slot acquire holds: it must not take another
+  // (implicit_slot.h), or acquire -n N of a budget of N would wait forever.
+  const char* daemon = std::getenv(kDaemonVariable);
+  if (daemon && *daemon && slots > 0) {
+    std::erase_if(env, [](const std::string& entry) {
+      return entry.starts_with(std::string(kChargedVariable) + "=");
+    });
+    env.push_back(std::string(kChargedVariable) + "=" + std::to_string(getpid()));
+  }
   sigset_t mask;
   sigprocmask(SIG_BLOCK, nullptr, &mask);
   SpawnRequest request{options.command, env, {}, mask, handled};

@@ -9,7 +9,8 @@
 // and inherited by it and everything it starts (not close-on-exec), so the
 // kernel gives the slot back when the last of them has exited, crashed or
 // not. kChargedVariable tells every tool below that its slot is paid for: a
-// recipe's make, a build script's make run on cargo's tokens.
+// recipe's make, a build script's make run on cargo's tokens, a make that
+// `jobbridge acquire` runs on the slots it holds.
 #pragma once
 
 #include <string>
