@@ -273,12 +273,23 @@ int ExitStatus(const Context& ctx) {
 int RunDaemon(Context* ctx, const Options& options, const DaemonPlaces& places, Ledger* ledger,
               ChildPool* pool, RuntimeDir* runtime_dir, Caretaker* caretaker) {
   StartDaemon(ctx, options);
-  TellReady(options, places.shims, DaemonVariables(places), runtime_dir->Join(kDaemonEnvFile));
+  // Without its control socket nothing could stop it (jobbridge stop) or
+  // find it again (a second daemon): it does not start.
+  bool serving = !ctx->control_path.empty();
+  if (!serving) {
+    LogError("daemon: no control socket, so jobbridge stop could not reach it; not started");
+    BeginDaemonStop(ctx, 0, "no control socket");
+  } else if (!TellReady(options, places.shims, DaemonVariables(places),
+                        runtime_dir->Join(kDaemonEnvFile))) {
+    // Its starter was interrupted: nobody has its environment.
+    BeginDaemonStop(ctx, 0, "its starter went away");
+  }
   RunLoopToEnd(ctx);
   Finish(ctx, ledger, pool, runtime_dir, options.verbose);
   caretaker->Dismiss();
   int surplus = ctx->broker->surplus_dropped() + ctx->broker->counted_surplus();
-  return EndDaemon(ctx, ctx->broker->reclaimed(), surplus);
+  int status = EndDaemon(ctx, ctx->broker->reclaimed(), surplus);
+  return serving ? status : 1;
 }
 
 }  // namespace

@@ -114,8 +114,9 @@ void BeginDaemonStop(Context* ctx, int64_t timeout_ms, const std::string& why);
 void MoveOutputToLog(const std::string& log_path);
 // Writes the steps' environment (`path_first`, then `variables`: NAME=VALUE)
 // to `env_path` (kDaemonEnvFile) and tells it to the process that started
-// the daemon, whose stderr it then lets go.
-void TellReady(const Options& options, const std::string& path_first,
+// the daemon, whose stderr it then lets go. False when that process is gone
+// (interrupted while the daemon started): nobody knows of the daemon then.
+bool TellReady(const Options& options, const std::string& path_first,
                const std::vector<std::string>& variables, const std::string& env_path);
 // After Finish: the summary (in the log, and to every `jobbridge stop`
 // waiting for it). Returns the daemon's exit status: 1 if anything was lost.

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "bridge_context.h"
@@ -47,13 +48,17 @@ std::string Seconds(uint64_t ms) {
 // The stop's deadline has come with slots still in use: they are cut off
 // (their connections closed, their invocations ended) and counted as lost.
 void NoteHeldAtEnd(Context* ctx) {
+  std::map<std::string, int> by_holder;  // a tool holds a socket slot and its pool's
   for (const Broker::Place& place : ctx->broker->Places()) {
     int in_use = place.held - place.idle;
     if (in_use <= 0) continue;
     ctx->daemon.held_at_end += in_use;
-    std::string who = place.pid > 0 ? "pid " + std::to_string(place.pid) : SideOf(place.owner.kind);
+    by_holder[place.pid > 0 ? "pid " + std::to_string(place.pid) : SideOf(place.owner.kind)] +=
+        in_use;
+  }
+  for (const auto& [who, count] : by_holder) {
     ctx->daemon.held_by +=
-        (ctx->daemon.held_by.empty() ? "" : ", ") + who + ": " + std::to_string(in_use);
+        (ctx->daemon.held_by.empty() ? "" : ", ") + who + ": " + std::to_string(count);
   }
   if (ctx->daemon.held_at_end > 0) {
     LogWarning(std::to_string(ctx->daemon.held_at_end) +
@@ -156,7 +161,7 @@ void MoveOutputToLog(const std::string& log_path) {
   dup2(log.get(), STDERR_FILENO);
 }
 
-void TellReady(const Options& options, const std::string& path_first,
+bool TellReady(const Options& options, const std::string& path_first,
                const std::vector<std::string>& variables, const std::string& env_path) {
   std::string message = EncodeDaemonEnv(path_first, variables);
   UniqueFd file(open(env_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
@@ -168,9 +173,10 @@ void TellReady(const Options& options, const std::string& path_first,
   // stderr (a CI step's pipe) must not be held open.
   if (LogCopyFd() >= 0) close(LogCopyFd());
   LogCopyFd() = -1;
-  if (options.daemon.ready_fd < 0) return;
-  WriteAll(options.daemon.ready_fd, message);
+  if (options.daemon.ready_fd < 0) return true;
+  bool told = WriteAll(options.daemon.ready_fd, message);  // EPIPE: SIGPIPE is ignored
   close(options.daemon.ready_fd);
+  return told;
 }
 
 int EndDaemon(Context* ctx, int reclaimed, int surplus) {

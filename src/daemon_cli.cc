@@ -158,6 +158,14 @@ int Start(Options options, std::string* path_first, std::vector<std::string>* va
     LogError(std::string("daemon: cannot start (pipe): ") + strerror(errno));
     return 1;
   }
+  // Above the standard streams, which the daemon points at /dev/null (they
+  // may have been closed: the pipe then took their numbers).
+  for (int& end : ready) {
+    if (end > STDERR_FILENO) continue;
+    int moved = fcntl(end, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+    close(end);
+    end = moved;
+  }
   std::fflush(nullptr);
   pid_t child = fork();
   if (child < 0) {
@@ -229,8 +237,9 @@ bool ParseDaemonCommandLine(const std::vector<std::string>& args, int default_jo
         return false;
       }
     } else if (is("--idle-timeout")) {
-      if (!value("--idle-timeout", &v) || !ParseDuration(v, &bridge.daemon.idle_timeout_ms, err)) {
-        if (!v.empty()) *err = "daemon: --idle-timeout: " + *err;
+      if (!value("--idle-timeout", &v)) return false;
+      if (!ParseDuration(v, &bridge.daemon.idle_timeout_ms, err)) {
+        *err = "daemon: --idle-timeout: " + *err;
         return false;
       }
     } else if (is("--format")) {
@@ -342,8 +351,13 @@ int StopMain(const std::vector<std::string>& args) {
       std::string v = args[i].size() > 9    ? args[i].substr(10)
                       : i + 1 < args.size() ? args[++i]
                                             : "";
-      if (!ParseDuration(v, &timeout_ms, &err)) {
+      if (v == "0") {
+        timeout_ms = 0;  // cut off whatever runs, at once
+      } else if (!ParseDuration(v, &timeout_ms, &err)) {
         LogError("stop: --timeout: " + err);
+        return 2;
+      } else if (timeout_ms > kMaxStopTimeoutMs) {
+        LogError("stop: --timeout " + v + " is longer than a day (24h), the most a daemon waits");
         return 2;
       }
       continue;

@@ -23,8 +23,8 @@ bool TakeImplicitSlot(const std::string& tool, std::string* err) {
                     " to run " + tool + " on its own budget)";
   UniqueFd fd = ConnectUnix(socket);
   if (!fd.valid()) {
-    *err = "the jobbridge daemon of this CI job is gone (" + std::string(std::strerror(errno)) +
-           " at " + socket + ": stopped, or killed); " + fix;
+    *err = "the jobbridge daemon of this CI job is stopping or gone (" +
+           std::string(std::strerror(errno)) + " at " + socket + "); " + fix;
     return false;
   }
   // Granted one byte: the slot. End of file or an error: the daemon ended

@@ -178,6 +178,7 @@ TEST(DaemonCommandLineTest, BadOptionsNameTheFault) {
            {{"--format", "xml"}, "unknown --format 'xml'"},
            {{"--idle-timeout", "soon"}, "daemon: --idle-timeout: 'soon' is not a duration"},
            {{"--idle-timeout"}, "daemon: --idle-timeout needs a value"},
+           {{"--idle-timeout="}, "daemon: --idle-timeout: '' is not a duration"},
            {{"--", "make"}, "daemon: it runs no command ('--')"},
            {{"make"}, "daemon: it runs no command ('make'): eval its output"},
            {{"--jobz=3"}, "daemon: unknown option '--jobz=3'"},
