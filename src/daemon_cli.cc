@@ -1,13 +1,11 @@
 #include "daemon_cli.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -33,32 +31,6 @@ using nlohmann::json;
 // How long `stop` waits for the summary beyond the holders' timeout.
 constexpr int64_t kSummaryGraceMs = 10'000;
 
-// Reads one line from `fd` within `timeout_ms`; false with *err.
-bool ReadLine(int fd, int64_t timeout_ms, std::string* pending, std::string* line,
-              std::string* err) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  size_t end;
-  while ((end = pending->find('\n')) == std::string::npos) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    pollfd ready{fd, POLLIN, 0};
-    if (left.count() <= 0 || RetryOnEintr([&] { return poll(&ready, 1, left.count()); }) <= 0) {
-      *err = "no answer within " + std::to_string(timeout_ms / 1000) + " s";
-      return false;
-    }
-    char buffer[4096];
-    ssize_t n = RetryOnEintr([&] { return read(fd, buffer, sizeof buffer); });
-    if (n <= 0) {
-      *err = "it closed the connection without a word (killed?)";
-      return false;
-    }
-    pending->append(buffer, static_cast<size_t>(n));
-  }
-  *line = pending->substr(0, end);
-  pending->erase(0, end + 1);
-  return true;
-}
-
 // Sends `request` on a new connection to `path` and reads the reply.
 bool Ask(const std::string& path, const json& request, UniqueFd* fd, std::string* pending,
          json* reply, std::string* err) {
@@ -73,7 +45,7 @@ bool Ask(const std::string& path, const json& request, UniqueFd* fd, std::string
     *err = "cannot ask the jobbridge at " + path + ": " + strerror(errno);
     return false;
   }
-  if (!ReadLine(fd->get(), 5000, pending, &line, err)) return false;
+  if (!ReadReplyLine(fd->get(), 5000, pending, &line, err)) return false;
   *reply = json::parse(line, nullptr, false);
   if (!reply->is_object()) {
     *err = "the jobbridge at " + path + " answered " + line.substr(0, 200);
@@ -390,7 +362,7 @@ int StopMain(const std::vector<std::string>& args) {
             "tree was sent SIGTERM");
     return 0;
   }
-  if (!ReadLine(fd.get(), timeout_ms + kSummaryGraceMs, &pending, &line, &err)) {
+  if (!ReadReplyLine(fd.get(), timeout_ms + kSummaryGraceMs, &pending, &line, &err)) {
     LogError("stop: the daemon did not report its end: " + err);
     return 1;
   }

@@ -33,31 +33,6 @@ using nlohmann::json;
 constexpr int kReplyTimeoutMs = 5000;
 constexpr const char* kSides[] = {"legacy", "socket", "sysvsem", "upstream", "command"};
 
-// One reply line, within kReplyTimeoutMs; false with *err otherwise.
-bool ReadLine(int fd, std::string* pending, std::string* line, std::string* err) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kReplyTimeoutMs);
-  size_t end;
-  while ((end = pending->find('\n')) == std::string::npos) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    pollfd p{fd, POLLIN, 0};
-    if (left.count() <= 0 || RetryOnEintr([&] { return poll(&p, 1, left.count()); }) <= 0) {
-      *err = "no reply within " + std::to_string(kReplyTimeoutMs / 1000) + " s";
-      return false;
-    }
-    char buffer[4096];
-    ssize_t n = RetryOnEintr([&] { return read(fd, buffer, sizeof buffer); });
-    if (n <= 0) {
-      *err = "the jobbridge closed the connection (it ended?)";
-      return false;
-    }
-    pending->append(buffer, static_cast<size_t>(n));
-  }
-  *line = pending->substr(0, end);
-  pending->erase(0, end + 1);
-  return true;
-}
-
 // Sends `requests` (one line each) and reads a reply per request; false
 // with *err (naming the socket) when one cannot be had. A reply that is not
 // ok is returned as it is, for the caller to report.
@@ -80,7 +55,7 @@ bool Exchange(const std::string& path, const std::vector<json>& requests,
   std::string pending, line;
   replies->clear();
   for (size_t i = 0; i < requests.size(); ++i) {
-    if (!ReadLine(fd.get(), &pending, &line, err)) {
+    if (!ReadReplyLine(fd.get(), kReplyTimeoutMs, &pending, &line, err)) {
       if (gone) *gone = err->find("closed the connection") != std::string::npos;
       *err = "the jobbridge at " + path + " did not answer: " + *err;
       return false;
@@ -155,6 +130,31 @@ std::vector<json> Sorted(const json& list, const char* count_key) {
 }
 
 }  // namespace
+
+bool ReadReplyLine(int fd, int64_t timeout_ms, std::string* pending, std::string* line,
+                   std::string* err) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  size_t end;
+  while ((end = pending->find('\n')) == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLIN, 0};
+    if (left.count() <= 0 || RetryOnEintr([&] { return poll(&p, 1, left.count()); }) <= 0) {
+      *err = "no reply within " + std::to_string(timeout_ms / 1000) + " s";
+      return false;
+    }
+    char buffer[4096];
+    ssize_t n = RetryOnEintr([&] { return read(fd, buffer, sizeof buffer); });
+    if (n <= 0) {
+      *err = "the jobbridge closed the connection (it ended?)";
+      return false;
+    }
+    pending->append(buffer, static_cast<size_t>(n));
+  }
+  *line = pending->substr(0, end);
+  pending->erase(0, end + 1);
+  return true;
+}
 
 bool FindControlSocket(const StatusOptions& options, std::string* path, std::string* err) {
   if (!options.socket.empty()) {

@@ -4,6 +4,7 @@
 // `jobbridge resize N` asks it to change its budget.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -28,6 +29,11 @@ std::string StatusUsageText();
 // Where to ask: --socket, --pid, else the tree's JOBBRIDGE_CONTROL. False
 // with *err saying how to name one.
 bool FindControlSocket(const StatusOptions& options, std::string* path, std::string* err);
+
+// One reply line from a control socket within `timeout_ms` (the rest of
+// what was read stays in *pending); false with *err saying why not.
+bool ReadReplyLine(int fd, int64_t timeout_ms, std::string* pending, std::string* line,
+                   std::string* err);
 
 // The table: the budget and each side's slots, then holders by slots and
 // age, then waiters. `status` and `holders` are the replies' bodies.
