@@ -332,6 +332,17 @@ class LifecycleTest(DaemonTestCase):
         self.assertEqual(self.sandbox.runtime_leftovers(), [])
         self.assert_no_leftovers()
 
+    def test_a_daemon_whose_environment_cannot_be_printed_stops_again(self):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([self.bridge, "daemon", "-j2"], stdout=full,
+                                    stderr=subprocess.PIPE, text=True, env=self.sandbox.env,
+                                    timeout=30)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("its environment could not be passed on, so it was stopped again",
+                      result.stderr)
+        wait_for(lambda: not self.sandbox.runtime_leftovers(), 10, "the daemon to stop")
+        self.assert_no_leftovers()
+
 
 class ReadmeExamplesTest(DaemonTestCase):
     """The CI examples in README.md, run as the runners would run them."""

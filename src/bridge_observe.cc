@@ -25,7 +25,8 @@ void ServeControl(Context* ctx, const std::string& path) {
                               },
                               [ctx](int jobs) {
                                 if (ctx->tracer) ctx->tracer->Resized(jobs);
-                              }};
+                              },
+                              [ctx] { return ctx->daemon.stopping; }};
   ctx->view = std::make_unique<BudgetView>(std::move(sources));
   auto control = std::make_unique<ControlServer>(&ctx->loop, ctx->view.get());
   std::string err;

@@ -1,6 +1,7 @@
 #include "daemon_cli.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 
 #include "bridge.h"
 #include "control/control_protocol.h"
+#include "control/control_server.h"
 #include "log.h"
 #include "status_cli.h"
 #include "util/eintr.h"
@@ -68,9 +70,10 @@ bool FindRunning(std::string* path_first, std::vector<std::string>* variables, i
   UniqueFd fd;
   std::string pending, err;
   json reply;
+  // One that stops will take no new clients: as good as gone.
   if (!file || !DecodeDaemonEnv(text.str(), path_first, variables) ||
       !Ask(dir + "/control.sock", {{"request", "status"}}, &fd, &pending, &reply, &err) ||
-      !json_fields::Bool(reply, "ok")) {
+      !json_fields::Bool(reply, "ok") || json_fields::Bool(reply, "stopping")) {
     *gone = true;
     return false;
   }
@@ -81,11 +84,7 @@ bool FindRunning(std::string* path_first, std::vector<std::string>* variables, i
 // The variables a dead daemon gave this environment: a new daemon must not
 // take them for an outer budget.
 void ForgetDeadDaemon() {
-  for (const char* name :
-       {"MAKEFLAGS", "MFLAGS", "CARGO_MAKEFLAGS", "JOBBRIDGE_CARGO_MAKEFLAGS", "JOBSERVERV2",
-        "ROBUST_JOBSERVER", "JOBBRIDGE_POOLS", "JOBBRIDGE_CONTROL", kDaemonVariable}) {
-    unsetenv(name);
-  }
+  for (const char* name : kDaemonVariableNames) unsetenv(name);
 }
 
 bool AppendTo(const char* variable, const std::string& text, std::string* err) {
@@ -109,7 +108,7 @@ bool AppendTo(const char* variable, const std::string& text, std::string* err) {
 int Tell(EnvFormat format, const std::string& path_first,
          const std::vector<std::string>& variables) {
   if (format != EnvFormat::kGithub) {
-    std::fputs(ShellText(format, variables, path_first).c_str(), stdout);
+    std::fputs(ShellText(format, variables, path_first, NamesNotSet(variables)).c_str(), stdout);
     return std::fflush(stdout) == 0 ? 0 : 1;
   }
   std::string err;
@@ -300,13 +299,31 @@ int DaemonMain(const std::vector<std::string>& args) {
   }
   if (gone) {
     LogWarning("daemon: the daemon JOBBRIDGE_DAEMON names (" +
-               std::string(std::getenv(kDaemonVariable)) + ") is gone; starting a new one");
+               std::string(std::getenv(kDaemonVariable)) + ") is gone or stopping; starting a " +
+               "new one");
     ForgetDeadDaemon();
   }
   if (int status = Start(command.bridge, &path_first, &variables); status != 0) return status;
+  // A reader that went away is an error to handle here (the daemon must not
+  // outlive it unknown), not a SIGPIPE.
+  signal(SIGPIPE, SIG_IGN);
+  if (int told = Tell(command.format, path_first, variables); told != 0) {
+    // Nobody has its environment: nothing would ever stop it.
+    for (const std::string& variable : variables) {
+      std::string name = std::string(kControlVariable) + "=";
+      if (!variable.starts_with(name)) continue;
+      UniqueFd fd;
+      std::string pending;
+      json reply;
+      Ask(variable.substr(name.size()), {{"request", "stop"}, {"timeout_ms", 0}}, &fd, &pending,
+          &reply, &err);
+    }
+    LogError("daemon: its environment could not be passed on, so it was stopped again");
+    return told;
+  }
   LogInfo("daemon: serving a budget of " + std::to_string(command.bridge.jobs) +
           " to the steps with its environment; jobbridge stop ends it");
-  return Tell(command.format, path_first, variables);
+  return 0;
 }
 
 int StopMain(const std::vector<std::string>& args) {

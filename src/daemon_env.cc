@@ -116,10 +116,22 @@ std::string FishQuote(const std::string& value) {
   return quoted + "'";
 }
 
+std::vector<std::string> NamesNotSet(const std::vector<std::string>& variables) {
+  std::vector<std::string> names;
+  for (const char* name : kDaemonVariableNames) {
+    bool set = false;
+    for (const std::string& variable : variables)
+      set |= variable.starts_with(name + std::string("="));
+    if (!set) names.emplace_back(name);
+  }
+  return names;
+}
+
 std::string ShellText(EnvFormat format, const std::vector<std::string>& variables,
-                      const std::string& path_first) {
+                      const std::string& path_first, const std::vector<std::string>& unset) {
   bool fish = format == EnvFormat::kFish;
   std::string text;
+  for (const std::string& name : unset) text += (fish ? "set -e " : "unset ") + name + ";\n";
   for (const std::string& variable : variables) {
     size_t equals = variable.find('=');
     std::string name = variable.substr(0, equals), value = variable.substr(equals + 1);

@@ -39,10 +39,20 @@ struct DaemonPlaces {
 // shim folder put first, which each format writes its own way).
 std::vector<std::string> DaemonVariables(const DaemonPlaces& places);
 
-// The text `eval` (sh, gitlab: POSIX sh; fish: `eval (...)`) runs to set
-// `variables` (NAME=VALUE) and put `path_first` first in PATH (none when "").
+// Every name DaemonVariables may set, and of those the ones `variables`
+// does not set: a shell that evaluated an earlier daemon's text must drop
+// them (a daemon may offer no semaphore, or no pools).
+inline constexpr const char* kDaemonVariableNames[] = {
+    "MAKEFLAGS",       "MFLAGS",           "CARGO_MAKEFLAGS", "JOBBRIDGE_CARGO_MAKEFLAGS",
+    "JOBSERVERV2",     "ROBUST_JOBSERVER", "JOBBRIDGE_POOLS", "JOBBRIDGE_CONTROL",
+    "JOBBRIDGE_DAEMON"};
+std::vector<std::string> NamesNotSet(const std::vector<std::string>& variables);
+
+// The text `eval` (sh, gitlab: POSIX sh; fish: `eval (...)`) runs to unset
+// `unset` (names), set `variables` (NAME=VALUE) and put `path_first` first
+// in PATH (none when "").
 std::string ShellText(EnvFormat format, const std::vector<std::string>& variables,
-                      const std::string& path_first);
+                      const std::string& path_first, const std::vector<std::string>& unset = {});
 
 // Lines for GitHub Actions' $GITHUB_ENV file (NAME=VALUE, or the
 // NAME<<DELIMITER form for a value with a newline), and for $GITHUB_PATH.

@@ -126,6 +126,20 @@ TEST(DaemonEnvTest, ShTextSetsEveryValueAsItIsAndPathOnce) {
   }
 }
 
+TEST(DaemonEnvTest, WhatADaemonDoesNotSetIsUnset) {
+  DaemonPlaces bare = Places();
+  bare.robust = bare.pools = "";
+  std::vector<std::string> variables = DaemonVariables(bare);
+  EXPECT_EQ(NamesNotSet(variables),
+            (std::vector<std::string>{"ROBUST_JOBSERVER", "JOBBRIDGE_POOLS"}));
+  EXPECT_EQ(NamesNotSet(DaemonVariables(Places())), std::vector<std::string>{});
+  std::string printed = RunSh("ROBUST_JOBSERVER=sysvsem:7; export ROBUST_JOBSERVER\n" +
+                              ShellText(EnvFormat::kSh, variables, "", NamesNotSet(variables)) +
+                              "printf '%s|%s' \"${ROBUST_JOBSERVER-unset}\" \"$JOBSERVERV2\"\n");
+  EXPECT_EQ(printed, "unset|/run/jb-x/jobserver.sock");
+  EXPECT_EQ(ShellText(EnvFormat::kFish, {}, "", {"A"}), "set -e A;\n");
+}
+
 TEST(DaemonEnvTest, FishTextQuotesAsFishDoes) {
   std::string text = ShellText(EnvFormat::kFish, {"JB_A=it's \\ $x"}, "/s");
   EXPECT_EQ(text,

@@ -95,6 +95,7 @@ json BudgetView::Status() {
                  {"waiting", waiting},
                  {"joined", sources_.joined.empty() ? json(nullptr) : json(sources_.joined)},
                  {"daemon", sources_.daemon}};
+  if (sources_.daemon) status["stopping"] = sources_.stopping && sources_.stopping();
   if (sources_.joined.empty()) {
     status["budget"] = ledger->budget();
     status["free"] = ledger->free();

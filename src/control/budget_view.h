@@ -32,6 +32,7 @@ class BudgetView : public ControlServer::Delegate {
     // Delegate::Stop).
     std::function<bool(int64_t timeout_ms)> stop;
     std::function<void(int)> resized;  // after a resize (the trace), may be empty
+    std::function<bool()> stopping;    // a daemon that stops; may be empty
   };
 
   // Takes the ledger's observer. All sources must outlive it.
