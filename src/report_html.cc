@@ -3,6 +3,7 @@
 #include <iterator>
 #include <sstream>
 
+#include "control/sides.h"
 #include "log.h"
 #include "report.h"
 
@@ -14,7 +15,6 @@ constexpr int kLabelWidth = 320;
 constexpr int kPlotWidth = 760;
 constexpr int kChartHeight = 120;
 constexpr int kLaneHeight = 10;
-constexpr const char* kSides[] = {"command", "legacy", "socket", "sysvsem", "upstream"};
 constexpr const char* kColors[] = {"#8d99ae", "#2a9d8f", "#e76f51", "#7b2cbf", "#e9c46a"};
 
 std::string Escaped(const std::string& text) {
@@ -67,8 +67,8 @@ std::string Percent(double fraction) {
 }
 
 const char* ColorOf(const std::string& side) {
-  for (size_t i = 0; i < std::size(kSides); ++i) {
-    if (side == kSides[i]) return kColors[i];
+  for (size_t i = 0; i < std::size(kSideNames); ++i) {
+    if (side == kSideNames[i]) return kColors[i];
   }
   return "#999";
 }
@@ -88,12 +88,12 @@ std::string Chart(const TraceModel& model, const Scale& scale, int top) {
   auto y = [&](int value) { return top + kChartHeight - value * kChartHeight / max; };
   svg << "<text x=\"4\" y=\"" << top + 14 << "\" class=\"label\">slots in use, by side</text>\n";
   std::vector<int> below(model.in_use.size(), 0);
-  for (size_t s = 0; s < std::size(kSides); ++s) {
+  for (size_t s = 0; s < std::size(kSideNames); ++s) {
     if (model.in_use.empty()) break;
     std::ostringstream upper, lower;
     for (size_t k = 0; k < model.in_use.size(); ++k) {
       const auto& sample = model.in_use[k];
-      auto it = sample.per_side.find(kSides[s]);
+      auto it = sample.per_side.find(kSideNames[s]);
       int value = below[k] + (it == sample.per_side.end() ? 0 : it->second);
       int64_t next = k + 1 < model.in_use.size() ? model.in_use[k + 1].ts_us : model.end_us;
       upper << Fixed(scale.X(sample.ts_us), 1) << "," << y(value) << " " << Fixed(scale.X(next), 1)
@@ -103,7 +103,7 @@ std::string Chart(const TraceModel& model, const Scale& scale, int top) {
     // Back along the lower edge: the sides drawn before.
     std::vector<int> base(model.in_use.size(), 0);
     for (size_t k = 0; k < model.in_use.size(); ++k) {
-      auto it = model.in_use[k].per_side.find(kSides[s]);
+      auto it = model.in_use[k].per_side.find(kSideNames[s]);
       base[k] = below[k] - (it == model.in_use[k].per_side.end() ? 0 : it->second);
     }
     for (size_t k = model.in_use.size(); k-- > 0;) {
@@ -111,7 +111,7 @@ std::string Chart(const TraceModel& model, const Scale& scale, int top) {
       lower << Fixed(scale.X(next), 1) << "," << y(base[k]) << " "
             << Fixed(scale.X(model.in_use[k].ts_us), 1) << "," << y(base[k]) << " ";
     }
-    svg << "<polygon class=\"counter\" data-side=\"" << kSides[s] << "\" fill=\"" << kColors[s]
+    svg << "<polygon class=\"counter\" data-side=\"" << kSideNames[s] << "\" fill=\"" << kColors[s]
         << "\" points=\"" << upper.str() << lower.str() << "\"/>\n";
   }
   std::ostringstream budget;
@@ -210,8 +210,8 @@ std::string RenderReport(const TraceModel& model, const std::string& source) {
        << Percent(model.utilisation_overall) << "</b>. Peak waiting: <b id=\"peak-waiting\">"
        << model.peak_waiting << "</b>. <b id=\"slice-count\">" << model.slice_count
        << "</b> grants on <b id=\"track-count\">" << model.tracks.size() << "</b> tracks.</p>\n<p>";
-  for (size_t i = 0; i < std::size(kSides); ++i) {
-    html << "<span style=\"color:" << kColors[i] << "\">&#9632;</span> " << kSides[i] << " ";
+  for (size_t i = 0; i < std::size(kSideNames); ++i) {
+    html << "<span style=\"color:" << kColors[i] << "\">&#9632;</span> " << kSideNames[i] << " ";
   }
   html << "<span style=\"color:#bbb\">&#9632;</span> waiting</p>\n"
        << Timeline(model) << Tables(model) << "</body></html>\n";

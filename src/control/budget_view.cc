@@ -13,32 +13,14 @@ namespace {
 using nlohmann::json;
 
 constexpr size_t kMaxCommandLine = 200;
-constexpr const char* kSides[] = {"command", "legacy", "socket", "sysvsem", "upstream"};
 
 json ZeroPerSide() {
   json sides = json::object();
-  for (const char* side : kSides) sides[side] = 0;
+  for (const char* side : kSideNames) sides[side] = 0;
   return sides;
 }
 
 }  // namespace
-
-const char* SideOf(OwnerKind kind) {
-  switch (kind) {
-    case OwnerKind::kCommand:
-      return "command";
-    case OwnerKind::kLegacyPool:
-    case OwnerKind::kInvocation:
-      return "legacy";
-    case OwnerKind::kSocket:
-      return "socket";
-    case OwnerKind::kSemaphore:
-      return "sysvsem";
-    case OwnerKind::kUpstream:
-      return "upstream";
-  }
-  return "unknown";
-}
 
 std::string CommandLineOf(pid_t pid) {
   if (pid <= 0) return "";

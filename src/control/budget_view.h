@@ -15,6 +15,7 @@
 
 #include "broker.h"
 #include "control/control_server.h"
+#include "control/sides.h"
 #include "core/ledger.h"
 
 namespace jobbridge {
@@ -51,10 +52,6 @@ class BudgetView : public ControlServer::Delegate {
   int64_t epoch_minus_loop_ms_ = 0;
   std::map<Owner, uint64_t> held_since_;  // uv_now() when each began to hold
 };
-
-// The side a ledger owner's slots count for: "command", "legacy" (the root
-// pool and tool invocations' pools), "socket", "sysvsem", "upstream".
-const char* SideOf(OwnerKind kind);
 
 // A process's command line from /proc (arguments joined by spaces, cut at
 // 200 characters), or "" when it cannot be read.

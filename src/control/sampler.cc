@@ -5,23 +5,6 @@
 
 namespace jobbridge {
 
-int SideIndex(OwnerKind kind) {
-  switch (kind) {
-    case OwnerKind::kCommand:
-      return 0;
-    case OwnerKind::kLegacyPool:
-    case OwnerKind::kInvocation:
-      return 1;
-    case OwnerKind::kSocket:
-      return 2;
-    case OwnerKind::kSemaphore:
-      return 3;
-    case OwnerKind::kUpstream:
-      return 4;
-  }
-  return 4;
-}
-
 void Sampler::Start(uv_loop_t* loop, Ledger* ledger, Broker* broker) {
   loop_ = loop;
   ledger_ = ledger;
@@ -64,7 +47,7 @@ BudgetSample Sampler::SampleNow() {
   if (broker_) {
     sample.places = broker_->Places();
     for (const Broker::Place& place : sample.places) {
-      int side = SideIndex(place.owner.kind);
+      size_t side = SideIndex(place.owner.kind);
       sample.in_use[side] += place.held - place.idle;
       sample.idle[side] += place.idle;
       sample.waiting[side] += place.waiting;

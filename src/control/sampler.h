@@ -16,14 +16,10 @@
 #include <vector>
 
 #include "broker.h"
+#include "control/sides.h"
 #include "core/ledger.h"
 
 namespace jobbridge {
-
-// The sides, in the order of the arrays below (SideOf names them).
-inline constexpr std::array<const char*, 5> kSideNames = {"command", "legacy", "socket", "sysvsem",
-                                                          "upstream"};
-int SideIndex(OwnerKind kind);
 
 struct BudgetSample {
   uint64_t now_ms = 0;  // uv_now()

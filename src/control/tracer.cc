@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "control/budget_view.h"
+#include "control/sides.h"
 #include "log.h"
 #include "util/eintr.h"
 #include "util/uv_handle.h"
