@@ -5,7 +5,6 @@
 // given back are stock that goes back to the budget, units given back beyond
 // what it holds are surplus, and at the end every unit is counted back.
 #include <algorithm>
-#include <climits>
 
 #include "broker.h"
 #include "counted_waiters.h"
@@ -62,14 +61,7 @@ void Broker::ReturnUnusedStock() {
 bool Broker::CountBack(EndpointId id) {
   Endpoint* endpoint = endpoints_.Find(id);
   if (!endpoint) return true;
-  std::string err;
-  int held = ledger_->HeldBy(endpoint->owner());
-  int back = endpoint->TakeBack(INT_MAX, &err);
-  if (back < 0) {
-    LogWarning(err);
-    back = 0;
-  }
-  bool exact = ReportCountBack(back, held, counted_surplus_);
+  bool exact = CountBackAll(endpoint, ledger_->HeldBy(endpoint->owner()), counted_surplus_);
   Leave(id);  // frees what it held; destroyed, the semaphore is removed
   return exact;
 }

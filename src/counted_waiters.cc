@@ -1,5 +1,7 @@
 #include "counted_waiters.h"
 
+#include <climits>
+
 #include "log.h"
 
 namespace jobbridge {
@@ -44,6 +46,16 @@ bool ReportCountBack(int back, int held, int counted_surplus) {
                "each was, more jobs than the budget could run");
   }
   return back == held && counted_surplus == 0;
+}
+
+bool CountBackAll(Endpoint* endpoint, int held, int counted_surplus) {
+  std::string err;
+  int back = endpoint->TakeBack(INT_MAX, &err);
+  if (back < 0) {
+    LogWarning(err);
+    back = 0;
+  }
+  return ReportCountBack(back, held, counted_surplus);
 }
 
 }  // namespace jobbridge

@@ -32,4 +32,8 @@ int TakeBackCountedSurplus(Endpoint* endpoint, int held, int* counted_surplus);
 // True when exactly `held` came back and there was no surplus.
 bool ReportCountBack(int back, int held, int counted_surplus);
 
+// At the end: takes every unit out of `endpoint`, which the ledger says
+// holds `held`, and reports the count (ReportCountBack). True when exact.
+bool CountBackAll(Endpoint* endpoint, int held, int counted_surplus);
+
 }  // namespace jobbridge

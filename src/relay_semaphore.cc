@@ -4,7 +4,6 @@
 // counted"; the shared parts in counted_waiters.h), except that a slot
 // comes from upstream and goes back there.
 #include <algorithm>
-#include <climits>
 
 #include "broker.h"
 #include "counted_waiters.h"
@@ -76,12 +75,7 @@ void Relay::CountBack() {
   if (!endpoint) return;
   std::string err;
   int held = ledger_->HeldBy(endpoint->owner());
-  int back = endpoint->TakeBack(INT_MAX, &err);
-  if (back < 0) {
-    LogWarning(err);
-    back = 0;
-  }
-  counted_exact_ = ReportCountBack(back, held, counted_surplus_);
+  counted_exact_ = CountBackAll(endpoint, held, counted_surplus_);
   if (held > 0 && ledger_->Release(endpoint->owner(), held, &err) && upstream_) GiveBack(held);
   DropCounted();
 }
