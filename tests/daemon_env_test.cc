@@ -3,6 +3,7 @@
 #include "daemon_env.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <cstdio>
 #include <string>
@@ -100,10 +101,13 @@ TEST(DaemonEnvTest, TheMessageRoundTripsAndACutOneIsRefused) {
   EXPECT_TRUE(DecodeDaemonEnv(std::string("ready\0/s\0A=\0end\0", 16), &path, &decoded));
 }
 
-// Runs `script` in /bin/sh and returns what it printed.
+// Runs `script` in /bin/sh and returns what it printed. The script's file
+// is this call's own: ctest runs the tests of this file side by side.
 std::string RunSh(const std::string& script) {
-  std::string file = testing::TempDir() + "/daemon_env_test.sh";
-  FILE* out = std::fopen(file.c_str(), "w");
+  std::string file = testing::TempDir() + "/daemon_env_test-XXXXXX";
+  int fd = mkstemp(file.data());
+  EXPECT_GE(fd, 0) << file;
+  FILE* out = fdopen(fd, "w");
   std::fputs(script.c_str(), out);
   std::fclose(out);
   FILE* sh = popen(("/bin/sh " + file).c_str(), "r");
