@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,7 +21,6 @@
 #include "status_cli.h"
 #include "util/eintr.h"
 #include "util/json_fields.h"
-#include "util/unix_socket.h"
 
 namespace jobbridge {
 
@@ -32,29 +30,6 @@ using nlohmann::json;
 
 // How long `stop` waits for the summary beyond the holders' timeout.
 constexpr int64_t kSummaryGraceMs = 10'000;
-
-// Sends `request` on a new connection to `path` and reads the reply.
-bool Ask(const std::string& path, const json& request, UniqueFd* fd, std::string* pending,
-         json* reply, std::string* err) {
-  *fd = ConnectUnix(path);
-  if (!fd->valid()) {
-    *err = "cannot reach the jobbridge at " + path + ": " + strerror(errno);
-    return false;
-  }
-  std::string text = request.dump() + "\n", line;
-  if (RetryOnEintr([&] { return send(fd->get(), text.data(), text.size(), MSG_NOSIGNAL); }) !=
-      static_cast<ssize_t>(text.size())) {
-    *err = "cannot ask the jobbridge at " + path + ": " + strerror(errno);
-    return false;
-  }
-  if (!ReadReplyLine(fd->get(), 5000, pending, &line, err)) return false;
-  *reply = json::parse(line, nullptr, false);
-  if (!reply->is_object()) {
-    *err = "the jobbridge at " + path + " answered " + line.substr(0, 200);
-    return false;
-  }
-  return true;
-}
 
 // The running daemon JOBBRIDGE_DAEMON names: its environment and budget.
 // False when none is named or it does not answer (*gone: one was named).
@@ -67,17 +42,16 @@ bool FindRunning(std::string* path_first, std::vector<std::string>* variables, i
   std::ifstream file(dir + "/" + kDaemonEnvFile, std::ios::binary);
   std::stringstream text;
   text << file.rdbuf();
-  UniqueFd fd;
-  std::string pending, err;
-  json reply;
+  std::vector<json> replies;
+  std::string err;
   // One that stops will take no new clients: as good as gone.
   if (!file || !DecodeDaemonEnv(text.str(), path_first, variables) ||
-      !Ask(dir + "/control.sock", {{"request", "status"}}, &fd, &pending, &reply, &err) ||
-      !json_fields::Bool(reply, "ok") || json_fields::Bool(reply, "stopping")) {
+      !Exchange(dir + "/control.sock", {{{"request", "status"}}}, &replies, &err) ||
+      !json_fields::Bool(replies[0], "ok") || json_fields::Bool(replies[0], "stopping")) {
     *gone = true;
     return false;
   }
-  *budget = json_fields::Int(reply, "budget", 0);
+  *budget = json_fields::Int(replies[0], "budget", 0);
   return true;
 }
 
@@ -312,11 +286,9 @@ int DaemonMain(const std::vector<std::string>& args) {
     for (const std::string& variable : variables) {
       std::string name = std::string(kControlVariable) + "=";
       if (!variable.starts_with(name)) continue;
-      UniqueFd fd;
-      std::string pending;
-      json reply;
-      Ask(variable.substr(name.size()), {{"request", "stop"}, {"timeout_ms", 0}}, &fd, &pending,
-          &reply, &err);
+      std::vector<json> replies;
+      Exchange(variable.substr(name.size()), {{{"request", "stop"}, {"timeout_ms", 0}}}, &replies,
+               &err);
     }
     LogError("daemon: its environment could not be passed on, so it was stopped again");
     return told;
@@ -363,13 +335,15 @@ int StopMain(const std::vector<std::string>& args) {
     LogError("stop: " + err);
     return 1;
   }
-  UniqueFd fd;
-  std::string pending, line;
-  json reply;
-  if (!Ask(path, {{"request", "stop"}, {"timeout_ms", timeout_ms}}, &fd, &pending, &reply, &err)) {
+  ControlConnection connection;
+  std::vector<json> replies;
+  if (!Exchange(path, {{{"request", "stop"}, {"timeout_ms", timeout_ms}}}, &replies, &err, nullptr,
+                &connection)) {
     LogError("stop: " + err);
     return 1;
   }
+  const json& reply = replies[0];
+  std::string line;
   if (!json_fields::Bool(reply, "ok")) {
     LogError("stop: refused: " + json_fields::Str(reply, "error", "?"));
     return 1;
@@ -379,7 +353,8 @@ int StopMain(const std::vector<std::string>& args) {
             "tree was sent SIGTERM");
     return 0;
   }
-  if (!ReadReplyLine(fd.get(), timeout_ms + kSummaryGraceMs, &pending, &line, &err)) {
+  if (!ReadReplyLine(connection.fd.get(), timeout_ms + kSummaryGraceMs, &connection.pending, &line,
+                     &err)) {
     LogError("stop: the daemon did not report its end: " + err);
     return 1;
   }

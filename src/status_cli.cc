@@ -33,50 +33,6 @@ using nlohmann::json;
 constexpr int kReplyTimeoutMs = 5000;
 constexpr const char* kSides[] = {"legacy", "socket", "sysvsem", "upstream", "command"};
 
-// Sends `requests` (one line each) and reads a reply per request; false
-// with *err (naming the socket) when one cannot be had. A reply that is not
-// ok is returned as it is, for the caller to report.
-bool Exchange(const std::string& path, const std::vector<json>& requests,
-              std::vector<json>* replies, std::string* err, bool* gone = nullptr) {
-  UniqueFd fd = ConnectUnix(path);
-  if (!fd.valid()) {
-    if (gone) *gone = errno == ENOENT || errno == ECONNREFUSED;
-    *err = "cannot reach the jobbridge at " + path + ": " + strerror(errno) +
-           (errno == ENOENT || errno == ECONNREFUSED ? " (it is not running)" : "");
-    return false;
-  }
-  std::string text;
-  for (const json& request : requests) text += request.dump() + "\n";
-  if (RetryOnEintr([&] { return send(fd.get(), text.data(), text.size(), MSG_NOSIGNAL); }) !=
-      static_cast<ssize_t>(text.size())) {
-    *err = "cannot ask the jobbridge at " + path + ": " + strerror(errno);
-    return false;
-  }
-  std::string pending, line;
-  replies->clear();
-  for (size_t i = 0; i < requests.size(); ++i) {
-    if (!ReadReplyLine(fd.get(), kReplyTimeoutMs, &pending, &line, err)) {
-      if (gone) *gone = err->find("closed the connection") != std::string::npos;
-      *err = "the jobbridge at " + path + " did not answer: " + *err;
-      return false;
-    }
-    json reply = json::parse(line, nullptr, false);
-    if (reply.is_discarded() || !reply.is_object()) {
-      *err = "the jobbridge at " + path + " answered " + line.substr(0, 200);
-      return false;
-    }
-    if (json_fields::Int(reply, "version", -1) != kControlVersion) {
-      *err = "the jobbridge at " + path + " speaks control version " +
-             (reply.contains("version") ? reply["version"].dump() : std::string("(none)")) +
-             ", this jobbridge " + std::to_string(kControlVersion) +
-             " (use the same jobbridge binary)";
-      return false;
-    }
-    replies->push_back(std::move(reply));
-  }
-  return true;
-}
-
 // Asks for status and holders; false with *err (naming the socket).
 // *gone: the jobbridge has ended (nothing listens, or it closed the
 // connection), as opposed to any other failure.
@@ -153,6 +109,48 @@ bool ReadReplyLine(int fd, int64_t timeout_ms, std::string* pending, std::string
   }
   *line = pending->substr(0, end);
   pending->erase(0, end + 1);
+  return true;
+}
+
+bool Exchange(const std::string& path, const std::vector<json>& requests,
+              std::vector<json>* replies, std::string* err, bool* gone, ControlConnection* keep) {
+  UniqueFd fd = ConnectUnix(path);
+  if (!fd.valid()) {
+    if (gone) *gone = errno == ENOENT || errno == ECONNREFUSED;
+    *err = "cannot reach the jobbridge at " + path + ": " + strerror(errno) +
+           (errno == ENOENT || errno == ECONNREFUSED ? " (it is not running)" : "");
+    return false;
+  }
+  std::string text;
+  for (const json& request : requests) text += request.dump() + "\n";
+  if (RetryOnEintr([&] { return send(fd.get(), text.data(), text.size(), MSG_NOSIGNAL); }) !=
+      static_cast<ssize_t>(text.size())) {
+    *err = "cannot ask the jobbridge at " + path + ": " + strerror(errno);
+    return false;
+  }
+  std::string pending, line;
+  replies->clear();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (!ReadReplyLine(fd.get(), kReplyTimeoutMs, &pending, &line, err)) {
+      if (gone) *gone = err->find("closed the connection") != std::string::npos;
+      *err = "the jobbridge at " + path + " did not answer: " + *err;
+      return false;
+    }
+    json reply = json::parse(line, nullptr, false);
+    if (reply.is_discarded() || !reply.is_object()) {
+      *err = "the jobbridge at " + path + " answered " + line.substr(0, 200);
+      return false;
+    }
+    if (json_fields::Int(reply, "version", -1) != kControlVersion) {
+      *err = "the jobbridge at " + path + " speaks control version " +
+             (reply.contains("version") ? reply["version"].dump() : std::string("(none)")) +
+             ", this jobbridge " + std::to_string(kControlVersion) +
+             " (use the same jobbridge binary)";
+      return false;
+    }
+    replies->push_back(std::move(reply));
+  }
+  if (keep) *keep = {std::move(fd), std::move(pending)};
   return true;
 }
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "util/unique_fd.h"
+
 namespace jobbridge {
 
 struct StatusOptions {
@@ -29,6 +31,23 @@ std::string StatusUsageText();
 // Where to ask: --socket, --pid, else the tree's JOBBRIDGE_CONTROL. False
 // with *err saying how to name one.
 bool FindControlSocket(const StatusOptions& options, std::string* path, std::string* err);
+
+// A control connection kept open after Exchange: what was read past the
+// replies stays in `pending`, for ReadReplyLine.
+struct ControlConnection {
+  UniqueFd fd;
+  std::string pending;
+};
+
+// Sends `requests` (one line each) on a new connection to the control socket
+// `path` and reads a reply per request (each must speak kControlVersion);
+// false with *err (naming the socket) when one cannot be had. A reply that
+// is not ok is returned as it is, for the caller to report. *gone (may be
+// null): the jobbridge has ended (nothing listens, or it closed the
+// connection). `keep` (may be null) keeps the connection for more lines.
+bool Exchange(const std::string& path, const std::vector<nlohmann::json>& requests,
+              std::vector<nlohmann::json>* replies, std::string* err, bool* gone = nullptr,
+              ControlConnection* keep = nullptr);
 
 // One reply line from a control socket within `timeout_ms` (the rest of
 // what was read stays in *pending); false with *err saying why not.
