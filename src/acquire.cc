@@ -12,7 +12,6 @@
 #include "client/jobbridge_client.hpp"
 #include "core/makeflags.h"
 #include "core/numbers.h"
-#include "daemon_env.h"
 #include "implicit_slot.h"
 #include "log.h"
 #include "outer_budget.h"
@@ -72,9 +71,7 @@ int BudgetLimit(int mode) {
   // A daemon runs no command: a step's own acquire may take every slot; one
   // below a tool that took its implicit slot (implicit_slot.h) cannot take
   // that one.
-  const char* daemon = std::getenv(kDaemonVariable);
-  const char* charged = std::getenv(kChargedVariable);
-  if (daemon && *daemon && !(charged && *charged)) return *parsed.jobs;
+  if (UnderDaemon() && !ImplicitSlotPaid()) return *parsed.jobs;
   return legacy ? *parsed.jobs : *parsed.jobs - 1;
 }
 
@@ -114,8 +111,7 @@ int RunCommand(const AcquireOptions& options, int slots, const std::vector<int>&
   // Under a daemon, a make (or any tool the shims serve) that COMMAND starts
   // runs its first job on a slot acquire holds: it must not take another
   // (implicit_slot.h), or acquire -n N of a budget of N would wait forever.
-  const char* daemon = std::getenv(kDaemonVariable);
-  if (daemon && *daemon && slots > 0) {
+  if (UnderDaemon() && slots > 0) {
     std::erase_if(env, [](const std::string& entry) {
       return entry.starts_with(std::string(kChargedVariable) + "=");
     });

@@ -14,7 +14,6 @@
 #include "adapt.h"
 #include "child_env.h"
 #include "core/makeflags.h"
-#include "daemon_env.h"
 #include "implicit_slot.h"
 #include "log.h"
 #include "outer_budget.h"
@@ -288,8 +287,7 @@ int RunAdapted(const std::string& tool, const std::vector<std::string>& argv) {
              "or check PATH");
     return 127;
   }
-  bool under_daemon = std::getenv(kDaemonVariable) && *std::getenv(kDaemonVariable);
-  if (tool == "cargo" && !under_daemon) return Exec(real, argv, trail);
+  if (tool == "cargo" && !UnderDaemon()) return Exec(real, argv, trail);
   // A step's top-level tool pays for the slot it runs its first job on.
   if (std::string err; !TakeImplicitSlot(tool, &err)) {
     LogError(err);

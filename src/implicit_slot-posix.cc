@@ -13,10 +13,21 @@
 
 namespace jobbridge {
 
+namespace {
+
+bool IsSet(const char* name) {
+  const char* value = std::getenv(name);
+  return value && *value;
+}
+
+}  // namespace
+
+bool UnderDaemon() { return IsSet(kDaemonVariable); }
+
+bool ImplicitSlotPaid() { return IsSet(kChargedVariable); }
+
 bool TakeImplicitSlot(const std::string& tool, std::string* err) {
-  const char* daemon = std::getenv(kDaemonVariable);
-  const char* charged = std::getenv(kChargedVariable);
-  if (!daemon || !*daemon || (charged && *charged)) return true;
+  if (!UnderDaemon() || ImplicitSlotPaid()) return true;
   const char* socket = std::getenv("JOBSERVERV2");
   if (!socket || !*socket) return true;  // the steps' environment was changed: nothing to pay to
   std::string fix = "start one with `jobbridge daemon` (or unset " + std::string(kDaemonVariable) +

@@ -19,6 +19,11 @@ namespace jobbridge {
 
 inline constexpr const char* kChargedVariable = "JOBBRIDGE_CHARGED";
 
+// Whether this process runs under a daemon's environment (kDaemonVariable),
+// and whether its implicit slot is paid for already (kChargedVariable).
+bool UnderDaemon();
+bool ImplicitSlotPaid();
+
 // Takes the implicit slot for `tool` when it is a top-level tool under a
 // daemon (see above), waiting as long as it takes. True when it holds one
 // now or needs none; false with *err (naming the daemon and the fix) when
