@@ -52,10 +52,12 @@ class DaemonTestCase(BridgeTestCase):
             self.finish(self.step("jobbridge stop --timeout 1"), timeout=30)
         super().tearDown()
 
-    def start_daemon(self, *options):
-        """`jobbridge daemon OPTIONS` as a step of its own; its output is
-        kept as the file the later steps source."""
-        result = self.sandbox.run([self.bridge, "daemon", *options], timeout=30)
+    def start_daemon(self, *options, prefix=""):
+        """`jobbridge daemon OPTIONS` as a step of its own (`prefix`: shell
+        words run before it, in the same bash); its output is kept as the
+        file the later steps source."""
+        result = self.sandbox.run(["bash", "-c", f'{prefix}exec "$0" daemon "$@"', self.bridge,
+                                   *options], timeout=30)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.daemon_sh = self.sandbox.write_file("daemon.sh", result.stdout)
         self.daemon_dir = re.search(r"export JOBBRIDGE_DAEMON='([^']+)'", result.stdout)[1]
@@ -88,6 +90,21 @@ class DaemonTestCase(BridgeTestCase):
         code, out, err = self.finish(self.step("jobbridge stop " + " ".join(options)), timeout=90)
         return code, out + err
 
+    def stop_cleanly(self):
+        """`jobbridge stop`, which must exit 0, report nothing lost and leave
+        nothing behind."""
+        code, said = self.stop()
+        self.assertEqual(code, 0, said)
+        self.assert_stopped_clean(said)
+
+    def assert_gone_by_itself(self, what):
+        """The daemon (or its caretaker) removed its folder and set without
+        `jobbridge stop`, and nothing of the test is left."""
+        wait_for(lambda: not os.path.exists(self.daemon_dir), 10, what)
+        self.assertFalse(semaphore_exists(self.semid), "semaphore set left behind")
+        self.daemon_sh = None  # nothing for tearDown to stop
+        self.assert_no_leftovers()
+
     def assert_stopped_clean(self, said):
         self.assertIn("nothing lost", said)
         self.assertFalse(os.path.exists(self.daemon_dir), "runtime folder left behind")
@@ -119,9 +136,7 @@ class StepsShareOneBudgetTest(DaemonTestCase):
         names = {re.split(r"[-.]", name)[0] for name, _, _ in intervals}
         self.assertTrue({"make", "ninja", "cargo", "sock", "sem"} <= names, names)
         self.assertEqual(max_overlap(intervals), 3, self.sandbox.read_log())
-        code, said = self.stop()
-        self.assertEqual(code, 0, said)
-        self.assert_stopped_clean(said)
+        self.stop_cleanly()
 
     def test_two_builds_side_by_side_take_turns(self):
         self.start_daemon("-j2")
@@ -144,9 +159,7 @@ class StepsShareOneBudgetTest(DaemonTestCase):
         # 2 slots, 1.6 s; taking turns, both about 3.2 s). One served
         # after the other would finish at half the time of the other.
         self.assertLess(ends[1] / ends[0], 1.35, ends)
-        code, said = self.stop()
-        self.assertEqual(code, 0, said)
-        self.assert_stopped_clean(said)
+        self.stop_cleanly()
 
 
 class CrashesTest(DaemonTestCase):
@@ -162,9 +175,7 @@ class CrashesTest(DaemonTestCase):
         self.assertEqual(code, 0, err)
         later = [i for i in self.sandbox.intervals() if i[0].startswith("after")]
         self.assertEqual(max_overlap(later), 3, self.sandbox.read_log())
-        code, said = self.stop()
-        self.assertEqual(code, 0, said)
-        self.assert_stopped_clean(said)
+        self.stop_cleanly()
 
     def test_a_killed_daemon_fails_every_waiting_step_within_a_second(self):
         self.start_daemon("-j1")
@@ -206,31 +217,19 @@ class CrashesTest(DaemonTestCase):
         # removes what the daemon left.
         code, _, err = self.finish(running, timeout=30)
         self.assertEqual(code, 0, err)
-        wait_for(lambda: not os.path.exists(self.daemon_dir), 10, "the caretaker's clean-up")
-        self.assertFalse(semaphore_exists(self.semid))
-        self.daemon_sh = None
-        self.assert_no_leftovers()
+        self.assert_gone_by_itself("the caretaker's clean-up")
 
     def test_a_killed_daemons_caretaker_writes_nothing_into_a_running_pool(self):
         # Started with two more fds open (a CI runner's), the daemon's first
         # numbers differ; its caretaker receives pools' fds on them later.
-        result = subprocess.run(["bash", "-c", f'exec 3</dev/null 4</dev/null; exec "{self.bridge}" '
-                                 "daemon -j2"], cwd=self.sandbox.root, env=self.sandbox.env,
-                                capture_output=True, text=True, timeout=30)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.daemon_sh = self.sandbox.write_file("daemon.sh", result.stdout)
-        self.daemon_dir = re.search(r"export JOBBRIDGE_DAEMON='([^']+)'", result.stdout)[1]
-        with open(os.path.join(self.daemon_dir, "owner")) as f:
-            daemon_pid = int(f.read().split()[0])
+        self.start_daemon("-j2", prefix="exec 3</dev/null 4</dev/null; ")
         step = self.step("make", cwd=self.project("long", 40, 0.2))
         wait_for(lambda: len(self.sandbox.intervals()) >= 2, 20, "the build's first jobs")
-        os.kill(daemon_pid, signal.SIGKILL)
+        os.kill(self.daemon_pid, signal.SIGKILL)
         code, _, err = self.finish(step)
         self.assertEqual(code, 0, err)
         self.assertEqual(max_overlap(self.sandbox.intervals()), 2, self.sandbox.read_log())
-        wait_for(lambda: not os.path.exists(self.daemon_dir), 10, "the caretaker's clean-up")
-        self.daemon_sh = None
-        self.assert_no_leftovers()
+        self.assert_gone_by_itself("the caretaker's clean-up")
 
     def test_the_next_daemon_sweeps_what_a_killed_one_and_its_caretaker_left(self):
         self.start_daemon("-j2")
@@ -245,9 +244,7 @@ class CrashesTest(DaemonTestCase):
                       f"(sysvsem:{old_semid})", result.stderr)
         self.assertFalse(os.path.exists(old_dir))
         self.assertFalse(semaphore_exists(old_semid))
-        code, said = self.stop()
-        self.assertEqual(code, 0, said)
-        self.assert_stopped_clean(said)
+        self.stop_cleanly()
 
 
 class LifecycleTest(DaemonTestCase):
@@ -259,18 +256,13 @@ class LifecycleTest(DaemonTestCase):
                       err)
         self.assertIn(f"export JOBBRIDGE_DAEMON='{self.daemon_dir}'", out)
         self.assertEqual(self.sandbox.runtime_leftovers(), [os.path.basename(self.daemon_dir)])
-        code, said = self.stop()
-        self.assertEqual(code, 0, said)
-        self.assert_stopped_clean(said)
+        self.stop_cleanly()
 
     def test_idle_timeout_stops_a_forgotten_daemon(self):
         self.start_daemon("-j2", "--idle-timeout", "1s")
         code, _, err = self.finish(self.step("make", cwd=self.project("m", 2, 0.2)))
         self.assertEqual(code, 0, err)
-        wait_for(lambda: not os.path.exists(self.daemon_dir), 10, "the idle daemon to stop")
-        self.assertFalse(semaphore_exists(self.semid))
-        self.daemon_sh = None
-        self.assert_no_leftovers()
+        self.assert_gone_by_itself("the idle daemon to stop")
 
     def test_sigterm_stops_the_daemon_and_removes_everything(self):
         self.start_daemon("-j2")
@@ -313,9 +305,7 @@ class LifecycleTest(DaemonTestCase):
         self.assertEqual(code, 0, err)
         second = [i for i in self.sandbox.intervals()][4:]
         self.assertEqual(max_overlap(second), 2, self.sandbox.read_log())
-        code, said = self.stop()
-        self.assertEqual(code, 0, said)
-        self.assert_stopped_clean(said)
+        self.stop_cleanly()
 
     def test_bad_input_is_refused_before_anything_starts(self):
         cases = [(["daemon", "-j0"], 2, "-j needs a whole number of jobs from 1"),
