@@ -70,8 +70,16 @@ class JoinMakeTest(NestedTestCase):
         project = self.sandbox.copy_fixture("nested-make")
         # 1 s jobs: with 0.4 s ones an ASan build on a loaded machine once
         # started the 4th job only after the 1st had ended (peak 3).
-        result = self.sandbox.run(["make", "-j4", *self.make_vars("PARTS=make-a make-b sock-a",
-                                                                  "JOB_SECONDS=1")],
+        # make-a runs its six jobs one at a time on its recipe's slot. Two
+        # parallel sub-makes could keep the one free token of the outer pipe
+        # to themselves (make writes a token back and reads it again at once),
+        # and on a loaded CI machine they once did until both ended. Here
+        # make-b alone competes with the relay, and it ends after three
+        # rounds of jobs, giving its recipe's token back, while make-a has
+        # three rounds to go.
+        result = self.sandbox.run(["make", "-j4",
+                                   *self.make_vars("PARTS=make-a make-b sock-a",
+                                                   "SERIAL_PARTS=make-a", "JOB_SECONDS=1")],
                                   cwd=project, timeout=60)
         self.assert_make_counted_all_back(result)
         self.assert_each_joined(result.stderr, JOINED_MAKE, 3)
