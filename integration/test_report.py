@@ -5,6 +5,7 @@ The figures are recomputed here from the trace, independently."""
 
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -40,6 +41,46 @@ def utilisation(events):
         if name:
             state[name] = value
     return used / available
+
+
+def overall_utilisation(events):
+    """Slot-seconds in use over slot-seconds of the budget, over the run."""
+    budget = next(e["args"]["slots"] for e in events if e["name"] == "budget")
+    # In trace order among equal times: the last sample of a time holds.
+    samples = sorted(((e["ts"], sum(e["args"].values())) for e in events
+                      if e["ph"] == "C" and e["name"] == "in use"), key=lambda s: s[0])
+    end = max(e.get("ts", 0) + e.get("dur", 0) for e in events)
+    used = sum(value * (nxt - ts) for (ts, value), (nxt, _) in
+               zip(samples, samples[1:] + [(end, 0)]))
+    return used / (budget * end)
+
+
+def long_trace(grants, holders, budget, hours):
+    """The events of a long build: `budget` lanes each running jobs back to
+    back (60 % to 100 % of a lane's turn), each by one of `holders` tool
+    invocations, and an `in use` sample at every grant and release."""
+    rng = random.Random(7)
+    end = int(hours * 3600e6)
+    events = [{"ph": "M", "pid": 1, "name": "jobbridge_clock",
+               "args": {"epoch_us_at_ts_0": 0, "version": 1}},
+              {"ph": "C", "pid": 1, "ts": 0, "name": "budget", "args": {"slots": budget}}]
+    events += [{"ph": "M", "pid": 1, "tid": t + 2, "name": "thread_name",
+                "args": {"name": f"legacy: pid {1000 + t} make -C dir{t}"}}
+               for t in range(holders)]
+    turn = end // (grants // budget)
+    changes = []
+    for lane in range(budget):
+        for k in range(grants // budget):
+            start, dur = k * turn, int(turn * rng.uniform(0.6, 1.0))
+            events.append({"ph": "X", "pid": 1, "tid": rng.randrange(holders) + 2, "ts": start,
+                           "dur": dur, "name": "slot", "cat": "legacy"})
+            changes += [(start, 1), (start + dur, -1)]
+    in_use = 0
+    for ts, change in sorted(changes):
+        in_use += change
+        events.append({"ph": "C", "pid": 1, "ts": ts, "name": "in use",
+                       "args": {"legacy": in_use}})
+    return events
 
 
 class ReportTest(BridgeTestCase):
@@ -96,6 +137,36 @@ class ReportTest(BridgeTestCase):
         print(f"\nreport: {slices} slices, utilisation {figure.group(1)}% while work waited "
               f"(recomputed: {expected:.2f}%); screenshot kept at {shot}", file=sys.stderr)
         self.assert_no_leftovers()
+
+    def test_the_report_of_a_trace_of_hours_is_thinned_and_renders(self):
+        """A trace as a build of 4 hours at -j16 writes it: 100000 grants by
+        1000 tool invocations, the counters at every grant. The page stays a
+        few MB, Chromium draws it, and it says what it merged."""
+        events = long_trace(grants=100000, holders=1000, budget=16, hours=4)
+        trace = self.sandbox.write_file("long.trace.json", json.dumps(
+            {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"version": 1}}))
+        page = os.path.join(self.sandbox.root, "long.html")
+        report = self.sandbox.run([self.bridge, "report", trace, "-o", page])
+        self.assertEqual(report.returncode, 0, report.stderr)
+        self.assertLess(os.path.getsize(page), 4 << 20)
+
+        dom = self.chromium("--dump-dom", "file://" + page)
+        self.assertEqual(dom.returncode, 0, dom.stderr[-2000:])
+        drawn = dom.stdout
+        thinned = re.search(r"(\d+) grants are drawn as (\d+) bars", drawn)
+        self.assertIsNotNone(thinned, drawn[:3000])
+        self.assertEqual(int(thinned.group(1)), 100000)
+        bars = drawn.count("<rect ")
+        self.assertEqual(bars, int(thinned.group(2)))
+        self.assertLessEqual(bars, 20000)
+        self.assertEqual(drawn.count('class="track"'), 300)
+        self.assertIn("and 700 more holders", drawn)
+        figure = re.search(r'id="utilisation-overall">([\d.]+)%<', drawn)
+        self.assertIsNotNone(figure)
+        self.assertAlmostEqual(float(figure.group(1)), overall_utilisation(events) * 100,
+                               delta=0.06)
+        print(f"\nlong report: {os.path.getsize(page) >> 10} KiB, {bars} bars for 100000 grants",
+              file=sys.stderr)
 
     def test_bad_traces_are_named(self):
         page = os.path.join(self.sandbox.root, "r.html")

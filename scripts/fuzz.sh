@@ -25,7 +25,7 @@ socket_build=$!
 clang++ "${flags[@]}" fuzz/control_fuzzer.cc src/control/control_protocol.cc \
   src/control/control_server-posix.cc $(pkg-config --cflags --libs libuv) -o "$out/control_fuzzer" &
 control_build=$!
-clang++ "${flags[@]}" fuzz/report_fuzzer.cc src/report_model.cc src/report_html.cc \
+clang++ "${flags[@]}" fuzz/report_fuzzer.cc src/report_model.cc src/report_drawing.cc src/report_html.cc \
   -o "$out/report_fuzzer" &
 report_build=$!
 wait "$makeflags_build"

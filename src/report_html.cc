@@ -6,6 +6,7 @@
 #include "control/sides.h"
 #include "log.h"
 #include "report.h"
+#include "report_drawing.h"
 
 namespace jobbridge {
 
@@ -67,7 +68,7 @@ std::string Percent(double fraction) {
 }
 
 const char* ColorOf(const std::string& side) {
-  for (size_t i = 0; i < std::size(kSideNames); ++i) {
+  for (size_t i = 0; i < kSideNames.size(); ++i) {
     if (side == kSideNames[i]) return kColors[i];
   }
   return "#999";
@@ -81,35 +82,30 @@ struct Scale {
 };
 
 // The counters as stacked step areas, one polygon per side, and the budget.
-std::string Chart(const TraceModel& model, const Scale& scale, int top) {
+std::string Chart(const TraceModel& model, const ReportDrawing& drawing, const Scale& scale,
+                  int top) {
   std::ostringstream svg;
   int max = 1;
   for (const auto& [ts, slots] : model.budget) max = std::max(max, slots);
-  auto y = [&](int value) { return top + kChartHeight - value * kChartHeight / max; };
-  svg << "<text x=\"4\" y=\"" << top + 14 << "\" class=\"label\">slots in use, by side</text>\n";
-  std::vector<int> below(model.in_use.size(), 0);
-  for (size_t s = 0; s < std::size(kSideNames); ++s) {
-    if (model.in_use.empty()) break;
+  auto y = [&](double value) { return Fixed(top + kChartHeight - value * kChartHeight / max, 1); };
+  svg << "<text x=\"4\" y=\"" << top + 14 << "\" class=\"label\">slots in use, by side"
+      << (drawing.averaged ? " (mean per pixel)" : "") << "</text>\n";
+  const std::vector<ReportDrawing::Column>& columns = drawing.in_use;
+  auto next_ts = [&](size_t k) {
+    return k + 1 < columns.size() ? columns[k + 1].ts_us : model.end_us;
+  };
+  std::vector<double> below(columns.size(), 0);
+  for (size_t s = 0; s < kSideNames.size() && !columns.empty(); ++s) {
     std::ostringstream upper, lower;
-    for (size_t k = 0; k < model.in_use.size(); ++k) {
-      const auto& sample = model.in_use[k];
-      auto it = sample.per_side.find(kSideNames[s]);
-      int value = below[k] + (it == sample.per_side.end() ? 0 : it->second);
-      int64_t next = k + 1 < model.in_use.size() ? model.in_use[k + 1].ts_us : model.end_us;
-      upper << Fixed(scale.X(sample.ts_us), 1) << "," << y(value) << " " << Fixed(scale.X(next), 1)
-            << "," << y(value) << " ";
-      below[k] = value;
+    std::vector<double> base = below;  // the sides drawn before: its lower edge
+    for (size_t k = 0; k < columns.size(); ++k) {
+      below[k] += columns[k].per_side[s];
+      upper << Fixed(scale.X(columns[k].ts_us), 1) << "," << y(below[k]) << " "
+            << Fixed(scale.X(next_ts(k)), 1) << "," << y(below[k]) << " ";
     }
-    // Back along the lower edge: the sides drawn before.
-    std::vector<int> base(model.in_use.size(), 0);
-    for (size_t k = 0; k < model.in_use.size(); ++k) {
-      auto it = model.in_use[k].per_side.find(kSideNames[s]);
-      base[k] = below[k] - (it == model.in_use[k].per_side.end() ? 0 : it->second);
-    }
-    for (size_t k = model.in_use.size(); k-- > 0;) {
-      int64_t next = k + 1 < model.in_use.size() ? model.in_use[k + 1].ts_us : model.end_us;
-      lower << Fixed(scale.X(next), 1) << "," << y(base[k]) << " "
-            << Fixed(scale.X(model.in_use[k].ts_us), 1) << "," << y(base[k]) << " ";
+    for (size_t k = columns.size(); k-- > 0;) {
+      lower << Fixed(scale.X(next_ts(k)), 1) << "," << y(base[k]) << " "
+            << Fixed(scale.X(columns[k].ts_us), 1) << "," << y(base[k]) << " ";
     }
     svg << "<polygon class=\"counter\" data-side=\"" << kSideNames[s] << "\" fill=\"" << kColors[s]
         << "\" points=\"" << upper.str() << lower.str() << "\"/>\n";
@@ -126,40 +122,74 @@ std::string Chart(const TraceModel& model, const Scale& scale, int top) {
   return svg.str();
 }
 
-std::string Timeline(const TraceModel& model) {
+// A bar's tooltip: how long it lasted, or for a merged bar what it stands for.
+std::string BarTitle(const ReportDrawing::Bar& bar, bool wait) {
+  double ms = static_cast<double>(bar.busy_us) / 1e3;
+  std::string lasted = ms < 10000 ? Fixed(ms, 1) + " ms" : Fixed(ms / 1e3, 1) + " s";
+  if (bar.count == 1) return wait ? "waited " + lasted : lasted;
+  return std::to_string(bar.count) + (wait ? " waits, " : " grants, ") + lasted + " in all, from " +
+         Fixed(static_cast<double>(bar.start_us) / 1e6, 2) + " s to " +
+         Fixed(static_cast<double>(bar.end_us) / 1e6, 2) + " s";
+}
+
+// What was thinned (report_drawing.h), or nothing for a trace drawn as it is.
+std::string Thinned(const TraceModel& model, const ReportDrawing& drawing) {
+  if (drawing.merge_gap_px == 0 && !drawing.averaged && drawing.hidden_tracks == 0) return "";
+  std::ostringstream html;
+  html << "<p id=\"thinned\">A long trace, thinned so the page opens at once:";
+  if (drawing.merge_gap_px > 0) {
+    html << " " << model.slice_count << " grants are drawn as " << drawing.bars
+         << " bars (bars less than " << drawing.merge_gap_px
+         << " px apart are merged; hover one for what it stands for);";
+  }
+  if (drawing.averaged) html << " the slots in use are drawn as one mean per pixel;";
+  if (drawing.hidden_tracks > 0) {
+    html << " the " << drawing.rows.size() << " holders with the most slot-seconds are drawn, "
+         << drawing.hidden_tracks << " more are not;";
+  }
+  html << " the figures and tables count everything.</p>\n";
+  return html.str();
+}
+
+std::string Timeline(const TraceModel& model, const ReportDrawing& drawing) {
   Scale scale{static_cast<double>(model.end_us)};
   std::ostringstream rows;
   int y = kChartHeight + 30;
-  for (const TraceModel::Track& track : model.tracks) {
+  auto width = [&](const ReportDrawing::Bar& bar) {
+    return Fixed(std::max(scale.X(bar.end_us) - scale.X(bar.start_us), 0.5), 2);
+  };
+  for (const ReportDrawing::Row& row : drawing.rows) {
+    const TraceModel::Track& track = *row.track;
     int height = track.lanes * kLaneHeight + 4;
     rows << "<g class=\"track\"><text x=\"4\" y=\"" << y + kLaneHeight << "\" class=\"label\">"
          << Escaped(Label(track.name)) << "<title>" << Escaped(track.name) << "</title></text>\n";
-    for (const TraceModel::Span& wait : track.waits) {
+    for (const ReportDrawing::Bar& wait : row.waits) {
       rows << "<rect class=\"wait\" x=\"" << Fixed(scale.X(wait.start_us), 2) << "\" y=\"" << y
-           << "\" width=\""
-           << Fixed(std::max(scale.X(wait.end_us) - scale.X(wait.start_us), 0.5), 2)
-           << "\" height=\"" << height - 2 << "\"><title>waited "
-           << Fixed(static_cast<double>(wait.end_us - wait.start_us) / 1e3, 1)
-           << " ms</title></rect>\n";
+           << "\" width=\"" << width(wait) << "\" height=\"" << height - 2 << "\"><title>"
+           << BarTitle(wait, true) << "</title></rect>\n";
     }
-    for (const TraceModel::Span& slice : track.slices) {
+    for (const ReportDrawing::Bar& slice : row.slices) {
       rows << "<rect class=\"slice\" data-side=\"" << Escaped(track.side) << "\" fill=\""
            << ColorOf(track.side) << "\" x=\"" << Fixed(scale.X(slice.start_us), 2) << "\" y=\""
-           << y + 1 + slice.lane * kLaneHeight << "\" width=\""
-           << Fixed(std::max(scale.X(slice.end_us) - scale.X(slice.start_us), 0.5), 2)
-           << "\" height=\"" << kLaneHeight - 2 << "\"><title>"
-           << Fixed(static_cast<double>(slice.end_us - slice.start_us) / 1e3, 1)
-           << " ms</title></rect>\n";
+           << y + 1 + slice.lane * kLaneHeight << "\" width=\"" << width(slice) << "\" height=\""
+           << kLaneHeight - 2 << "\"><title>" << BarTitle(slice, false) << "</title></rect>\n";
     }
     rows << "</g>\n";
     y += height;
   }
+  if (drawing.hidden_tracks > 0) {
+    y += kLaneHeight + 4;
+    rows << "<text id=\"hidden-tracks\" x=\"4\" y=\"" << y << "\" class=\"label\">and "
+         << drawing.hidden_tracks << " more holders (" << Fixed(drawing.hidden_slot_seconds, 2)
+         << " slot-seconds) not drawn here: the trace has them all, and Perfetto opens it</text>\n";
+  }
   std::ostringstream svg;
   svg << "<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\""
       << kLabelWidth + kPlotWidth + 10 << "\" height=\"" << y + 20 << "\">\n"
-      << Chart(model, scale, 10) << rows.str() << "<text x=\"" << kLabelWidth << "\" y=\"" << y + 15
-      << "\" class=\"label\">0 s</text><text x=\"" << kLabelWidth + kPlotWidth - 40 << "\" y=\""
-      << y + 15 << "\" class=\"label\">" << Fixed(model.end_us / 1e6, 2) << " s</text>\n</svg>\n";
+      << Chart(model, drawing, scale, 10) << rows.str() << "<text x=\"" << kLabelWidth << "\" y=\""
+      << y + 15 << "\" class=\"label\">0 s</text><text x=\"" << kLabelWidth + kPlotWidth - 40
+      << "\" y=\"" << y + 15 << "\" class=\"label\">" << Fixed(model.end_us / 1e6, 2)
+      << " s</text>\n</svg>\n";
   return svg.str();
 }
 
@@ -191,6 +221,7 @@ std::string Tables(const TraceModel& model) {
 }  // namespace
 
 std::string RenderReport(const TraceModel& model, const std::string& source) {
+  ReportDrawing drawing = DrawingOf(model, kPlotWidth);
   std::ostringstream html;
   html << "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>jobbridge report: "
        << Escaped(source) << "</title>\n<style>\n"
@@ -210,11 +241,12 @@ std::string RenderReport(const TraceModel& model, const std::string& source) {
        << Percent(model.utilisation_overall) << "</b>. Peak waiting: <b id=\"peak-waiting\">"
        << model.peak_waiting << "</b>. <b id=\"slice-count\">" << model.slice_count
        << "</b> grants on <b id=\"track-count\">" << model.tracks.size() << "</b> tracks.</p>\n<p>";
-  for (size_t i = 0; i < std::size(kSideNames); ++i) {
+  for (size_t i = 0; i < kSideNames.size(); ++i) {
     html << "<span style=\"color:" << kColors[i] << "\">&#9632;</span> " << kSideNames[i] << " ";
   }
   html << "<span style=\"color:#bbb\">&#9632;</span> waiting</p>\n"
-       << Timeline(model) << Tables(model) << "</body></html>\n";
+       << Thinned(model, drawing) << Timeline(model, drawing) << Tables(model)
+       << "</body></html>\n";
   return html.str();
 }
 
