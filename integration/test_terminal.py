@@ -66,6 +66,53 @@ class PtyBridge:
         return os.waitstatus_to_exitcode(status)
 
 
+class TmuxPane:
+    """A real terminal emulator: a tmux pane of a set size, on a tmux server of
+    the test's own (its socket in the sandbox), read back as the screen a
+    user sees (capture-pane) and with its scroll region (DECSTBM)."""
+
+    def __init__(self, sandbox, command, rows, cols=80):
+        self.socket = os.path.join(sandbox.root, "tmux.sock")
+        self.env = {k: v for k, v in sandbox.env.items() if k != "TMUX"}
+        self.tmux("-f", "/dev/null", "new-session", "-d", "-x", str(cols), "-y", str(rows),
+                  command)
+
+    def tmux(self, *args):
+        return subprocess.run(["tmux", "-S", self.socket, *args], env=self.env, check=True,
+                              capture_output=True, text=True, timeout=DEADLINE).stdout
+
+    def screen(self):
+        return self.tmux("capture-pane", "-p").rstrip("\n").split("\n")
+
+    def history(self):
+        return self.tmux("capture-pane", "-p", "-S", "-").rstrip("\n").split("\n")
+
+    def rows(self):
+        return int(self.tmux("display-message", "-p", "#{pane_height}"))
+
+    def region(self):
+        """The scroll region's first and last row, from 0."""
+        upper, lower = self.tmux("display-message", "-p",
+                                 "#{scroll_region_upper} #{scroll_region_lower}").split()
+        return int(upper), int(lower)
+
+    def wait_for_screen(self, check, what):
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if check(screen):
+                return screen
+        raise AssertionError(f"no {what} on the screen; saw {self.screen()}")
+
+    def status_on_last_row(self, screen):
+        rows = self.rows()
+        return len(screen) >= rows and screen[rows - 1].startswith("[jobbridge] ")
+
+    def close(self):
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], env=self.env,
+                       capture_output=True, timeout=DEADLINE)
+
+
 class TerminalTest(BridgeTestCase):
     def start(self, script):
         return PtyBridge([self.bridge, "-v", "-j2", "--", "sh", "-c", script],
@@ -77,7 +124,8 @@ class TerminalTest(BridgeTestCase):
         result = subprocess.CompletedProcess([], status, "", term.output.decode())
         self.assert_nothing_lost(result, tokens)
 
-    def test_progress_is_one_line_redrawn_on_a_terminal_and_nothing_elsewhere(self):
+    def test_progress_on_a_terminal_of_unknown_size_is_one_line_redrawn_in_place(self):
+        # pty.fork's terminal is 0 x 0: no row can be kept apart.
         client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "socket_client.py")
         script = (" ".join(f"{sys.executable} {client} s{i} 0.4 2 &" for i in range(3))
                   + " wait; echo finished")
@@ -97,6 +145,77 @@ class TerminalTest(BridgeTestCase):
         piped = self.sandbox.run([self.bridge, "-j3", "--progress", "--", "sh", "-c", script])
         self.assertEqual(piped.returncode, 0, piped.stderr)
         self.assertNotIn("[jobbridge]", piped.stderr)
+        self.assert_no_leftovers()
+
+    def test_progress_keeps_the_last_row_and_the_output_scrolls_above_it(self):
+        """On a terminal of known size the line has the last row to itself:
+        the build's output scrolls in the rows above, never through the line,
+        also after the terminal shrinks and grows, and at the end the row and
+        the whole scroll region are given back."""
+        client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "socket_client.py")
+        marks = os.path.join(self.sandbox.root, "resized")
+        # 60 lines; after lines 20 and 40 the build waits until the test has
+        # resized the terminal and seen the line redrawn (a marker file), so
+        # no output lands while the terminal moves its rows.
+        script = (f"{sys.executable} {client} a 0.3 4 & {sys.executable} {client} b 0.3 4 & "
+                  "i=1; while [ $i -le 60 ]; do echo build line $i; "
+                  f"if [ $i = 20 ] || [ $i = 40 ]; then while [ ! -e {marks}$i ]; do "
+                  "sleep 0.02; done; fi; i=$((i+1)); sleep 0.02; done; wait")
+        pane = TmuxPane(self.sandbox, f"{self.bridge} -v -j3 --progress -- sh -c '{script}'; "
+                        "echo EXIT=$?; read x", rows=12)
+        self.addCleanup(pane.close)
+        for line, rows in ((20, 8), (40, 16)):
+            screen = pane.wait_for_screen(
+                lambda screen: f"build line {line}" in screen and pane.status_on_last_row(screen),
+                f"line {line} and the status on the last row")
+            self.assertEqual(pane.region(), (0, pane.rows() - 2), screen)
+            pane.tmux("resize-window", "-y", str(rows))
+            screen = pane.wait_for_screen(
+                lambda screen: len(screen) == rows and pane.status_on_last_row(screen)
+                and pane.region() == (0, rows - 2), f"the line redrawn on row {rows}")
+            # The old line went with the resize: one line, on the last row.
+            self.assertEqual([r for r in screen if "[jobbridge]" in r], [screen[rows - 1]],
+                             screen)
+            with open(f"{marks}{line}", "w"):
+                pass
+        pane.wait_for_screen(lambda screen: "EXIT=0" in screen, "EXIT=0")
+        self.assertEqual(pane.region(), (0, pane.rows() - 1), "the scroll region given back")
+        history = pane.history()
+        # Every line of the build, whole and alone on its row, in order; no
+        # trace of the status line.
+        built = [row for row in history if "build line" in row]
+        self.assertEqual(built, [f"build line {i}" for i in range(1, 61)], history)
+        self.assertFalse([row for row in history if "[jobbridge]" in row], history)
+        self.assertTrue(any(row.startswith("jobbridge: utilisation ") for row in history))
+        pane.close()
+        self.assert_no_leftovers()
+
+    def test_ctrl_z_gives_the_whole_screen_back_until_fg(self):
+        pane = TmuxPane(self.sandbox, "PS1='PROMPT> ' bash --norc --noprofile -i", rows=10)
+        self.addCleanup(pane.close)
+        pane.wait_for_screen(lambda screen: any(r.startswith("PROMPT>") for r in screen),
+                             "the prompt")
+        pane.tmux("send-keys", "-l",
+                  f"{self.bridge} -j2 --progress -- sh -c 'echo ready; exec sleep 60'")
+        pane.tmux("send-keys", "Enter")
+        pane.wait_for_screen(pane.status_on_last_row, "the status on the last row")
+        self.assertEqual(pane.region(), (0, 8))
+        pane.tmux("send-keys", "C-z")
+        screen = pane.wait_for_screen(lambda screen: any("Stopped" in r for r in screen),
+                                      "the job stopped")
+        self.assertEqual(pane.region(), (0, 9), screen)
+        self.assertFalse([r for r in screen if "[jobbridge]" in r], screen)
+        pane.tmux("send-keys", "-l", "fg")
+        pane.tmux("send-keys", "Enter")
+        pane.wait_for_screen(lambda screen: pane.status_on_last_row(screen)
+                             and pane.region() == (0, 8), "the status back after fg")
+        pane.tmux("send-keys", "C-c")
+        pane.tmux("send-keys", "-l", "echo AFTER$((1+1))")
+        pane.tmux("send-keys", "Enter")
+        screen = pane.wait_for_screen(lambda screen: "AFTER2" in screen, "the shell's prompt")
+        self.assertEqual(pane.region(), (0, 9), screen)
+        self.assertFalse([r for r in screen if "[jobbridge]" in r], screen)
+        pane.close()
         self.assert_no_leftovers()
 
     def test_command_reads_the_terminal(self):

@@ -18,7 +18,10 @@ PACKAGES=(g++ cmake pkg-config make python3 git clang-format
           clang libclang-rt-14-dev
           # integration/test_report.py: the HTML report, loaded in headless
           # Chromium, which reports what it drew and keeps a screenshot.
-          chromium)
+          chromium
+          # integration/test_terminal.py: --progress in a real terminal
+          # emulator (a tmux pane), whose screen the test reads back.
+          tmux)
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

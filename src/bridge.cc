@@ -117,6 +117,7 @@ void FollowStop(Context* ctx, int stop_signal) {
   bool job_control = stop_signal == SIGTSTP || stop_signal == SIGTTIN || stop_signal == SIGTTOU;
   if (!ctx->terminal.active() || !job_control) return;
   ctx->terminal.TakeBackFrom(ctx->child);
+  ctx->progress.Suspend();  // the shell gets the whole screen while the job is stopped
   kill(getpid(), SIGSTOP);
   // Resumed by "fg" (the terminal is ours again) or "bg" (it is not).
   if (ctx->terminal.OwnGroupIsForeground()) ctx->terminal.GiveTo(ctx->child);

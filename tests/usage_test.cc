@@ -1,4 +1,4 @@
-// UsageMeter and ProgressLine::Text (control/usage.h) on samples made by hand.
+// UsageMeter and ProgressLine's text (control/usage.h) on samples made by hand.
 #include "control/usage.h"
 
 #include <gtest/gtest.h>
@@ -46,6 +46,14 @@ TEST(ProgressLineTest, TheLineNamesTheSidesInUse) {
   sample.in_use[1] = 1;
   EXPECT_EQ(ProgressLine::Text(sample, 12345),
             "[jobbridge] 4/4 in use (legacy 1, socket 2), 3 waiting, 12.3 s");
+}
+
+// Drawn on the last row with the cursor saved and restored around it, cut
+// one column short of the edge so the last row never scrolls.
+TEST(ProgressLineTest, TheLineIsDrawnOnTheLastRowAndCutShortOfTheEdge) {
+  EXPECT_EQ(ProgressLine::OnLastRow("[jobbridge] 1/2 in use", 24, 80),
+            "\0337\033[24;1H\033[2K[jobbridge] 1/2 in use\0338");
+  EXPECT_EQ(ProgressLine::OnLastRow("0123456789abc", 5, 10), "\0337\033[5;1H\033[2K012345678\0338");
 }
 
 }  // namespace

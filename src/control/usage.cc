@@ -1,9 +1,12 @@
 #include "control/usage.h"
 
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 
 #include "util/eintr.h"
 #include "util/uv_handle.h"
@@ -67,6 +70,24 @@ std::string UsageMeter::Summary(uint64_t end_ms, int reclaimed, int surplus) con
   return text;
 }
 
+namespace {
+
+// The terminal's size, or {0, 0} when it is unknown or too small to keep a
+// row apart (a pseudo-terminal nobody sized reads 0 x 0).
+std::pair<int, int> SizeOf(int fd) {
+  winsize size{};
+  if (ioctl(fd, TIOCGWINSZ, &size) != 0 || size.ws_row < 3 || size.ws_col < 10) return {0, 0};
+  return {size.ws_row, size.ws_col};
+}
+
+// ESC 7 / ESC 8: save and restore the cursor (DECSC, DECRC).
+constexpr const char* kSave = "\0337";
+constexpr const char* kRestore = "\0338";
+
+std::string MoveTo(int row) { return "\033[" + std::to_string(row) + ";1H"; }
+
+}  // namespace
+
 void ProgressLine::Start(uv_loop_t* loop, int fd, Sampler* sampler) {
   loop_ = loop;
   fd_ = fd;
@@ -86,7 +107,12 @@ void ProgressLine::Start(uv_loop_t* loop, int fd, Sampler* sampler) {
 
 void ProgressLine::OnTimer(uv_timer_t* timer) {
   auto* line = static_cast<ProgressLine*>(timer->data);
-  if (line->changed_ || uv_now(line->loop_) >= line->drawn_ms_ + 1000) line->Draw();
+  // The size is read every time: a new size must be met at once, before the
+  // build's output runs through the rows the terminal moved.
+  if (line->changed_ || uv_now(line->loop_) >= line->drawn_ms_ + 1000 ||
+      SizeOf(line->fd_) != std::make_pair(line->rows_, line->cols_)) {
+    line->Draw();
+  }
 }
 
 std::string ProgressLine::Text(const BudgetSample& sample, uint64_t elapsed_ms) {
@@ -104,20 +130,66 @@ std::string ProgressLine::Text(const BudgetSample& sample, uint64_t elapsed_ms) 
   return text;
 }
 
+std::string ProgressLine::OnLastRow(const std::string& text, int rows, int cols) {
+  // One column short of the edge: a character in the last column of the
+  // last row may scroll on some terminals.
+  return std::string(kSave) + MoveTo(rows) + "\033[2K" + text.substr(0, cols - 1) + kRestore;
+}
+
+void ProgressLine::Write(const std::string& bytes) {
+  // One write, so that no output of the build lands between the cursor's
+  // save and its restore.
+  RetryOnEintr([&] { return write(fd_, bytes.data(), bytes.size()); });
+}
+
+void ProgressLine::Reserve() {
+  auto [rows, cols] = SizeOf(fd_);
+  rows_ = rows;
+  cols_ = cols;
+  if (rows_ == 0) return;
+  // A newline first: if the cursor is on the last row, the screen scrolls up
+  // one, so that the cursor is back inside the region once moved up. Setting
+  // the region homes the cursor, hence the save and restore around it.
+  Write("\n" + std::string(kSave) + "\033[1;" + std::to_string(rows_ - 1) + "r" + kRestore +
+        "\033[1A");
+}
+
+void ProgressLine::Release(bool resized) {
+  if (rows_ > 0) {
+    // Resized, the terminal has moved its rows: the line may be on another
+    // row now, and its old row may hold the build's output. Below the
+    // cursor there is only the line (or blank rows), so all of that is
+    // cleared (ED 0), the build's text before the cursor kept.
+    Write(std::string(kSave) + (resized ? "" : MoveTo(rows_) + "\033[2K") + "\033[r" + kRestore +
+          (resized ? "\033[J" : ""));
+    rows_ = cols_ = 0;
+  }
+  if (drawn_) Write("\r\033[K");
+  drawn_ = false;
+}
+
 void ProgressLine::Draw() {
   if (!sampled_) return;
   drawn_ms_ = uv_now(loop_);
   changed_ = false;
-  std::string line = "\r\033[K" + Text(last_, drawn_ms_ - start_ms_);
-  RetryOnEintr([&] { return write(fd_, line.data(), line.size()); });
-  drawn_ = true;
+  std::string text = Text(last_, drawn_ms_ - start_ms_);
+  if (SizeOf(fd_) != std::make_pair(rows_, cols_)) {
+    Release(true);
+    Reserve();
+  }
+  if (rows_ > 0) {
+    Write(OnLastRow(text, rows_, cols_));
+  } else {
+    Write("\r\033[K" + text);
+    drawn_ = true;
+  }
 }
 
 void ProgressLine::Stop() {
   if (!timer_) return;
   CloseAndDelete(timer_);
   timer_ = nullptr;
-  if (drawn_) RetryOnEintr([&] { return write(fd_, "\r\033[K", 4); });
+  Release(false);
 }
 
 }  // namespace jobbridge

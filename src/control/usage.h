@@ -39,6 +39,15 @@ class UsageMeter {
   int peak_waiting_ = 0;
 };
 
+// The status line of --progress. On a terminal whose size is known it keeps
+// the last row for itself: the rows above become the scroll region (DECSTBM),
+// so the build's output scrolls there and never runs through the line, and
+// the line is drawn on the last row with the cursor saved and restored in
+// the same write (DECSC/DECRC). The size is read again at each drawing (the
+// terminal's SIGWINCH goes to the command's foreground group, not to
+// jobbridge), and a new size reserves the row again. A terminal of unknown
+// size (under 3 rows or 10 columns) gets the line redrawn in place instead,
+// "\r\e[K", as ninja draws its own.
 class ProgressLine {
  public:
   static constexpr uint64_t kRedrawMs = 50;
@@ -49,14 +58,25 @@ class ProgressLine {
 
   // Draws on `fd` (the caller checked it is a terminal) from now on.
   void Start(uv_loop_t* loop, int fd, Sampler* sampler);
-  // Clears the line and closes the timer. Idempotent.
+  // Clears the line, gives the last row back and closes the timer. Idempotent.
   void Stop();
+  // Gives the terminal back whole while jobbridge is stopped (Ctrl-Z): the
+  // shell prints there. The next drawing takes the row again.
+  void Suspend() { Release(false); }
   // The line for `sample`, `elapsed_ms` after the start (no escapes).
   static std::string Text(const BudgetSample& sample, uint64_t elapsed_ms);
+  // The bytes that draw `text` on the last of `rows` rows of `cols`
+  // columns, leaving the cursor where it was.
+  static std::string OnLastRow(const std::string& text, int rows, int cols);
 
  private:
   static void OnTimer(uv_timer_t* timer);
   void Draw();
+  void Write(const std::string& bytes);
+  void Reserve();  // the last row, at the size read now
+  // Clears the line and resets the scroll region (`resized`: the terminal
+  // has moved its rows since the line was drawn).
+  void Release(bool resized);
 
   uv_loop_t* loop_ = nullptr;
   int fd_ = -1;
@@ -64,7 +84,9 @@ class ProgressLine {
   uint64_t start_ms_ = 0;
   uint64_t drawn_ms_ = 0;
   BudgetSample last_;
-  bool drawn_ = false;
+  bool drawn_ = false;  // in place: a line is on the screen
+  int rows_ = 0;        // reserved: the terminal's size then (0: not reserved)
+  int cols_ = 0;
   bool changed_ = false;  // a sample came since the last drawing
   bool sampled_ = false;
 };
