@@ -16,14 +16,15 @@ clang++ "${flags[@]}" fuzz/makeflags_fuzzer.cc src/core/makeflags.cc -o "$out/ma
 makeflags_build=$!
 # shellcheck disable=SC2046  # pkg-config prints several words
 clang++ "${flags[@]}" -Itests fuzz/socket_fuzzer.cc src/broker.cc src/broker_pools.cc src/broker_semaphore.cc src/broker_status.cc \
-  src/endpoints/socket_server-posix.cc src/endpoints/socket_endpoint.cc \
+  src/endpoints/socket_server-posix.cc src/endpoints/unix_listener-posix.cc src/endpoints/socket_endpoint.cc \
   src/endpoints/invocation_pool-posix.cc src/endpoints/invocation_endpoint.cc \
   src/endpoints/legacy_pool-posix.cc src/endpoints/root_pool_endpoint.cc \
   src/read_watcher-posix.cc src/core/ledger.cc src/core/makeflags.cc src/counted_waiters.cc \
   $(pkg-config --cflags --libs libuv) -o "$out/socket_fuzzer" &
 socket_build=$!
 clang++ "${flags[@]}" fuzz/control_fuzzer.cc src/control/control_protocol.cc \
-  src/control/control_server-posix.cc $(pkg-config --cflags --libs libuv) -o "$out/control_fuzzer" &
+  src/control/control_server-posix.cc src/endpoints/unix_listener-posix.cc \
+  $(pkg-config --cflags --libs libuv) -o "$out/control_fuzzer" &
 control_build=$!
 clang++ "${flags[@]}" fuzz/report_fuzzer.cc src/report_model.cc src/report_drawing.cc src/report_html.cc \
   -o "$out/report_fuzzer" &

@@ -17,6 +17,7 @@
 #include "control/control_protocol.h"
 #include "control/control_server.h"
 #include "core/ledger.h"
+#include "fd_test_util.h"
 #include "loop_test_util.h"
 
 namespace jobbridge {
@@ -320,6 +321,45 @@ TEST_F(ControlServerTest, AFloodWithoutReadingIsClosedAndNeverHoldsTheLoop) {
   uv_close(reinterpret_cast<uv_handle_t*>(&check),
            [](uv_handle_t* handle) { *static_cast<bool*>(handle->data) = true; });
   EXPECT_TRUE(RunUntil([&] { return closed; }));  // before `check` goes out of scope
+}
+
+// Out of fds, a client waits in the listener's backlog: the listener stays
+// readable, and if it were still watched every turn of the loop would wake
+// for it at once (jobbridge at 100 % CPU until an fd came free). Unwatched,
+// the loop turns for its retry timer alone; once an fd is free the client
+// is accepted and served.
+TEST_F(ControlServerTest, OutOfFdsAWaitingClientDoesNotSpinTheLoop) {
+  UniqueFd client = test_util::ConnectTo(path_);
+  ASSERT_TRUE(client.valid());
+  struct Window {
+    uv_prepare_t turns;
+    uv_timer_t end;
+    int count = 0;
+    int closed = 0;
+  } window;
+  uv_prepare_init(&loop_, &window.turns);
+  window.turns.data = &window;
+  uv_prepare_start(&window.turns,
+                   [](uv_prepare_t* handle) { ++static_cast<Window*>(handle->data)->count; });
+  uv_timer_init(&loop_, &window.end);
+  uv_timer_start(
+      &window.end, [](uv_timer_t* timer) { uv_stop(timer->loop); }, 300, 0);
+  {
+    test_util::FewFreeFds none(0);
+    uv_run(&loop_, UV_RUN_DEFAULT);  // until the window's timer stops it
+  }
+  // The retry timer turns it a few times in 300 ms; spinning, it turned
+  // hundreds of thousands of times.
+  EXPECT_LT(window.count, 50);
+  EXPECT_EQ(server_.connection_count(), 0u);
+  for (uv_handle_t* handle : {reinterpret_cast<uv_handle_t*>(&window.turns),
+                              reinterpret_cast<uv_handle_t*>(&window.end)}) {
+    handle->data = &window;
+    uv_close(handle, [](uv_handle_t* h) { ++static_cast<Window*>(h->data)->closed; });
+  }
+  Send(client.get(), "{\"request\":\"status\"}\n");
+  EXPECT_EQ(NextReply(client.get())["budget"], 4);
+  EXPECT_TRUE(RunUntil([&] { return window.closed == 2; }));
 }
 
 TEST_F(ControlServerTest, ConnectionsBeyondTheLimitAreToldAndClosed) {

@@ -3,9 +3,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <limits.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -45,5 +49,26 @@ inline std::vector<int> FdsOpenOn(const std::string& target) {
   }
   return fds;
 }
+
+// Lowers the soft open-file limit so that exactly `free` fds are left
+// below it; restores it when it goes.
+class FewFreeFds {
+ public:
+  explicit FewFreeFds(int free) {
+    getrlimit(RLIMIT_NOFILE, &original_);
+    // The limit is the number of the unused fd after `free` unused ones.
+    int limit = 0;
+    for (int unused = 0;; ++limit) {
+      if (fcntl(limit, F_GETFD) < 0 && unused++ == free) break;
+    }
+    rlimit lowered = original_;
+    lowered.rlim_cur = static_cast<rlim_t>(limit);
+    EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &lowered), 0) << std::strerror(errno);
+  }
+  ~FewFreeFds() { setrlimit(RLIMIT_NOFILE, &original_); }
+
+ private:
+  rlimit original_{};
+};
 
 }  // namespace jobbridge::test_util

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "fd_test_util.h"
 #include "loop_test_util.h"
 #include "pool_client.h"
 #include "util/fd_passing.h"
@@ -181,27 +182,6 @@ TEST_F(PoolServerTest, APoolIsListedFromBeforeTheShimGetsItUntilItsInvocationEnd
   EXPECT_TRUE(Listed(dir_).empty());
 }
 
-// Lowers the soft open-file limit so that exactly `free` fds are left
-// below it; restores it when it goes.
-class FewFreeFds {
- public:
-  explicit FewFreeFds(int free) {
-    getrlimit(RLIMIT_NOFILE, &original_);
-    // The limit is the number of the unused fd after `free` unused ones.
-    int limit = 0;
-    for (int unused = 0;; ++limit) {
-      if (fcntl(limit, F_GETFD) < 0 && unused++ == free) break;
-    }
-    rlimit lowered = original_;
-    lowered.rlim_cur = static_cast<rlim_t>(limit);
-    EXPECT_EQ(setrlimit(RLIMIT_NOFILE, &lowered), 0) << strerror(errno);
-  }
-  ~FewFreeFds() { setrlimit(RLIMIT_NOFILE, &original_); }
-
- private:
-  rlimit original_{};
-};
-
 TEST_F(PoolServerTest, OutOfFdsARequestIsRefusedAtOnceAndLaterOnesAreServed) {
   // No fd free: the request cannot even be accepted but for the spare fd.
   UniqueFd shim = Connect();
@@ -209,7 +189,7 @@ TEST_F(PoolServerTest, OutOfFdsARequestIsRefusedAtOnceAndLaterOnesAreServed) {
   std::vector<UniqueFd> fds;
   ASSERT_TRUE(SendFds(shim.get(), "pool 11 make", {}, &err)) << err;
   {
-    FewFreeFds none(0);
+    test_util::FewFreeFds none(0);
     ASSERT_TRUE(RunLoopUntil(&loop_, [&] { return test_util::Readable(shim.get()); }));
   }
   ASSERT_TRUE(ReceiveFds(shim.get(), &reply, &fds, 3, &err)) << err;
@@ -220,7 +200,7 @@ TEST_F(PoolServerTest, OutOfFdsARequestIsRefusedAtOnceAndLaterOnesAreServed) {
   shim = Connect();
   ASSERT_TRUE(SendFds(shim.get(), "pool 12 make", {}, &err)) << err;
   {
-    FewFreeFds two(2);
+    test_util::FewFreeFds two(2);
     ASSERT_TRUE(RunLoopUntil(&loop_, [&] { return test_util::Readable(shim.get()); }));
   }
   ASSERT_TRUE(ReceiveFds(shim.get(), &reply, &fds, 3, &err)) << err;

@@ -42,15 +42,18 @@ void SayAndForget(int fd, const std::string& line) {
 
 }  // namespace
 
+ControlServer::ControlServer(uv_loop_t* loop, Delegate* delegate)
+    : loop_(loop),
+      delegate_(delegate),
+      listener_(loop,
+                "out of file descriptors; control clients (jobbridge status) wait to be "
+                "accepted until one is free",
+                [this](UniqueFd fd) { Adopt(std::move(fd)); }) {}
+
 ControlServer::~ControlServer() = default;
 
 bool ControlServer::Listen(const std::string& path, std::string* err) {
-  listen_fd_ = ListenUnix(path, SOCK_STREAM, err);
-  if (!listen_fd_.valid()) return false;
-  listen_poll_ = new uv_poll_t;
-  uv_poll_init(loop_, listen_poll_, listen_fd_.get());
-  listen_poll_->data = this;
-  uv_poll_start(listen_poll_, UV_READABLE, OnListenReadable);
+  if (!listener_.Listen(path, err)) return false;
   next_turn_ = new uv_idle_t;
   uv_idle_init(loop_, next_turn_);
   next_turn_->data = this;
@@ -70,24 +73,9 @@ void ControlServer::Shutdown() {
     }
     Close(connection, false);
   }
-  CloseAndDelete(listen_poll_);
-  listen_poll_ = nullptr;
+  listener_.Stop();
   CloseAndDelete(next_turn_);
   next_turn_ = nullptr;
-  listen_fd_.Reset();
-}
-
-void ControlServer::OnListenReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
-  static_cast<ControlServer*>(handle->data)->AcceptAll();
-}
-
-void ControlServer::AcceptAll() {
-  for (;;) {
-    int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0 && (errno == EINTR || errno == ECONNABORTED)) continue;
-    if (fd < 0) return;  // EAGAIN; out of fds: the next readiness retries
-    Adopt(UniqueFd(fd));
-  }
 }
 
 bool ControlServer::Adopt(UniqueFd fd) {
@@ -268,6 +256,7 @@ void ControlServer::Close(Connection* connection, bool abuse) {
   uv_poll_stop(&connection->poll);
   uv_close(reinterpret_cast<uv_handle_t*>(&connection->poll),
            [](uv_handle_t* handle) { delete static_cast<Connection*>(handle->data); });
+  listener_.FdFreed();
 }
 
 }  // namespace jobbridge

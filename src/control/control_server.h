@@ -19,6 +19,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "endpoints/unix_listener.h"
 #include "util/unique_fd.h"
 
 namespace jobbridge {
@@ -50,7 +51,7 @@ class ControlServer {
   static constexpr size_t kMaxPendingBytes = 1 << 20;
   static constexpr int kRequestsPerTurn = 32;
 
-  ControlServer(uv_loop_t* loop, Delegate* delegate) : loop_(loop), delegate_(delegate) {}
+  ControlServer(uv_loop_t* loop, Delegate* delegate);
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
@@ -73,10 +74,8 @@ class ControlServer {
 
  private:
   struct Connection;
-  static void OnListenReadable(uv_poll_t* handle, int status, int events);
   static void OnEvents(uv_poll_t* handle, int status, int events);
   static void OnNextTurn(uv_idle_t* idle);
-  void AcceptAll();
   void ReadFrom(Connection* connection);
   // Answers up to kRequestsPerTurn complete lines; false: it was closed.
   bool Answer(Connection* connection);
@@ -91,8 +90,7 @@ class ControlServer {
 
   uv_loop_t* loop_;
   Delegate* delegate_;
-  UniqueFd listen_fd_;
-  uv_poll_t* listen_poll_ = nullptr;  // handles are freed in their close callbacks
+  UnixListener listener_;
   // Answers what was left over, once per turn of the loop (an idle handle:
   // a 0 ms timer started from its own callback runs again in the same turn).
   uv_idle_t* next_turn_ = nullptr;

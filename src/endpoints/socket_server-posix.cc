@@ -56,9 +56,6 @@ bool PeerClosed(int fd) {
 constexpr char kGrantByte = '+';
 constexpr char kRequestByte = '+';
 constexpr char kReleaseByte = '-';
-// How long accepting pauses after running out of fds, unless a connection
-// closes first.
-constexpr uint64_t kAcceptRetryMs = 100;
 
 std::string Describe(unsigned char byte) {
   char text[16];
@@ -69,60 +66,15 @@ std::string Describe(unsigned char byte) {
 }  // namespace
 
 SocketServer::SocketServer(uv_loop_t* loop, Delegate* delegate)
-    : loop_(loop), delegate_(delegate) {}
+    : loop_(loop),
+      delegate_(delegate),
+      listener_(loop, "out of file descriptors; clients wait to be accepted until one leaves",
+                [this](UniqueFd fd) { Accept(std::move(fd)); }) {}
 
 SocketServer::~SocketServer() = default;
 
 bool SocketServer::Listen(const std::string& path, std::string* err) {
-  listen_fd_ = ListenUnix(path, SOCK_STREAM, err);
-  if (!listen_fd_.valid()) return false;
-  listen_poll_ = new uv_poll_t;
-  uv_poll_init(loop_, listen_poll_, listen_fd_.get());
-  listen_poll_->data = this;
-  uv_poll_start(listen_poll_, UV_READABLE, OnListenReadable);
-  retry_timer_ = new uv_timer_t;
-  uv_timer_init(loop_, retry_timer_);
-  retry_timer_->data = this;
-  return true;
-}
-
-void SocketServer::OnListenReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
-  static_cast<SocketServer*>(handle->data)->AcceptAll();
-}
-
-void SocketServer::OnRetryAccept(uv_timer_t* timer) {
-  auto* server = static_cast<SocketServer*>(timer->data);
-  if (!server->accept_paused_ || !server->listen_poll_) return;
-  server->accept_paused_ = false;
-  uv_poll_start(server->listen_poll_, UV_READABLE, OnListenReadable);
-}
-
-void SocketServer::PauseAccepting() {
-  // Out of fds: stop watching the listener, or its readiness would spin the
-  // loop. Queued clients wait in the backlog until a connection closes.
-  if (accept_paused_) return;
-  accept_paused_ = true;
-  uv_poll_stop(listen_poll_);
-  uv_timer_start(retry_timer_, OnRetryAccept, kAcceptRetryMs, 0);
-  if (!warned_out_of_fds_) {
-    warned_out_of_fds_ = true;
-    LogWarning("out of file descriptors; clients wait to be accepted until one leaves");
-  }
-}
-
-void SocketServer::AcceptAll() {
-  for (;;) {
-    int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      Accept(UniqueFd(fd));
-      continue;
-    }
-    if (errno == EINTR || errno == ECONNABORTED) continue;
-    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-      PauseAccepting();
-    }
-    return;  // EAGAIN, or an error that the next readiness retries
-  }
+  return listener_.Listen(path, err);
 }
 
 ConnectionId SocketServer::Accept(UniqueFd fd) {
@@ -253,18 +205,10 @@ void SocketServer::Close(Connection* connection, const std::string& why) {
   uv_close(reinterpret_cast<uv_handle_t*>(&connection->poll),
            [](uv_handle_t* h) { delete static_cast<Connection*>(h->data); });
   delegate_->OnGone(connection->id);
-  if (accept_paused_) OnRetryAccept(retry_timer_);  // an fd just came free
+  listener_.FdFreed();
 }
 
-void SocketServer::StopListening() {
-  if (listen_poll_) {
-    CloseAndDelete(listen_poll_);
-    listen_poll_ = nullptr;
-    CloseAndDelete(retry_timer_);
-    retry_timer_ = nullptr;
-  }
-  listen_fd_.Reset();
-}
+void SocketServer::StopListening() { listener_.Stop(); }
 
 void SocketServer::Shutdown() {
   while (!connections_.empty()) Close(connections_.begin()->second, "");

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "endpoints/unix_listener.h"
 #include "util/unique_fd.h"
 #include "util/unix_socket.h"
 
@@ -78,23 +79,15 @@ class SocketServer {
 
  private:
   struct Connection;
-  static void OnListenReadable(uv_poll_t* handle, int status, int events);
   static void OnConnectionReadable(uv_poll_t* handle, int status, int events);
-  static void OnRetryAccept(uv_timer_t* timer);
-  void AcceptAll();
   ConnectionId Accept(UniqueFd fd);  // 0: refused
   void ReadFrom(Connection* connection);
   bool Flush(Connection* connection);  // false: the connection was closed
   void Close(Connection* connection, const std::string& why);
-  void PauseAccepting();
 
   uv_loop_t* loop_;
   Delegate* delegate_;
-  UniqueFd listen_fd_;
-  uv_poll_t* listen_poll_ = nullptr;  // freed in its close callback
-  uv_timer_t* retry_timer_ = nullptr;
-  bool accept_paused_ = false;
-  bool warned_out_of_fds_ = false;  // said once a run
+  UnixListener listener_;
   ConnectionId next_id_ = 1;
   std::unordered_map<ConnectionId, Connection*> connections_;
 };
