@@ -2,6 +2,7 @@
 
 #include "core/ledger.h"
 #include "core/numbers.h"
+#include "util/option_args.h"
 
 namespace jobbridge {
 
@@ -25,30 +26,14 @@ bool ParseStyle(const std::string& text, Options* options, std::string* err) {
   return false;
 }
 
-// "--name" or "--name=VALUE", not "--names".
-bool IsLong(const std::string& arg, const std::string& name) {
-  return arg == name || arg.starts_with(name + "=");
-}
-
 }  // namespace
 
 bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Options* options,
                       std::string* err) {
   Options parsed;
   size_t i = 0;
-  // Takes the value of an option given as "--opt=V", "--opt V", "-jV" or "-j V".
-  auto value = [&](const std::string& arg, const std::string& name, std::string* out) {
-    if (arg.size() > name.size()) {
-      size_t skip = name.size() + (arg[name.size()] == '=' ? 1 : 0);
-      *out = arg.substr(skip);
-      return true;
-    }
-    if (i + 1 >= args.size()) {
-      *err = name + " needs a value; see jobbridge --help";
-      return false;
-    }
-    *out = args[++i];
-    return true;
+  auto value = [&](const std::string& name, std::string* out) {
+    return OptionValue(args, &i, name, "jobbridge --help", out, err);
   };
   for (; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -56,14 +41,14 @@ bool ParseCommandLine(const std::vector<std::string>& args, int default_jobs, Op
     if (arg == "--") {
       ++i;
       break;
-    } else if (IsLong(arg, "--jobs")) {
-      if (!value(arg, "--jobs", &v) || !ParseJobs(v, &parsed.jobs, err)) return false;
-    } else if (arg.starts_with("-j")) {
-      if (!value(arg, "-j", &v) || !ParseJobs(v, &parsed.jobs, err)) return false;
-    } else if (IsLong(arg, "--legacy-style")) {
-      if (!value(arg, "--legacy-style", &v) || !ParseStyle(v, &parsed, err)) return false;
-    } else if (IsLong(arg, "--trace")) {
-      if (!value(arg, "--trace", &v)) return false;
+    } else if (IsOption(arg, "--jobs")) {
+      if (!value("--jobs", &v) || !ParseJobs(v, &parsed.jobs, err)) return false;
+    } else if (IsOption(arg, "-j")) {
+      if (!value("-j", &v) || !ParseJobs(v, &parsed.jobs, err)) return false;
+    } else if (IsOption(arg, "--legacy-style")) {
+      if (!value("--legacy-style", &v) || !ParseStyle(v, &parsed, err)) return false;
+    } else if (IsOption(arg, "--trace")) {
+      if (!value("--trace", &v)) return false;
       if (v.empty()) {
         *err = "--trace needs a file name (for example: --trace build.trace.json)";
         return false;

@@ -21,6 +21,7 @@
 #include "status_cli.h"
 #include "util/eintr.h"
 #include "util/json_fields.h"
+#include "util/option_args.h"
 
 namespace jobbridge {
 
@@ -158,27 +159,19 @@ bool ParseDaemonCommandLine(const std::vector<std::string>& args, int default_jo
   Options& bridge = parsed.bridge;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
-    // "--opt=V", "--opt V", "-jV" or "-j V".
     auto value = [&](const std::string& name, std::string* out) {
-      if (arg.size() > name.size()) {
-        *out = arg.substr(name.size() + (arg[name.size()] == '=' ? 1 : 0));
-        return true;
-      }
-      if (i + 1 >= args.size()) {
-        *err = "daemon: " + name + " needs a value; see jobbridge daemon --help";
-        return false;
-      }
-      *out = args[++i];
-      return true;
+      if (OptionValue(args, &i, name, "jobbridge daemon --help", out, err)) return true;
+      *err = "daemon: " + *err;
+      return false;
     };
-    auto is = [&](const std::string& name) { return arg == name || arg.starts_with(name + "="); };
+    auto is = [&](const std::string& name) { return IsOption(arg, name); };
     std::string v;
     if (arg == "-h" || arg == "--help") {
       parsed.help = true;
     } else if (arg == "-v" || arg == "--verbose") {
       bridge.verbose = true;
-    } else if (is("--jobs") || arg.starts_with("-j")) {
-      if (!value(arg.starts_with("-j") ? "-j" : "--jobs", &v) || !ParseJobs(v, &bridge.jobs, err)) {
+    } else if (is("--jobs") || is("-j")) {
+      if (!value(is("-j") ? "-j" : "--jobs", &v) || !ParseJobs(v, &bridge.jobs, err)) {
         return false;
       }
     } else if (is("--idle-timeout")) {
@@ -308,10 +301,12 @@ int StopMain(const std::vector<std::string>& args) {
       std::fputs(StopUsageText().c_str(), stdout);
       return 0;
     }
-    if (args[i] == "--timeout" || args[i].starts_with("--timeout=")) {
-      std::string v = args[i].size() > 9    ? args[i].substr(10)
-                      : i + 1 < args.size() ? args[++i]
-                                            : "";
+    if (IsOption(args[i], "--timeout")) {
+      std::string v;
+      if (!OptionValue(args, &i, "--timeout", "jobbridge stop --help", &v, &err)) {
+        LogError("stop: " + err);
+        return 2;
+      }
       if (v == "0") {
         timeout_ms = 0;  // cut off whatever runs, at once
       } else if (!ParseDuration(v, &timeout_ms, &err)) {

@@ -20,6 +20,7 @@
 #include "runtime_dir-posix.h"
 #include "util/eintr.h"
 #include "util/json_fields.h"
+#include "util/option_args.h"
 #include "util/unix_socket.h"
 
 namespace jobbridge {
@@ -182,9 +183,10 @@ bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions*
                             std::string* err) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
+    std::string v;
     auto value = [&](const char* name) -> const std::string* {
-      if (i + 1 < args.size()) return &args[++i];
-      *err = std::string("status: ") + name + " needs a value (see jobbridge status --help)";
+      if (OptionValue(args, &i, name, "jobbridge status --help", &v, err)) return &v;
+      *err = "status: " + *err;
       return nullptr;
     };
     if (arg == "--json") {
@@ -193,7 +195,7 @@ bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions*
       options->watch = true;
     } else if (arg == "-h" || arg == "--help") {
       options->help = true;
-    } else if (arg == "--pid") {
+    } else if (IsOption(arg, "--pid")) {
       const std::string* pid = value("--pid");
       if (!pid) return false;
       int parsed = 0;
@@ -202,7 +204,7 @@ bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions*
         return false;
       }
       options->pid = parsed;
-    } else if (arg == "--socket") {
+    } else if (IsOption(arg, "--socket")) {
       const std::string* path = value("--socket");
       if (!path) return false;
       options->socket = *path;
