@@ -26,6 +26,9 @@
 # `jobbridge -jN` the command holds one implicit slot, so K socket (or
 # semaphore) slots need -j(K+1).
 #
+# Before it, scripts/bench_report.py: the report of a long trace against a
+# short one's (page size, jobbridge report, Chromium's load; about 30 s).
+#
 # The last section builds a generated C project twice at once, under two
 # `make -j2` and under one `jobbridge daemon -j2` (about 75 s more; see
 # "The daemon section" below). BENCH_ONLY=daemon runs that section alone.
@@ -583,6 +586,9 @@ fi
 
 echo
 python3 scripts/bench_pools.py "$jobbridge" "${BENCH_REPEAT:-5}" 200
+
+echo
+python3 scripts/bench_report.py "$jobbridge" "$repeat"
 
 echo
 daemon_section
