@@ -102,6 +102,7 @@ class TmuxPane:
             screen = self.screen()
             if check(screen):
                 return screen
+            time.sleep(0.02)  # each look starts tmux processes: leave the CPUs to the build
         raise AssertionError(f"no {what} on the screen; saw {self.screen()}")
 
     def status_on_last_row(self, screen):
@@ -209,6 +210,35 @@ class TerminalTest(BridgeTestCase):
         pane.tmux("send-keys", "Enter")
         pane.wait_for_screen(lambda screen: pane.status_on_last_row(screen)
                              and pane.region() == (0, 8), "the status back after fg")
+        pane.tmux("send-keys", "C-c")
+        pane.tmux("send-keys", "-l", "echo AFTER$((1+1))")
+        pane.tmux("send-keys", "Enter")
+        screen = pane.wait_for_screen(lambda screen: "AFTER2" in screen, "the shell's prompt")
+        self.assertEqual(pane.region(), (0, 9), screen)
+        self.assertFalse([r for r in screen if "[jobbridge]" in r], screen)
+        pane.close()
+        self.assert_no_leftovers()
+
+    def test_progress_in_the_background_draws_nothing_until_fg(self):
+        pane = TmuxPane(self.sandbox, "PS1='PROMPT> ' bash --norc --noprofile -i", rows=10)
+        self.addCleanup(pane.close)
+        pane.wait_for_screen(lambda screen: any(r.startswith("PROMPT>") for r in screen),
+                             "the prompt")
+        pane.tmux("send-keys", "-l",
+                  f"{self.bridge} -j2 --progress -- sh -c 'echo rea''dy; exec sleep 60' &")
+        pane.tmux("send-keys", "Enter")
+        pane.wait_for_screen(lambda screen: any(r.endswith("ready") for r in screen), "ready")
+        # Drawing, it would redraw at least once a second: watch 1.5 s of it.
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            screen = pane.screen()
+            self.assertFalse([r for r in screen if "[jobbridge]" in r], screen)
+            self.assertEqual(pane.region(), (0, 9), screen)
+            time.sleep(0.05)
+        pane.tmux("send-keys", "-l", "fg")
+        pane.tmux("send-keys", "Enter")
+        pane.wait_for_screen(lambda screen: pane.status_on_last_row(screen)
+                             and pane.region() == (0, 8), "the status once in the foreground")
         pane.tmux("send-keys", "C-c")
         pane.tmux("send-keys", "-l", "echo AFTER$((1+1))")
         pane.tmux("send-keys", "Enter")

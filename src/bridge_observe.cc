@@ -66,7 +66,7 @@ void StartObserving(Context* ctx, const Options& options, std::unique_ptr<Tracer
     ctx->sampler.OnSample([ctx](const BudgetSample& sample) { ctx->meter.Add(sample); });
   }
   if (options.progress && isatty(STDERR_FILENO)) {
-    ctx->progress.Start(&ctx->loop, STDERR_FILENO, &ctx->sampler);
+    ctx->progress.Start(&ctx->loop, STDERR_FILENO, &ctx->sampler, &ctx->child);
   }
   if (tracer) {
     tracer->Start(

@@ -48,12 +48,14 @@ TEST(ProgressLineTest, TheLineNamesTheSidesInUse) {
             "[jobbridge] 4/4 in use (legacy 1, socket 2), 3 waiting, 12.3 s");
 }
 
-// Drawn on the last row with the cursor saved and restored around it, cut
-// one column short of the edge so the last row never scrolls.
+// Drawn on the last row in plain attributes with the cursor (and the
+// build's attributes) saved and restored around it, cut one column short of
+// the edge so the last row never scrolls.
 TEST(ProgressLineTest, TheLineIsDrawnOnTheLastRowAndCutShortOfTheEdge) {
   EXPECT_EQ(ProgressLine::OnLastRow("[jobbridge] 1/2 in use", 24, 80),
-            "\0337\033[24;1H\033[2K[jobbridge] 1/2 in use\0338");
-  EXPECT_EQ(ProgressLine::OnLastRow("0123456789abc", 5, 10), "\0337\033[5;1H\033[2K012345678\0338");
+            "\0337\033[24;1H\033[0m\033[2K[jobbridge] 1/2 in use\0338");
+  EXPECT_EQ(ProgressLine::OnLastRow("0123456789abc", 5, 10),
+            "\0337\033[5;1H\033[0m\033[2K012345678\0338");
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 #include "control/usage.h"
 
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <utility>
 
@@ -88,9 +90,10 @@ std::string MoveTo(int row) { return "\033[" + std::to_string(row) + ";1H"; }
 
 }  // namespace
 
-void ProgressLine::Start(uv_loop_t* loop, int fd, Sampler* sampler) {
+void ProgressLine::Start(uv_loop_t* loop, int fd, Sampler* sampler, const pid_t* command_group) {
   loop_ = loop;
   fd_ = fd;
+  command_group_ = command_group;
   start_ms_ = uv_now(loop);
   timer_ = new uv_timer_t;
   uv_timer_init(loop, timer_);
@@ -131,15 +134,40 @@ std::string ProgressLine::Text(const BudgetSample& sample, uint64_t elapsed_ms) 
 }
 
 std::string ProgressLine::OnLastRow(const std::string& text, int rows, int cols) {
-  // One column short of the edge: a character in the last column of the
-  // last row may scroll on some terminals.
-  return std::string(kSave) + MoveTo(rows) + "\033[2K" + text.substr(0, cols - 1) + kRestore;
+  // In plain attributes (the build may have left a colour set; the restore
+  // brings its own back), one column short of the edge: a character in the
+  // last column of the last row may scroll on some terminals.
+  return std::string(kSave) + MoveTo(rows) + "\033[0m\033[2K" + text.substr(0, cols - 1) + kRestore;
 }
 
 void ProgressLine::Write(const std::string& bytes) {
   // One write, so that no output of the build lands between the cursor's
-  // save and its restore.
-  RetryOnEintr([&] { return write(fd_, bytes.data(), bytes.size()); });
+  // save and its restore; only what a short write left follows after it.
+  size_t done = 0;
+  for (int stalls = 0; done < bytes.size() && stalls < 10;) {
+    ssize_t n = write(fd_, bytes.data() + done, bytes.size() - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && errno == EAGAIN) {  // a non-blocking terminal, full for now
+      pollfd writable{fd_, POLLOUT, 0};
+      ++stalls;
+      RetryOnEintr([&] { return poll(&writable, 1, 20); });
+    } else {
+      break;
+    }
+  }
+  if (done < bytes.size() && bytes.find(kSave) != std::string::npos) {
+    RetryOnEintr([&] { return write(fd_, kRestore, 2); });  // never left on the last row
+  }
+}
+
+bool ProgressLine::Foreground() const {
+  pid_t foreground = tcgetpgrp(fd_);
+  // Not its controlling terminal (ENOTTY): no job control to mind.
+  return foreground < 0 || foreground == getpgrp() ||
+         (command_group_ && *command_group_ > 0 && foreground == *command_group_);
 }
 
 void ProgressLine::Reserve() {
@@ -147,14 +175,18 @@ void ProgressLine::Reserve() {
   rows_ = rows;
   cols_ = cols;
   if (rows_ == 0) return;
-  // A newline first: if the cursor is on the last row, the screen scrolls up
-  // one, so that the cursor is back inside the region once moved up. Setting
-  // the region homes the cursor, hence the save and restore around it.
-  Write("\n" + std::string(kSave) + "\033[1;" + std::to_string(rows_ - 1) + "r" + kRestore +
+  // An index first (IND: down one row, scrolling at the bottom, the column
+  // kept): if the cursor is on the last row, the screen scrolls up one, so
+  // that the cursor is inside the region once moved back up. Setting the
+  // region homes the cursor, hence the save and restore around it.
+  Write("\033D" + std::string(kSave) + "\033[1;" + std::to_string(rows_ - 1) + "r" + kRestore +
         "\033[1A");
 }
 
 void ProgressLine::Release(bool resized) {
+  // A resize since the last drawing counts too (the timer reads the size
+  // every 50 ms, and Stop or a Ctrl-Z may come first).
+  resized = resized || (rows_ > 0 && SizeOf(fd_) != std::make_pair(rows_, cols_));
   if (rows_ > 0) {
     // Resized, the terminal has moved its rows: the line may be on another
     // row now, and its old row may hold the build's output. Below the
@@ -170,6 +202,10 @@ void ProgressLine::Release(bool resized) {
 
 void ProgressLine::Draw() {
   if (!sampled_) return;
+  if (!Foreground()) {  // in the background (bg, &): the screen is the shell's
+    Release(false);
+    return;
+  }
   drawn_ms_ = uv_now(loop_);
   changed_ = false;
   std::string text = Text(last_, drawn_ms_ - start_ms_);

@@ -3,6 +3,7 @@
 // on a terminal (--progress), redrawn in place as ninja and cargo do.
 #pragma once
 
+#include <sys/types.h>
 #include <uv.h>
 
 #include <cstdint>
@@ -56,8 +57,11 @@ class ProgressLine {
   ProgressLine(const ProgressLine&) = delete;
   ProgressLine& operator=(const ProgressLine&) = delete;
 
-  // Draws on `fd` (the caller checked it is a terminal) from now on.
-  void Start(uv_loop_t* loop, int fd, Sampler* sampler);
+  // Draws on `fd` (the caller checked it is a terminal) from now on, while
+  // the terminal's foreground is jobbridge's process group or COMMAND's
+  // (`*command_group`, once started; may be null): a jobbridge in the
+  // background (`&`, `bg`) leaves the screen to whoever has it.
+  void Start(uv_loop_t* loop, int fd, Sampler* sampler, const pid_t* command_group);
   // Clears the line, gives the last row back and closes the timer. Idempotent.
   void Stop();
   // Gives the terminal back whole while jobbridge is stopped (Ctrl-Z): the
@@ -72,6 +76,10 @@ class ProgressLine {
  private:
   static void OnTimer(uv_timer_t* timer);
   void Draw();
+  bool Foreground() const;
+  // Writes all of `bytes` (a short write, EAGAIN on a non-blocking terminal:
+  // the rest follows). If the terminal will not take them, the cursor is
+  // restored at least, so that it is never left on the reserved row.
   void Write(const std::string& bytes);
   void Reserve();  // the last row, at the size read now
   // Clears the line and resets the scroll region (`resized`: the terminal
@@ -80,6 +88,7 @@ class ProgressLine {
 
   uv_loop_t* loop_ = nullptr;
   int fd_ = -1;
+  const pid_t* command_group_ = nullptr;
   uv_timer_t* timer_ = nullptr;
   uint64_t start_ms_ = 0;
   uint64_t drawn_ms_ = 0;
