@@ -103,6 +103,7 @@ std::vector<ReportDrawing::Column> Averaged(const TraceModel& model, int width) 
 }  // namespace
 
 ReportDrawing DrawingOf(const TraceModel& model, int plot_width_px) {
+  plot_width_px = std::max(plot_width_px, 1);
   ReportDrawing drawing;
   ChooseRows(model, &drawing);
   double per_px = model.end_us > 0 ? static_cast<double>(model.end_us) / plot_width_px : 1;
@@ -111,6 +112,10 @@ ReportDrawing DrawingOf(const TraceModel& model, int plot_width_px) {
     drawing.merge_gap_px = gap_px;
     drawing.bars = Bars(&drawing, gap_px * per_px);
     if (gap_px > plot_width_px) break;  // every lane one bar: as few as it gets
+  }
+  for (const Row& row : drawing.rows) {
+    drawing.slice_bars += row.slices.size();
+    for (const Bar& bar : row.slices) drawing.grants_drawn += bar.count;
   }
   if (model.end_us > 0 && model.in_use.size() > 2 * static_cast<size_t>(plot_width_px)) {
     drawing.in_use = Averaged(model, plot_width_px);

@@ -4,8 +4,10 @@
 //     in trace order; the others are counted in one line;
 //   - at most kMaxBarsDrawn bars: when there are more, the bars of each lane
 //     (and each track's waits) that lie closer than a gap of G pixels are
-//     drawn as one, G doubling from one pixel until they fit; a merged bar
-//     says how many grants it stands for and how long they held;
+//     drawn as one, G doubling from one pixel until they fit, or until each
+//     lane is one bar (more than kMaxBarsDrawn only when the rows have more
+//     lanes than that); a merged bar says how many grants it stands for and
+//     how long they held;
 //   - at most two counter columns per pixel: when there are more samples,
 //     each pixel's column is the time-weighted mean of the slots in use per
 //     side over its span, so the area drawn is the slot-seconds used.
@@ -48,6 +50,8 @@ struct ReportDrawing {
   size_t hidden_tracks = 0;  // not drawn (kMaxTracksDrawn)
   double hidden_slot_seconds = 0;
   size_t bars = 0;          // slice and wait bars drawn, all rows
+  size_t slice_bars = 0;    // of which slices
+  size_t grants_drawn = 0;  // the grants of the rows drawn (what slice_bars stand for)
   double merge_gap_px = 0;  // 0: one bar per grant and per wait
   std::vector<Column> in_use;
   bool averaged = false;  // in_use is one mean per pixel column

@@ -137,16 +137,18 @@ std::string Thinned(const TraceModel& model, const ReportDrawing& drawing) {
   if (drawing.merge_gap_px == 0 && !drawing.averaged && drawing.hidden_tracks == 0) return "";
   std::ostringstream html;
   html << "<p id=\"thinned\">A long trace, thinned so the page opens at once:";
+  if (drawing.hidden_tracks > 0) {
+    html << " only the " << drawing.rows.size()
+         << " holders with the most slot-seconds have a row (with " << drawing.grants_drawn
+         << " of the trace's " << model.slice_count << " grants), " << drawing.hidden_tracks
+         << " more do not;";
+  }
   if (drawing.merge_gap_px > 0) {
-    html << " " << model.slice_count << " grants are drawn as " << drawing.bars
+    html << " " << drawing.grants_drawn << " grants are drawn as " << drawing.slice_bars
          << " bars (bars less than " << drawing.merge_gap_px
          << " px apart are merged; hover one for what it stands for);";
   }
   if (drawing.averaged) html << " the slots in use are drawn as one mean per pixel;";
-  if (drawing.hidden_tracks > 0) {
-    html << " the " << drawing.rows.size() << " holders with the most slot-seconds are drawn, "
-         << drawing.hidden_tracks << " more are not;";
-  }
   html << " the figures and tables count everything.</p>\n";
   return html.str();
 }

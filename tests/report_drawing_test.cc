@@ -106,9 +106,11 @@ TEST_P(ReportMergeTest, ManyGrantsAreMergedUnderTheCapAndStillAllCounted) {
   EXPECT_EQ(grants, model.slice_count);
   EXPECT_EQ(busy, expected_busy);
 
+  EXPECT_EQ(drawing.grants_drawn, model.slice_count);                 // every holder has a row
+  EXPECT_EQ(drawing.slice_bars + model.tracks.size(), drawing.bars);  // one wait bar a row
   std::string page = RenderReport(model, "t");
   EXPECT_NE(page.find(std::to_string(model.slice_count) + " grants are drawn as " +
-                      std::to_string(drawing.bars) + " bars"),
+                      std::to_string(drawing.slice_bars) + " bars"),
             std::string::npos);
   size_t rects = 0;
   for (size_t at = 0; (at = page.find("<rect ", at)) != std::string::npos; ++at) ++rects;
@@ -132,8 +134,19 @@ TEST(ReportDrawingTest, ManyHoldersKeepTheBiggestInTraceOrder) {
   for (size_t i = 0; i < drawing.rows.size(); ++i) {
     EXPECT_EQ(drawing.rows[i].track, &model.tracks[200 + i]);
   }
+  EXPECT_EQ(drawing.grants_drawn, 2u * ReportDrawing::kMaxTracksDrawn);
   std::string page = RenderReport(model, "t");
   EXPECT_NE(page.find("and 200 more holders"), std::string::npos);
+  EXPECT_NE(page.find("(with 600 of the trace's 1000 grants), 200 more do not"), std::string::npos);
+}
+
+TEST(ReportDrawingTest, NoWidthIsOnePixel) {
+  TraceModel model = Slices(2, 10, 1);
+  for (int k = 0; k < 10; ++k) model.in_use.push_back({k * 1000, {{"legacy", 1}}});
+  ReportDrawing drawing = DrawingOf(model, 0);
+  ASSERT_TRUE(drawing.averaged);
+  ASSERT_EQ(drawing.in_use.size(), 1u);
+  EXPECT_GT(drawing.in_use[0].per_side[1], 0);
 }
 
 TEST(ReportDrawingTest, ManySamplesAreOneMeanPerPixelOfTheSameArea) {
