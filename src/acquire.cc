@@ -16,6 +16,7 @@
 #include "log.h"
 #include "outer_budget.h"
 #include "subprocess-posix.h"
+#include "util/option_args.h"
 #include "util/signals.h"
 
 extern char** environ;
@@ -150,8 +151,12 @@ bool ParseAcquireCommandLine(const std::vector<std::string>& args, AcquireOption
     }
     if (arg == "-h" || arg == "--help") {
       parsed.help = true;
-    } else if (arg.starts_with("-n")) {
-      std::string value = arg.size() > 2 ? arg.substr(2) : (i + 1 < args.size() ? args[++i] : "");
+    } else if (IsOption(arg, "-n")) {
+      std::string value;
+      if (!OptionValue(args, &i, "-n", "jobbridge acquire --help", &value, err)) {
+        *err = "acquire: " + *err;
+        return false;
+      }
       int n = 0;
       if (!ParseWholeNumber(value, &n) || n < 1) {
         *err = "acquire: -n needs a whole number of slots of at least 1, not '" + value + "'";

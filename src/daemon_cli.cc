@@ -320,9 +320,9 @@ int StopMain(const std::vector<std::string>& args) {
     }
     rest.push_back(args[i]);
   }
-  if (!ParseStatusCommandLine(rest, &where, &err) || where.json || where.watch) {
+  if (!ParseStatusCommandLine(rest, &where, &err, "stop") || where.json || where.watch) {
     LogError(err.empty() ? "stop: only --timeout D, --pid PID or --socket PATH are understood"
-                         : "stop: " + err);
+                         : err);
     return 2;
   }
   std::string path;

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "report.h"
 #include "report_drawing.h"
+#include "util/option_args.h"
 
 namespace jobbridge {
 
@@ -255,8 +256,13 @@ std::string RenderReport(const TraceModel& model, const std::string& source) {
 int ReportMain(const std::vector<std::string>& args) {
   std::string input, output;
   for (size_t i = 0; i < args.size(); ++i) {
-    if ((args[i] == "-o" || args[i] == "--output") && i + 1 < args.size()) {
-      output = args[++i];
+    if (IsOption(args[i], "--output") || IsOption(args[i], "-o")) {
+      std::string err;
+      if (!OptionValue(args, &i, args[i].starts_with("--") ? "--output" : "-o",
+                       "jobbridge report --help", &output, &err)) {
+        LogError("report: " + err);
+        return 2;
+      }
     } else if (args[i] == "-h" || args[i] == "--help") {
       std::fputs(
           "usage: jobbridge report TRACE -o REPORT.html\n"

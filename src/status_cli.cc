@@ -180,13 +180,14 @@ bool FindControlSocket(const StatusOptions& options, std::string* path, std::str
 }
 
 bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions* options,
-                            std::string* err) {
+                            std::string* err, const std::string& command) {
+  const std::string help = "jobbridge " + command + " --help";
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     std::string v;
     auto value = [&](const char* name) -> const std::string* {
-      if (OptionValue(args, &i, name, "jobbridge status --help", &v, err)) return &v;
-      *err = "status: " + *err;
+      if (OptionValue(args, &i, name, help, &v, err)) return &v;
+      *err = command + ": " + *err;
       return nullptr;
     };
     if (arg == "--json") {
@@ -200,7 +201,7 @@ bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions*
       if (!pid) return false;
       int parsed = 0;
       if (!ParseWholeNumber(*pid, &parsed) || parsed <= 0) {
-        *err = "status: --pid " + *pid + " is not a process id";
+        *err = command + ": --pid " + *pid + " is not a process id";
         return false;
       }
       options->pid = parsed;
@@ -209,12 +210,12 @@ bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions*
       if (!path) return false;
       options->socket = *path;
     } else {
-      *err = "status: unknown argument " + arg + " (see jobbridge status --help)";
+      *err = command + ": unknown argument " + arg + " (see " + help + ")";
       return false;
     }
   }
   if (options->pid != 0 && !options->socket.empty()) {
-    *err = "status: give --pid or --socket, not both";
+    *err = command + ": give --pid or --socket, not both";
     return false;
   }
   return true;
@@ -351,7 +352,7 @@ int ResizeMain(const std::vector<std::string>& args) {
     LogError("resize: " + positional[0] + " is not a budget: give a whole number from 1");
     return 2;
   }
-  if (!ParseStatusCommandLine(rest, &options, &err) || options.json || options.watch) {
+  if (!ParseStatusCommandLine(rest, &options, &err, "resize") || options.json || options.watch) {
     LogError(err.empty() ? "resize: only --pid PID or --socket PATH may go with N" : err);
     return 2;
   }

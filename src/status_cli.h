@@ -22,10 +22,11 @@ struct StatusOptions {
   double interval_s = 1.0;  // between redraws with --watch
 };
 
-// Parses the words after "status". Returns false and sets *err to a
-// one-line message that names the fix.
+// Parses the words after "status" (or the --pid and --socket of another
+// `command`, named in the messages). Returns false and sets *err to a
+// one-line message, "COMMAND: ...", that names the fix.
 bool ParseStatusCommandLine(const std::vector<std::string>& args, StatusOptions* options,
-                            std::string* err);
+                            std::string* err, const std::string& command = "status");
 std::string StatusUsageText();
 
 // Where to ask: --socket, --pid, else the tree's JOBBRIDGE_CONTROL. False

@@ -59,6 +59,8 @@ TEST(OptionArgsTest, StatusTakesPidAndSocketInEveryForm) {
   EXPECT_EQ(options.pid, 7);
   EXPECT_FALSE(ParseStatusCommandLine({"--pid"}, &options, &err));
   EXPECT_EQ(err, "status: --pid needs a value; see jobbridge status --help");
+  EXPECT_FALSE(ParseStatusCommandLine({"--pid"}, &options, &err, "stop"));
+  EXPECT_EQ(err, "stop: --pid needs a value; see jobbridge stop --help");
 }
 
 }  // namespace

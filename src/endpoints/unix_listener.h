@@ -39,7 +39,9 @@ class UnixListener {
   bool Listen(const std::string& path, std::string* err);
   // Closes the listener (new clients are refused by the kernel). Idempotent.
   void Stop();
-  // A connection of the owner's closed: if paused, try again at once.
+  // A connection of the owner's closed: if paused, watch again at once. Its
+  // fd may be closed only in its handle's close callback, after this call;
+  // the accept comes at the listener's next readiness, a later turn.
   void FdFreed();
 
   bool listening() const { return poll_ != nullptr; }
