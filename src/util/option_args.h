@@ -1,8 +1,8 @@
 // Options as make and the GNU tools take them: a long option as "--name=V"
 // or "--name V", a short one as "-jV" or "-j V". One reader for every
 // command line of jobbridge (the bridge, daemon, stop, status, resize,
-// acquire, report), so
-// that each takes every form and names a missing value the same way.
+// acquire, report), so that each takes every form and names a missing value
+// the same way.
 #pragma once
 
 #include <string>
