@@ -87,6 +87,10 @@ class TmuxPane:
     def history(self):
         return self.tmux("capture-pane", "-p", "-S", "-").rstrip("\n").split("\n")
 
+    def type_line(self, text):
+        self.tmux("send-keys", "-l", text)
+        self.tmux("send-keys", "Enter")
+
     def rows(self):
         return int(self.tmux("display-message", "-p", "#{pane_height}"))
 
@@ -191,62 +195,56 @@ class TerminalTest(BridgeTestCase):
         pane.close()
         self.assert_no_leftovers()
 
-    def test_ctrl_z_gives_the_whole_screen_back_until_fg(self):
-        pane = TmuxPane(self.sandbox, "PS1='PROMPT> ' bash --norc --noprofile -i", rows=10)
+    SHELL_ROWS = 10
+
+    def shell_pane(self, command_line):
+        """An interactive bash in a tmux pane, at its prompt, given `command_line`."""
+        pane = TmuxPane(self.sandbox, "PS1='PROMPT> ' bash --norc --noprofile -i",
+                        rows=self.SHELL_ROWS)
         self.addCleanup(pane.close)
         pane.wait_for_screen(lambda screen: any(r.startswith("PROMPT>") for r in screen),
                              "the prompt")
-        pane.tmux("send-keys", "-l",
-                  f"{self.bridge} -j2 --progress -- sh -c 'echo ready; exec sleep 60'")
-        pane.tmux("send-keys", "Enter")
-        pane.wait_for_screen(pane.status_on_last_row, "the status on the last row")
-        self.assertEqual(pane.region(), (0, 8))
-        pane.tmux("send-keys", "C-z")
-        screen = pane.wait_for_screen(lambda screen: any("Stopped" in r for r in screen),
-                                      "the job stopped")
-        self.assertEqual(pane.region(), (0, 9), screen)
+        pane.type_line(command_line)
+        return pane
+
+    def assert_screen_is_the_shells(self, pane, screen):
+        """The whole scroll region and no status line."""
+        self.assertEqual(pane.region(), (0, self.SHELL_ROWS - 1), screen)
         self.assertFalse([r for r in screen if "[jobbridge]" in r], screen)
-        pane.tmux("send-keys", "-l", "fg")
-        pane.tmux("send-keys", "Enter")
+
+    def fg_shows_the_line_then_ctrl_c_gives_the_screen_back(self, pane):
+        pane.type_line("fg")
         pane.wait_for_screen(lambda screen: pane.status_on_last_row(screen)
-                             and pane.region() == (0, 8), "the status back after fg")
+                             and pane.region() == (0, self.SHELL_ROWS - 2),
+                             "the status on the last row after fg")
         pane.tmux("send-keys", "C-c")
-        pane.tmux("send-keys", "-l", "echo AFTER$((1+1))")
-        pane.tmux("send-keys", "Enter")
+        pane.type_line("echo AFTER$((1+1))")
         screen = pane.wait_for_screen(lambda screen: "AFTER2" in screen, "the shell's prompt")
-        self.assertEqual(pane.region(), (0, 9), screen)
-        self.assertFalse([r for r in screen if "[jobbridge]" in r], screen)
+        self.assert_screen_is_the_shells(pane, screen)
         pane.close()
         self.assert_no_leftovers()
 
+    def test_ctrl_z_gives_the_whole_screen_back_until_fg(self):
+        pane = self.shell_pane(
+            f"{self.bridge} -j2 --progress -- sh -c 'echo ready; exec sleep 60'")
+        pane.wait_for_screen(pane.status_on_last_row, "the status on the last row")
+        self.assertEqual(pane.region(), (0, self.SHELL_ROWS - 2))
+        pane.tmux("send-keys", "C-z")
+        screen = pane.wait_for_screen(lambda screen: any("Stopped" in r for r in screen),
+                                      "the job stopped")
+        self.assert_screen_is_the_shells(pane, screen)
+        self.fg_shows_the_line_then_ctrl_c_gives_the_screen_back(pane)
+
     def test_progress_in_the_background_draws_nothing_until_fg(self):
-        pane = TmuxPane(self.sandbox, "PS1='PROMPT> ' bash --norc --noprofile -i", rows=10)
-        self.addCleanup(pane.close)
-        pane.wait_for_screen(lambda screen: any(r.startswith("PROMPT>") for r in screen),
-                             "the prompt")
-        pane.tmux("send-keys", "-l",
-                  f"{self.bridge} -j2 --progress -- sh -c 'echo rea''dy; exec sleep 60' &")
-        pane.tmux("send-keys", "Enter")
+        pane = self.shell_pane(
+            f"{self.bridge} -j2 --progress -- sh -c 'echo rea''dy; exec sleep 60' &")
         pane.wait_for_screen(lambda screen: any(r.endswith("ready") for r in screen), "ready")
         # Drawing, it would redraw at least once a second: watch 1.5 s of it.
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
-            screen = pane.screen()
-            self.assertFalse([r for r in screen if "[jobbridge]" in r], screen)
-            self.assertEqual(pane.region(), (0, 9), screen)
+            self.assert_screen_is_the_shells(pane, pane.screen())
             time.sleep(0.05)
-        pane.tmux("send-keys", "-l", "fg")
-        pane.tmux("send-keys", "Enter")
-        pane.wait_for_screen(lambda screen: pane.status_on_last_row(screen)
-                             and pane.region() == (0, 8), "the status once in the foreground")
-        pane.tmux("send-keys", "C-c")
-        pane.tmux("send-keys", "-l", "echo AFTER$((1+1))")
-        pane.tmux("send-keys", "Enter")
-        screen = pane.wait_for_screen(lambda screen: "AFTER2" in screen, "the shell's prompt")
-        self.assertEqual(pane.region(), (0, 9), screen)
-        self.assertFalse([r for r in screen if "[jobbridge]" in r], screen)
-        pane.close()
-        self.assert_no_leftovers()
+        self.fg_shows_the_line_then_ctrl_c_gives_the_screen_back(pane)
 
     def test_command_reads_the_terminal(self):
         term = self.start('echo ready; read line; echo "got:$line"')
