@@ -1,6 +1,6 @@
 // Two readers of the sampler (control/sampler.h): UsageMeter adds up the
 // utilisation for -v's exit summary, and ProgressLine keeps one status line
-// on a terminal (--progress), redrawn in place as ninja and cargo do.
+// on a terminal's last row (--progress).
 #pragma once
 
 #include <sys/types.h>
