@@ -132,6 +132,8 @@ write_fd = int(auth.split(",")[1])
 log = os.environ["JOBLOG"]
 def running(prefix):
     starts = ends = 0
+    if not os.path.exists(log):  # no job has started yet
+        return 0
     for line in open(log):
         kind, name = line.split()[:2]
         if name.startswith(prefix):
