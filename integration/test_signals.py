@@ -67,7 +67,9 @@ class KilledBridgeTest(BridgeTestCase):
                 semaphores += [entry.split(b":")[1].decode() for entry in f.read().split(b"\0")
                                if entry.startswith(b"ROBUST_JOBSERVER=sysvsem:")]
         self.assertEqual(len(caretakers), 1)
-        self.assertEqual(len(semaphores), 1)
+        # Once failed under ASan on CI with no variable found: say what was seen.
+        seen = {pid: program(pid) for pid in children(doomed.pid)}
+        self.assertEqual(len(semaphores), 1, f"no ROBUST_JOBSERVER among children {seen}")
         for pid in [doomed.pid] + caretakers:
             os.kill(pid, signal.SIGKILL)
         doomed.wait()
